@@ -1,0 +1,1 @@
+//! Benchmarks of the Taskforge workflow engine.

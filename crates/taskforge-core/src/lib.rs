@@ -1,0 +1,45 @@
+//! Taskforge core: the domain model, the run and step state machine, the
+//! storage contract, and the engine that runs workflows of Rust closures.
+//!
+//! Taskforge is an embeddable workflow engine. A host application registers
+//! step handlers as closures, publishes immutable workflow versions that
+//! name them, and starts runs by hand, from webhooks or on a schedule. Every
+//! run is pinned to one version, and its whole history (each step attempt,
+//! its output or error) is kept in a store.
+//!
+//! Storage is pluggable: this crate defines [`WorkflowStore`], [`EventStore`]
+//! and [`RunStore`], and backend crates implement them
+//! (`taskforge-store-memory`, `taskforge-store-sled`). With the `testing`
+//! feature, this crate also provides the conformance suite every backend runs.
+
+#![warn(missing_docs)]
+
+mod clock;
+mod duration_ms;
+mod error;
+mod event;
+mod id;
+mod retry;
+mod run;
+mod store;
+mod trigger;
+mod workflow;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
+pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
+pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
+pub use retry::{Backoff, RetryDecision, RetryPolicy};
+pub use run::{
+    idempotency_key, replay_run, Fence, Lease, RunError, RunStatus, RunTransition, StepFailure,
+    StepRun, StepStatus, StepTransition, WorkflowRun,
+};
+pub use store::{
+    page_limit, EventInsert, EventQuery, EventStore, Order, Page, RunQuery, RunStore, RunStoreExt,
+    Store, WorkflowStore, MAX_PAGE_SIZE,
+};
+pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
+pub use workflow::{
+    validate_name, DefinitionProblem, NameError, StepDefinition, Workflow, WorkflowDefinition,
+    WorkflowVersion, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES,
+};

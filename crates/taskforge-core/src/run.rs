@@ -1,0 +1,533 @@
+//! Workflow runs, step runs, and their lifecycles as a pure state machine.
+//!
+//! # Run lifecycle
+//!
+//! ```text
+//!            Start              Succeed
+//!  Queued ─────────▶ Running ─────────▶ Succeeded
+//!    │                │  ▲ Resume          
+//!    │ Cancel         │  └──┘ (a new owner picks it up after a crash)
+//!    ▼                ├── Fail ───▶ Failed
+//!  Cancelled ◀─Cancel─┤
+//!                     └── TimeOut ─▶ TimedOut
+//! ```
+//!
+//! | status      | meaning                                                   |
+//! |-------------|-----------------------------------------------------------|
+//! | `Queued`    | accepted and durable, waiting for a worker to claim it   |
+//! | `Running`   | claimed by a worker holding its lease; steps are running |
+//! | `Succeeded` | every step succeeded (terminal)                          |
+//! | `Failed`    | a step failed for good (terminal)                        |
+//! | `Cancelled` | cancelled before it finished (terminal)                  |
+//! | `TimedOut`  | the run's timeout passed (terminal)                      |
+//!
+//! # Step lifecycle
+//!
+//! Each attempt of a step is its own [`StepRun`], created `Running` just
+//! before its handler is called:
+//!
+//! | status        | meaning                                                        |
+//! |---------------|----------------------------------------------------------------|
+//! | `Running`     | its handler has been called and has not returned             |
+//! | `Succeeded`   | the handler returned output (terminal)                        |
+//! | `Failed`      | the handler returned an error; `retry_at` says if another attempt follows (terminal) |
+//! | `TimedOut`    | the attempt outlived its timeout and was dropped (terminal)  |
+//! | `Cancelled`   | the run was cancelled while it ran (terminal)                 |
+//! | `Interrupted` | its worker was lost (crash, lost lease); a new attempt follows (terminal) |
+//!
+//! Terminal states stay terminal: [`RunStatus::apply`] and
+//! [`StepStatus::apply`] refuse every transition out of them, and stores
+//! refuse to rewrite a finished record.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::IllegalTransition;
+use crate::id::{EventId, RunId, StepRunId, VersionId, WorkflowId};
+use crate::workflow::WorkflowVersion;
+
+/// Where a run is in its lifecycle. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted and durable, waiting for a worker.
+    Queued,
+    /// Claimed by a worker; steps are running.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed for good.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+    /// The run's timeout passed.
+    TimedOut,
+}
+
+/// A change of a run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunTransition {
+    /// A worker claimed a queued run.
+    Start,
+    /// A new worker took over a running run whose worker was lost.
+    Resume,
+    /// The last step succeeded.
+    Succeed,
+    /// A step failed for good.
+    Fail,
+    /// Cancellation was asked for.
+    Cancel,
+    /// The run timeout passed.
+    TimeOut,
+}
+
+impl RunStatus {
+    /// Every status, for exhaustive tests.
+    pub const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::TimedOut,
+    ];
+
+    /// The status after `transition`, or why it is not allowed.
+    pub fn apply(self, transition: RunTransition) -> Result<Self, IllegalTransition> {
+        use RunStatus::*;
+        use RunTransition as T;
+        match (self, transition) {
+            (Queued, T::Start) => Ok(Running),
+            (Queued, T::Cancel) => Ok(Cancelled),
+            (Running, T::Resume) => Ok(Running),
+            (Running, T::Succeed) => Ok(Succeeded),
+            (Running, T::Fail) => Ok(Failed),
+            (Running, T::Cancel) => Ok(Cancelled),
+            (Running, T::TimeOut) => Ok(TimedOut),
+            (Queued, T::Resume | T::Succeed | T::Fail | T::TimeOut)
+            | (Running, T::Start)
+            | (Succeeded | Failed | Cancelled | TimedOut, _) => Err(IllegalTransition::Run {
+                from: self,
+                transition,
+            }),
+        }
+    }
+
+    /// Whether no transition leaves this status.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut
+        )
+    }
+
+    /// The status's name in `snake_case`, as stored.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one step attempt is in its lifecycle. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// The handler has been called and has not returned.
+    Running,
+    /// The handler returned output.
+    Succeeded,
+    /// The handler returned an error.
+    Failed,
+    /// The attempt outlived its timeout.
+    TimedOut,
+    /// The run was cancelled while the attempt ran.
+    Cancelled,
+    /// The attempt's worker was lost; a new attempt follows.
+    Interrupted,
+}
+
+/// A change of a step attempt's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepTransition {
+    /// The handler returned output.
+    Succeed,
+    /// The handler returned an error.
+    Fail,
+    /// The attempt's timeout passed.
+    TimeOut,
+    /// The run was cancelled.
+    Cancel,
+    /// The attempt's worker was found lost during recovery.
+    Interrupt,
+}
+
+impl StepStatus {
+    /// Every status, for exhaustive tests.
+    pub const ALL: [Self; 6] = [
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+        Self::Interrupted,
+    ];
+
+    /// The status after `transition`, or why it is not allowed.
+    pub fn apply(self, transition: StepTransition) -> Result<Self, IllegalTransition> {
+        use StepStatus::*;
+        use StepTransition as T;
+        match (self, transition) {
+            (Running, T::Succeed) => Ok(Succeeded),
+            (Running, T::Fail) => Ok(Failed),
+            (Running, T::TimeOut) => Ok(TimedOut),
+            (Running, T::Cancel) => Ok(Cancelled),
+            (Running, T::Interrupt) => Ok(Interrupted),
+            (Succeeded | Failed | TimedOut | Cancelled | Interrupted, _) => {
+                Err(IllegalTransition::Step {
+                    from: self,
+                    transition,
+                })
+            }
+        }
+    }
+
+    /// Whether no transition leaves this status.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// Replays a recorded history of run transitions from `Queued`.
+pub fn replay_run(history: &[RunTransition]) -> Result<RunStatus, IllegalTransition> {
+    history
+        .iter()
+        .try_fold(RunStatus::Queued, |status, &t| status.apply(t))
+}
+
+/// The claim a worker holds on a run while it executes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker (engine instance) holding it.
+    pub owner: String,
+    /// When it lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a fenced write expects of the stored run: a store applies the write
+/// only if the run's `lease_epoch` and `status` still match, so a worker
+/// that lost its lease can never overwrite its successor's work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The run written.
+    pub run_id: RunId,
+    /// The lease epoch the writer claimed.
+    pub epoch: u64,
+    /// The status the writer last saw.
+    pub status: RunStatus,
+}
+
+/// Why a run did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    /// What went wrong, for people.
+    pub message: String,
+    /// The step it went wrong in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Structured detail from the handler, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// One execution of a workflow, pinned to one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRun {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow.
+    pub workflow_id: WorkflowId,
+    /// The version it runs: fixed for its whole life.
+    pub version_id: VersionId,
+    /// That version's number.
+    pub version: u32,
+    /// The event that caused it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+    /// The run this one replays, if it is a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<RunId>,
+    /// Where it is in its lifecycle.
+    pub status: RunStatus,
+    /// Its input, handed to every step.
+    pub input: Value,
+    /// The last step's output, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why it did not succeed, once it failed, timed out or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RunError>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// When it first started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the run times out, set when it starts if the version has a run timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// The current claim, while a worker holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Incremented by every claim; the fencing token of writes.
+    pub lease_epoch: u64,
+    /// Whether cancellation was asked for; set by any engine, honoured by the owner.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+impl WorkflowRun {
+    /// A queued run of `version` with `input`.
+    #[must_use]
+    pub fn new(version: &WorkflowVersion, input: Value, now: DateTime<Utc>) -> Self {
+        Self {
+            id: RunId::new(),
+            workflow_id: version.workflow_id,
+            version_id: version.id,
+            version: version.number,
+            event_id: None,
+            replay_of: None,
+            status: RunStatus::Queued,
+            input,
+            output: None,
+            error: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            deadline: None,
+            lease: None,
+            lease_epoch: 0,
+            cancel_requested: false,
+        }
+    }
+
+    /// Applies `transition` through the state machine and stamps the times.
+    pub fn transition(
+        &mut self,
+        transition: RunTransition,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        self.status = self.status.apply(transition)?;
+        if transition == RunTransition::Start {
+            self.started_at = Some(now);
+        }
+        if self.status.is_terminal() {
+            self.finished_at = Some(now);
+            self.lease = None;
+        }
+        Ok(())
+    }
+
+    /// The fence for a write by the current lease holder.
+    #[must_use]
+    pub fn fence(&self) -> Fence {
+        Fence {
+            run_id: self.id,
+            epoch: self.lease_epoch,
+            status: self.status,
+        }
+    }
+
+    /// Whether a worker may claim it at `now`: it is queued, or running with
+    /// a lapsed lease.
+    #[must_use]
+    pub fn is_claimable(&self, now: DateTime<Utc>) -> bool {
+        match self.status {
+            RunStatus::Queued => true,
+            RunStatus::Running => self.lease.as_ref().is_none_or(|l| l.expires_at <= now),
+            _ => false,
+        }
+    }
+}
+
+/// Why a step attempt failed, stored so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// What went wrong, for people.
+    pub message: String,
+    /// Whether the handler said retrying cannot help.
+    #[serde(default)]
+    pub terminal: bool,
+    /// Structured detail from the handler, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// One attempt of one step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    /// Its id.
+    pub id: StepRunId,
+    /// The run.
+    pub run_id: RunId,
+    /// The step's key in the run's version.
+    pub step_key: String,
+    /// The step's position in the run's version.
+    pub step_index: u32,
+    /// 1 for the first attempt, then 2, 3, ...
+    pub attempt: u32,
+    /// Where it is in its lifecycle.
+    pub status: StepStatus,
+    /// What the handler returned, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepFailure>,
+    /// When the next attempt is due, if this one failed and another follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// When the handler was called.
+    pub started_at: DateTime<Utc>,
+    /// When the attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl StepRun {
+    /// A running attempt, recorded before its handler is called.
+    #[must_use]
+    pub fn start(
+        run_id: RunId,
+        step_key: impl Into<String>,
+        step_index: u32,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: StepRunId::new(),
+            run_id,
+            step_key: step_key.into(),
+            step_index,
+            attempt,
+            status: StepStatus::Running,
+            output: None,
+            error: None,
+            retry_at: None,
+            started_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Applies `transition` through the state machine and stamps the end time.
+    pub fn transition(
+        &mut self,
+        transition: StepTransition,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        self.status = self.status.apply(transition)?;
+        self.finished_at = Some(now);
+        Ok(())
+    }
+
+    /// The key a handler uses to make its side effects idempotent: the same
+    /// for every attempt of this step in this run, across restarts.
+    #[must_use]
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.run_id, &self.step_key)
+    }
+}
+
+/// The idempotency key of step `step_key` of run `run_id`.
+#[must_use]
+pub fn idempotency_key(run_id: RunId, step_key: &str) -> String {
+    format!("{run_id}/{step_key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUN_TRANSITIONS: [RunTransition; 6] = [
+        RunTransition::Start,
+        RunTransition::Resume,
+        RunTransition::Succeed,
+        RunTransition::Fail,
+        RunTransition::Cancel,
+        RunTransition::TimeOut,
+    ];
+
+    #[test]
+    fn terminal_run_states_refuse_every_transition() {
+        for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for t in RUN_TRANSITIONS {
+                assert!(status.apply(t).is_err(), "{status:?} {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_and_cancellation_are_legal() {
+        assert_eq!(
+            replay_run(&[
+                RunTransition::Start,
+                RunTransition::Resume,
+                RunTransition::Succeed
+            ]),
+            Ok(RunStatus::Succeeded)
+        );
+        assert_eq!(
+            replay_run(&[RunTransition::Cancel]),
+            Ok(RunStatus::Cancelled)
+        );
+        assert_eq!(
+            replay_run(&[RunTransition::Succeed]),
+            Err(IllegalTransition::Run {
+                from: RunStatus::Queued,
+                transition: RunTransition::Succeed
+            })
+        );
+    }
+
+    #[test]
+    fn step_attempts_end_once() {
+        let mut step = StepRun::start(RunId::new(), "build", 0, 1, Utc::now());
+        assert!(step.transition(StepTransition::Succeed, Utc::now()).is_ok());
+        assert!(step.transition(StepTransition::Fail, Utc::now()).is_err());
+        assert_eq!(step.status, StepStatus::Succeeded);
+    }
+}

@@ -1,0 +1,379 @@
+//! The storage contract: small traits that every backend implements, and the
+//! conformance suite (behind the `testing` feature) checks.
+//!
+//! A backend implements all three traits over one database, because some
+//! writes span them (an event and the run it starts are stored atomically).
+//! [`Store`] names the three together.
+//!
+//! Every method documents its contract under `# Contract`. Words used there:
+//! - *durable*: once the call returns `Ok`, the write survives a process
+//!   crash (for backends that persist at all; the memory store keeps it
+//!   until the process ends).
+//! - *atomic*: other callers see all of the write or none of it, and a
+//!   failed call has changed nothing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::event::{Event, OutcomeKind};
+use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
+use crate::run::{Fence, RunStatus, StepRun, WorkflowRun};
+use crate::trigger::Trigger;
+use crate::workflow::{Workflow, WorkflowVersion};
+
+/// The largest page a listing returns, whatever limit is asked for.
+pub const MAX_PAGE_SIZE: usize = 1_000;
+
+/// Which end of a listing comes first. Listings are ordered by id, and ids
+/// (UUID v7) are ordered by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    OldestFirst,
+    /// Newest first.
+    NewestFirst,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T, C> {
+    /// The items, in the order asked for.
+    pub items: Vec<T>,
+    /// Pass this as `after` to get the next page; `None` on the last page.
+    pub next: Option<C>,
+}
+
+/// Which runs to list, and which page of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunQuery {
+    /// Only runs of this workflow.
+    pub workflow_id: Option<WorkflowId>,
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs caused by this event.
+    pub event_id: Option<EventId>,
+    /// Only runs created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only runs created before this time.
+    pub created_until: Option<DateTime<Utc>>,
+    /// The order of the listing.
+    pub order: Order,
+    /// Start after this run (the `next` of the previous page).
+    pub after: Option<RunId>,
+    /// The most runs to return, from 1 to [`MAX_PAGE_SIZE`]; 0 means 100.
+    pub limit: usize,
+}
+
+/// Which events to list, and which page of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventQuery {
+    /// Only events addressed to this workflow.
+    pub workflow_id: Option<WorkflowId>,
+    /// Only events received by this trigger.
+    pub trigger_id: Option<TriggerId>,
+    /// Only events with this kind of outcome.
+    pub outcome: Option<OutcomeKind>,
+    /// Only events received at or after this time.
+    pub received_from: Option<DateTime<Utc>>,
+    /// Only events received before this time.
+    pub received_until: Option<DateTime<Utc>>,
+    /// The order of the listing.
+    pub order: Order,
+    /// Start after this event (the `next` of the previous page).
+    pub after: Option<EventId>,
+    /// The most events to return, from 1 to [`MAX_PAGE_SIZE`]; 0 means 100.
+    pub limit: usize,
+}
+
+/// The effective page size of a query's `limit`.
+#[must_use]
+pub fn page_limit(limit: usize) -> usize {
+    match limit {
+        0 => 100,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The result of [`EventStore::insert_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventInsert {
+    /// The event (and its run, if one was given) was stored.
+    Inserted,
+    /// An event with the same dedup key is stored already; this is it.
+    /// Nothing was written.
+    Duplicate(Box<Event>),
+}
+
+/// Workflows, their versions and their triggers.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync + 'static {
+    /// Stores a new workflow.
+    ///
+    /// # Contract
+    /// Atomic and durable. `AlreadyExists` if the id or the name is taken
+    /// (names are unique); of concurrent inserts of one name, exactly one wins.
+    async fn insert_workflow(&self, workflow: &Workflow) -> Result<(), StoreError>;
+
+    /// Rewrites a workflow's mutable fields (`active`, `updated_at`).
+    ///
+    /// # Contract
+    /// Atomic and durable. `NotFound` if absent; `Conflict` if `name` or
+    /// `created_at` differ from the stored ones (they are immutable).
+    async fn update_workflow(&self, workflow: &Workflow) -> Result<(), StoreError>;
+
+    /// The workflow with this id.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow, StoreError>;
+
+    /// The workflow with this name, if any.
+    async fn find_workflow(&self, name: &str) -> Result<Option<Workflow>, StoreError>;
+
+    /// Every workflow, ordered by id.
+    async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError>;
+
+    /// Publishes a version.
+    ///
+    /// # Contract
+    /// Atomic and durable. `NotFound` if the workflow is absent;
+    /// `Conflict` unless `version.number` is exactly one more than the
+    /// latest stored number (1 for the first), so of concurrent publishers
+    /// exactly one gets each number; `AlreadyExists` if the id is taken.
+    /// A stored version is never changed or removed.
+    async fn insert_version(&self, version: &WorkflowVersion) -> Result<(), StoreError>;
+
+    /// The version with this id.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_version(&self, id: VersionId) -> Result<WorkflowVersion, StoreError>;
+
+    /// The version of `workflow_id` numbered `number`.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_version_by_number(
+        &self,
+        workflow_id: WorkflowId,
+        number: u32,
+    ) -> Result<WorkflowVersion, StoreError>;
+
+    /// The highest-numbered version of `workflow_id`, if any.
+    async fn latest_version(
+        &self,
+        workflow_id: WorkflowId,
+    ) -> Result<Option<WorkflowVersion>, StoreError>;
+
+    /// Every version of `workflow_id`, by number.
+    async fn list_versions(
+        &self,
+        workflow_id: WorkflowId,
+    ) -> Result<Vec<WorkflowVersion>, StoreError>;
+
+    /// Stores a new trigger.
+    ///
+    /// # Contract
+    /// Atomic and durable. `NotFound` if the workflow is absent;
+    /// `AlreadyExists` if the id is taken.
+    async fn insert_trigger(&self, trigger: &Trigger) -> Result<(), StoreError>;
+
+    /// Rewrites a trigger.
+    ///
+    /// # Contract
+    /// Atomic and durable. `NotFound` if absent; `Conflict` if
+    /// `workflow_id` differs from the stored one.
+    async fn update_trigger(&self, trigger: &Trigger) -> Result<(), StoreError>;
+
+    /// The trigger with this id.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_trigger(&self, id: TriggerId) -> Result<Trigger, StoreError>;
+
+    /// The triggers of `workflow_id`, or every trigger, ordered by id.
+    async fn list_triggers(
+        &self,
+        workflow_id: Option<WorkflowId>,
+    ) -> Result<Vec<Trigger>, StoreError>;
+}
+
+/// Events: persisted records of deliveries, ticks and requests.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores an event, and the run it starts if `run` is given, unless an
+    /// event with the same `(workflow_id, dedup_key)` is stored already.
+    ///
+    /// # Contract
+    /// Atomic and durable: the event and its run are stored together or not
+    /// at all. Insert-if-absent on the dedup key: of any number of
+    /// concurrent inserts with one key, exactly one returns `Inserted` and
+    /// every other returns `Duplicate` with the stored event, whose outcome
+    /// names the run it started. An event without a dedup key is never a
+    /// duplicate. `AlreadyExists` if the event's or the run's id is taken.
+    /// A stored event is never rewritten.
+    async fn insert_event(
+        &self,
+        event: &Event,
+        run: Option<&WorkflowRun>,
+    ) -> Result<EventInsert, StoreError>;
+
+    /// The event with this id.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_event(&self, id: EventId) -> Result<Event, StoreError>;
+
+    /// The event of `workflow_id` stored with `dedup_key`, if any.
+    async fn find_event_by_dedup_key(
+        &self,
+        workflow_id: WorkflowId,
+        dedup_key: &str,
+    ) -> Result<Option<Event>, StoreError>;
+
+    /// A page of events matching `query`.
+    ///
+    /// # Contract
+    /// Ordered by id as `query.order` says; paging with `next` visits every
+    /// matching event exactly once, even while new events are inserted.
+    /// Filtering by workflow or trigger does not scan other workflows' or
+    /// triggers' events.
+    async fn list_events(&self, query: &EventQuery) -> Result<Page<Event, EventId>, StoreError>;
+}
+
+/// Runs and their step attempts.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Stores a new run.
+    ///
+    /// # Contract
+    /// Atomic and durable. `AlreadyExists` if the id is taken.
+    async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError>;
+
+    /// The run with this id.
+    ///
+    /// # Contract
+    /// `NotFound` if absent.
+    async fn get_run(&self, id: RunId) -> Result<WorkflowRun, StoreError>;
+
+    /// A page of runs matching `query`.
+    ///
+    /// # Contract
+    /// Ordered by id as `query.order` says; paging with `next` visits every
+    /// matching run exactly once. Filtering by workflow or status does not
+    /// scan other workflows' runs or runs in other statuses.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError>;
+
+    /// Up to `limit` runs a worker may claim at `now`: queued ones, and
+    /// running ones whose lease has lapsed, oldest first.
+    ///
+    /// # Contract
+    /// Does not scan finished runs. The answer may be stale by the time it
+    /// is used; [`claim_run`](Self::claim_run) decides.
+    async fn list_claimable(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunId>, StoreError>;
+
+    /// Claims a run for `owner` until `expires_at`, returning the run with
+    /// its new lease and an incremented `lease_epoch`.
+    ///
+    /// # Contract
+    /// Atomic and durable compare-and-set: succeeds only if the run is
+    /// queued, or running with no lease or a lease that lapsed at or before
+    /// `now`. Of concurrent claims exactly one succeeds; the others get
+    /// `Conflict` and change nothing. `NotFound` if absent. The status is
+    /// not changed; the new owner changes it with a fenced
+    /// [`commit`](Self::commit).
+    async fn claim_run(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError>;
+
+    /// Extends the lease of the claim with epoch `epoch` to `expires_at`,
+    /// returning the run (whose `cancel_requested` tells the owner to stop).
+    ///
+    /// # Contract
+    /// Atomic compare-and-set on `lease_epoch`: `Conflict` if the run was
+    /// claimed again since, or is finished. Need not be durable: a lost
+    /// renewal only shortens the lease.
+    async fn renew_lease(
+        &self,
+        id: RunId,
+        epoch: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError>;
+
+    /// Writes the lease holder's progress: the run record (if given) and
+    /// step attempts (new or updated), all fenced by `fence`.
+    ///
+    /// # Contract
+    /// Atomic and durable. Applied only if the stored run's `lease_epoch`
+    /// and `status` equal the fence's; otherwise `Conflict` and nothing is
+    /// written. A finished run is never rewritten: its status is terminal,
+    /// so a fence naming it as running cannot match, and a fence naming a
+    /// terminal status gets `Conflict`. A step attempt already stored in a
+    /// terminal status is never rewritten (`Conflict`). The stored
+    /// `cancel_requested` flag is kept if set, whatever `run` says. Step
+    /// attempts are keyed by `(run_id, step_index, attempt)`.
+    async fn commit(
+        &self,
+        fence: Fence,
+        run: Option<&WorkflowRun>,
+        steps: &[StepRun],
+    ) -> Result<(), StoreError>;
+
+    /// Asks for a run to be cancelled, returning it with `cancel_requested` set.
+    ///
+    /// # Contract
+    /// Atomic and durable. Changes nothing but the flag. `NotFound` if
+    /// absent; a finished run is returned unchanged.
+    async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError>;
+
+    /// Every attempt of every step of a run, by step index then attempt.
+    ///
+    /// # Contract
+    /// Empty if the run has none or does not exist.
+    async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError>;
+}
+
+/// A backend: all three store traits over one database.
+pub trait Store: WorkflowStore + EventStore + RunStore {}
+
+impl<T: WorkflowStore + EventStore + RunStore> Store for T {}
+
+/// Conveniences over [`RunStore`], for every store.
+#[async_trait]
+pub trait RunStoreExt: RunStore {
+    /// A run with its step attempts.
+    async fn get_run_with_steps(
+        &self,
+        id: RunId,
+    ) -> Result<(WorkflowRun, Vec<StepRun>), StoreError> {
+        let run = self.get_run(id).await?;
+        let steps = self.list_step_runs(id).await?;
+        Ok((run, steps))
+    }
+
+    /// Every run matching `query`, following pages to the end.
+    async fn list_all_runs(&self, query: &RunQuery) -> Result<Vec<WorkflowRun>, StoreError> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_runs(&query).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+}
+
+impl<T: RunStore + ?Sized> RunStoreExt for T {}
