@@ -16,16 +16,20 @@
 
 mod clock;
 mod duration_ms;
+mod engine;
 mod error;
 mod event;
 mod id;
 mod retry;
 mod run;
+mod step;
 mod store;
 mod trigger;
+mod worker;
 mod workflow;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate};
 pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
 pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
@@ -33,6 +37,10 @@ pub use retry::{Backoff, RetryDecision, RetryPolicy};
 pub use run::{
     idempotency_key, replay_run, Fence, Lease, RunError, RunStatus, RunTransition, StepFailure,
     StepRun, StepStatus, StepTransition, WorkflowRun,
+};
+pub use step::{
+    RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepHandler,
+    StepRegistry,
 };
 pub use store::{
     page_limit, EventInsert, EventQuery, EventStore, Order, Page, RunQuery, RunStore, RunStoreExt,
