@@ -1,0 +1,141 @@
+//! The byte layout of keys.
+//!
+//! Primary trees are keyed by the record's 16-byte id (UUID v7, so byte
+//! order is creation order). Secondary indexes share the `idx` tree; each
+//! kind of index has a one-byte tag, then fixed-width parts, and usually
+//! ends with the id of the record it points to, so a prefix scan lists one
+//! workflow's (or status's, or event's) records in id order without
+//! touching any other.
+
+use chrono::{DateTime, Utc};
+use taskforge_core::{Event, RunStatus, StepRun, WorkflowId, WorkflowRun};
+
+/// Tags of the secondary indexes in the `idx` tree.
+pub(crate) mod tag {
+    /// `name` → workflow id.
+    pub(crate) const WORKFLOW_NAME: u8 = 0x01;
+    /// `workflow ++ number` → version id.
+    pub(crate) const VERSION_BY_NUMBER: u8 = 0x02;
+    /// `workflow` → the latest version number (u32, big-endian).
+    pub(crate) const LATEST_VERSION: u8 = 0x03;
+    /// `workflow ++ trigger`.
+    pub(crate) const TRIGGER_BY_WORKFLOW: u8 = 0x04;
+    /// `workflow ++ event`.
+    pub(crate) const EVENT_BY_WORKFLOW: u8 = 0x10;
+    /// `trigger ++ event`.
+    pub(crate) const EVENT_BY_TRIGGER: u8 = 0x11;
+    /// `received_at ++ event`.
+    pub(crate) const EVENT_BY_TIME: u8 = 0x12;
+    /// `workflow ++ dedup key` → event id.
+    pub(crate) const DEDUP: u8 = 0x13;
+    /// `workflow ++ run`.
+    pub(crate) const RUN_BY_WORKFLOW: u8 = 0x20;
+    /// `status ++ run`.
+    pub(crate) const RUN_BY_STATUS: u8 = 0x21;
+    /// `workflow ++ status ++ run`.
+    pub(crate) const RUN_BY_WORKFLOW_STATUS: u8 = 0x22;
+    /// `event ++ run`.
+    pub(crate) const RUN_BY_EVENT: u8 = 0x23;
+    /// `created_at ++ run`.
+    pub(crate) const RUN_BY_TIME: u8 = 0x24;
+    /// `lease expiry ++ run`, for running runs only (no lease sorts first).
+    pub(crate) const LEASE: u8 = 0x25;
+    /// `finished_at ++ run`, for finished runs only.
+    pub(crate) const FINISHED: u8 = 0x26;
+}
+
+/// The length of an id.
+pub(crate) const ID: usize = 16;
+
+/// Concatenates key parts.
+pub(crate) fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut key = Vec::with_capacity(len);
+    key.push(tag);
+    for part in parts {
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+/// A time as 8 bytes whose order is time order (microseconds, sign flipped).
+pub(crate) fn time(t: DateTime<Utc>) -> [u8; 8] {
+    // Flipping the sign bit makes two's complement sort as unsigned.
+    ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// The smallest time key.
+pub(crate) const TIME_MIN: [u8; 8] = [0; 8];
+
+/// The last 16 bytes of an index key: the id it points to.
+pub(crate) fn trailing_id(key: &[u8]) -> Option<[u8; ID]> {
+    let start = key.len().checked_sub(ID)?;
+    key[start..].try_into().ok()
+}
+
+/// A run status as one byte, stable on disk.
+pub(crate) fn status(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Queued => 0,
+        RunStatus::Running => 1,
+        RunStatus::Succeeded => 2,
+        RunStatus::Failed => 3,
+        RunStatus::Cancelled => 4,
+        RunStatus::TimedOut => 5,
+    }
+}
+
+/// The key of a step attempt: `run ++ step_index ++ attempt`, so a run's
+/// attempts sort by step index, then attempt.
+pub(crate) fn step(step: &StepRun) -> [u8; ID + 8] {
+    let mut key = [0; ID + 8];
+    key[..ID].copy_from_slice(&step.run_id.to_bytes());
+    key[ID..ID + 4].copy_from_slice(&step.step_index.to_be_bytes());
+    key[ID + 4..].copy_from_slice(&step.attempt.to_be_bytes());
+    key
+}
+
+/// The dedup index key of `dedup_key` in `workflow_id`.
+pub(crate) fn dedup(workflow_id: WorkflowId, dedup_key: &str) -> Vec<u8> {
+    key(tag::DEDUP, &[&workflow_id.to_bytes(), dedup_key.as_bytes()])
+}
+
+/// Every index key of an event.
+pub(crate) fn event_index(event: &Event) -> Vec<Vec<u8>> {
+    let id = event.id.to_bytes();
+    let wf = event.workflow_id.to_bytes();
+    let mut keys = vec![
+        key(tag::EVENT_BY_WORKFLOW, &[&wf, &id]),
+        key(tag::EVENT_BY_TIME, &[&time(event.received_at), &id]),
+    ];
+    if let Some(trigger) = event.trigger_id {
+        keys.push(key(tag::EVENT_BY_TRIGGER, &[&trigger.to_bytes(), &id]));
+    }
+    keys
+}
+
+/// Every index key of a run in its current state. Updating a run removes
+/// the keys of its old state that its new state lacks and adds the others.
+pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
+    let id = run.id.to_bytes();
+    let wf = run.workflow_id.to_bytes();
+    let st = [status(run.status)];
+    let mut keys = vec![
+        key(tag::RUN_BY_WORKFLOW, &[&wf, &id]),
+        key(tag::RUN_BY_STATUS, &[&st, &id]),
+        key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]),
+        key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]),
+    ];
+    if let Some(event) = run.event_id {
+        keys.push(key(tag::RUN_BY_EVENT, &[&event.to_bytes(), &id]));
+    }
+    if run.status == RunStatus::Running {
+        let expiry = run.lease.as_ref().map_or(TIME_MIN, |l| time(l.expires_at));
+        keys.push(key(tag::LEASE, &[&expiry, &id]));
+    }
+    if run.status.is_terminal() {
+        let finished = run.finished_at.unwrap_or(run.created_at);
+        keys.push(key(tag::FINISHED, &[&time(finished), &id]));
+    }
+    keys
+}

@@ -1,0 +1,154 @@
+//! Paged listings over a primary tree or one of its indexes.
+
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use sled::{IVec, Tree};
+use taskforge_core::{Order, StoreError};
+
+use crate::error::backend;
+use crate::keys::{self, ID};
+use crate::store::{decode, load};
+
+/// Where the ids of a listing come from.
+pub(crate) enum Source {
+    /// The primary tree itself, whose values are the records.
+    Primary,
+    /// An index of the `idx` tree whose keys are `prefix ++ id`.
+    Index(Vec<u8>),
+    /// A time index of the `idx` tree (`tag ++ time ++ id`) between two
+    /// times. Its order is not id order, so the ids in range are gathered
+    /// (keys only) and sorted.
+    TimeRange {
+        /// The index's tag.
+        tag: u8,
+        /// At or after this time.
+        from: Option<DateTime<Utc>>,
+        /// Before this time.
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+type Entry = Result<([u8; ID], Option<IVec>), StoreError>;
+
+/// Which page of a listing to read.
+pub(crate) struct PageRequest {
+    /// Where the ids come from.
+    pub(crate) source: Source,
+    /// The order of the listing.
+    pub(crate) order: Order,
+    /// Start after this id.
+    pub(crate) after: Option<[u8; ID]>,
+    /// The most records to return.
+    pub(crate) limit: usize,
+}
+
+/// One page of records of `primary` that `keep` accepts, as `request`
+/// says, and whether more follow.
+pub(crate) fn page<T: DeserializeOwned>(
+    primary: &Tree,
+    idx: &Tree,
+    kind: &'static str,
+    request: PageRequest,
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, bool), StoreError> {
+    let PageRequest {
+        source,
+        order,
+        after,
+        limit,
+    } = request;
+    let entries: Box<dyn Iterator<Item = Entry>> = match source {
+        Source::Primary => ordered(primary, &[], order, after, true),
+        Source::Index(prefix) => ordered(idx, &prefix, order, after, false),
+        Source::TimeRange { tag, from, until } => {
+            let ids = time_range(idx, tag, from, until, order, after)?;
+            Box::new(ids.into_iter().map(|id| Ok((id, None))))
+        }
+    };
+    let mut items = Vec::with_capacity(limit.min(128) + 1);
+    for entry in entries {
+        let (id, value) = entry?;
+        let record: Option<T> = match value {
+            Some(bytes) => Some(decode(kind, &bytes)?),
+            // An index entry whose record is gone was pruned meanwhile.
+            None => load(primary, kind, &id)?,
+        };
+        if let Some(record) = record.filter(|r| keep(r)) {
+            items.push(record);
+            if items.len() > limit {
+                items.truncate(limit);
+                return Ok((items, true));
+            }
+        }
+    }
+    Ok((items, false))
+}
+
+/// The entries of `tree` under `prefix` (keys `prefix ++ id`) in `order`,
+/// starting after `after`.
+fn ordered(
+    tree: &Tree,
+    prefix: &[u8],
+    order: Order,
+    after: Option<[u8; ID]>,
+    values: bool,
+) -> Box<dyn Iterator<Item = Entry>> {
+    let with = |id: [u8; ID]| [prefix, &id].concat();
+    let mut lo = Bound::Included(with([0; ID]));
+    let mut hi = Bound::Included(with([0xff; ID]));
+    if let Some(after) = after {
+        match order {
+            Order::OldestFirst => lo = Bound::Excluded(with(after)),
+            Order::NewestFirst => hi = Bound::Excluded(with(after)),
+        }
+    }
+    let range = tree.range::<Vec<u8>, _>((lo, hi));
+    let entry = move |item: sled::Result<(IVec, IVec)>| -> Entry {
+        let (key, value) = item.map_err(backend)?;
+        let id = keys::trailing_id(&key).ok_or_else(|| backend("malformed index key"))?;
+        Ok((id, values.then_some(value)))
+    };
+    match order {
+        Order::OldestFirst => Box::new(range.map(entry)),
+        Order::NewestFirst => Box::new(range.rev().map(entry)),
+    }
+}
+
+/// The ids of a time index between `from` and `until`, sorted in `order`,
+/// after `after`. Times are stored to the microsecond, so the range is
+/// widened by one microsecond at the top and the caller filters exactly.
+fn time_range(
+    idx: &Tree,
+    tag: u8,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    order: Order,
+    after: Option<[u8; ID]>,
+) -> Result<Vec<[u8; ID]>, StoreError> {
+    let lo = keys::key(tag, &[&from.map_or(keys::TIME_MIN, keys::time)]);
+    let hi = match until {
+        Some(until) => Bound::Included(keys::key(tag, &[&keys::time(until), &[0xff; ID]])),
+        None => Bound::Excluded(vec![tag + 1]),
+    };
+    let mut ids = Vec::new();
+    for item in idx.range::<Vec<u8>, _>((Bound::Included(lo), hi)) {
+        let (key, _) = item.map_err(backend)?;
+        if let Some(id) = keys::trailing_id(&key) {
+            let wanted = match (after, order) {
+                (None, _) => true,
+                (Some(after), Order::OldestFirst) => id > after,
+                (Some(after), Order::NewestFirst) => id < after,
+            };
+            if wanted {
+                ids.push(id);
+            }
+        }
+    }
+    match order {
+        Order::OldestFirst => ids.sort_unstable(),
+        Order::NewestFirst => ids.sort_unstable_by(|a, b| b.cmp(a)),
+    }
+    Ok(ids)
+}

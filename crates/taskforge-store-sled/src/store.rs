@@ -1,0 +1,392 @@
+//! The store handle: opening, the format check, and shared helpers.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::{IVec, Tree};
+use taskforge_core::StoreError;
+
+use crate::config::{Durability, SledConfig};
+use crate::error::{backend, OpenError};
+use crate::group_commit::GroupCommit;
+
+/// The format version this release writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_TREE: &str = "meta";
+const MARKER_KEY: &[u8] = b"marker";
+const MARKER: &[u8] = b"taskforge";
+const FORMAT_KEY: &[u8] = b"format";
+
+/// A Taskforge store in a sled database: implements
+/// [`WorkflowStore`](taskforge_core::WorkflowStore),
+/// [`EventStore`](taskforge_core::EventStore) and
+/// [`RunStore`](taskforge_core::RunStore).
+///
+/// Cloning is cheap and shares the database. The database closes when the
+/// last clone is dropped, after a final flush. See the [crate docs](crate)
+/// for the durability guarantee.
+#[derive(Clone)]
+pub struct SledStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    // Dropped first: stopping the flusher joins its thread, which holds a
+    // handle of the database, so a reopen of the path can lock it again.
+    commit: Option<GroupCommit>,
+    pub(crate) db: sled::Db,
+    pub(crate) workflows: Tree,
+    pub(crate) versions: Tree,
+    pub(crate) triggers: Tree,
+    pub(crate) events: Tree,
+    pub(crate) runs: Tree,
+    pub(crate) steps: Tree,
+    pub(crate) idx: Tree,
+    path: Option<PathBuf>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.commit.take());
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final sled flush failed");
+        }
+    }
+}
+
+impl fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStore")
+            .field("path", &self.inner.path)
+            .field(
+                "durability",
+                &if self.inner.commit.is_some() {
+                    Durability::Durable
+                } else {
+                    Durability::Relaxed
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens the store in directory `path`, creating it if absent, with
+    /// the default [`SledConfig`] (durable writes).
+    ///
+    /// # Errors
+    /// See [`open_with`](Self::open_with).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        Self::open_with(path, SledConfig::default())
+    }
+
+    /// Opens the store in directory `path`, creating it if absent.
+    ///
+    /// # Errors
+    /// [`OpenError::NotATaskforgeStore`] if the directory holds other files
+    /// or another program's sled database (it is left untouched),
+    /// [`OpenError::NewerFormat`] if a newer release wrote it,
+    /// [`OpenError::Corrupt`] if sled cannot read it, and
+    /// [`OpenError::Io`] if the file system fails or another process has
+    /// it open.
+    pub fn open_with(path: impl AsRef<Path>, config: SledConfig) -> Result<Self, OpenError> {
+        let path = path.as_ref();
+        check_directory(path)?;
+        let sled_config = sled_config(&config).path(path);
+        let db = open_db(&sled_config, path)?;
+        Self::from_db(db, &config, Some(path.to_path_buf()))
+    }
+
+    /// A store in a temporary directory, removed when the store is dropped.
+    /// For tests and experiments.
+    ///
+    /// # Errors
+    /// [`OpenError::Io`] if the temporary directory cannot be made.
+    pub fn temporary() -> Result<Self, OpenError> {
+        let config = SledConfig::default();
+        let sled_config = sled_config(&config).temporary(true);
+        let db = open_db(&sled_config, Path::new("<temporary>"))?;
+        Self::from_db(db, &config, None)
+    }
+
+    /// The size of the database's files, in bytes.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the files cannot be read.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.inner.db.size_on_disk().map_err(backend)
+    }
+
+    /// Flushes every write so far to disk, whatever the durability.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] if the flush fails.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match &self.inner.commit {
+            Some(commit) => commit.durable().await,
+            None => {
+                let db = self.inner.db.clone();
+                tokio::task::spawn_blocking(move || db.flush())
+                    .await
+                    .map_err(backend)?
+                    .map(drop)
+                    .map_err(backend)
+            }
+        }
+    }
+
+    fn from_db(
+        db: sled::Db,
+        config: &SledConfig,
+        path: Option<PathBuf>,
+    ) -> Result<Self, OpenError> {
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from("<temporary>"));
+        check_format(&db, &shown)?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(e, &shown));
+        let commit = match config.durability {
+            Durability::Durable => Some(GroupCommit::start(db.clone())?),
+            Durability::Relaxed => None,
+        };
+        let inner = Inner {
+            workflows: tree("workflows")?,
+            versions: tree("versions")?,
+            triggers: tree("triggers")?,
+            events: tree("events")?,
+            runs: tree("runs")?,
+            steps: tree("steps")?,
+            idx: tree("idx")?,
+            commit,
+            db,
+            path,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Returns once the writes made so far are as durable as configured.
+    pub(crate) async fn durable(&self) -> Result<(), StoreError> {
+        match &self.inner.commit {
+            Some(commit) => commit.durable().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the blocking pool: for scans, which may read many records.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(backend)?
+    }
+}
+
+fn sled_config(config: &SledConfig) -> sled::Config {
+    let flush_every_ms = match config.durability {
+        // The group-commit flusher flushes as writers need it.
+        Durability::Durable => None,
+        Durability::Relaxed => Some(config.flush_every_ms.max(1)),
+    };
+    sled::Config::new()
+        .cache_capacity(config.cache_capacity)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(flush_every_ms)
+}
+
+/// Refuses a directory that holds files but no sled database, so that
+/// opening the wrong path never writes into someone else's files.
+fn check_directory(path: &Path) -> Result<(), OpenError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if path.is_file() => {
+            return Err(OpenError::NotATaskforgeStore {
+                path: path.to_path_buf(),
+                reason: format!("it is a file, not a directory ({e})"),
+            })
+        }
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let mut any = false;
+    for entry in entries {
+        let name = entry?.file_name();
+        if name == "conf" || name == "db" {
+            return Ok(());
+        }
+        any = true;
+    }
+    if any {
+        return Err(OpenError::NotATaskforgeStore {
+            path: path.to_path_buf(),
+            reason: "the directory holds other files and no sled database".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens sled, turning its errors, and the panics some damaged files cause
+/// in sled 0.34, into an [`OpenError`].
+fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db, OpenError> {
+    match catch_unwind(AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(sled_open_error(e, path)),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "sled panicked while reading it".into());
+            Err(OpenError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
+    }
+}
+
+fn sled_open_error(error: sled::Error, path: &Path) -> OpenError {
+    match error {
+        sled::Error::Io(e) => OpenError::Io(e),
+        other => OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Checks the format marker of an existing store, or writes it into a
+/// fresh database.
+fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
+    let corrupt = |e: sled::Error| sled_open_error(e, path);
+    let has_meta = db.tree_names().iter().any(|n| n == META_TREE.as_bytes());
+    let fresh = || -> Result<bool, OpenError> {
+        for name in db.tree_names() {
+            if !db.open_tree(&name).map_err(corrupt)?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let meta = if has_meta {
+        Some(db.open_tree(META_TREE).map_err(corrupt)?)
+    } else {
+        None
+    };
+    let marker = match &meta {
+        Some(meta) => meta.get(MARKER_KEY).map_err(corrupt)?,
+        None => None,
+    };
+    let Some(marker) = marker else {
+        if !fresh()? {
+            return Err(OpenError::NotATaskforgeStore {
+                path: path.to_path_buf(),
+                reason: "a sled database without the taskforge marker".into(),
+            });
+        }
+        let meta = db.open_tree(META_TREE).map_err(corrupt)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes());
+        batch.insert(MARKER_KEY, MARKER);
+        meta.apply_batch(batch).map_err(corrupt)?;
+        db.flush().map_err(corrupt)?;
+        return Ok(());
+    };
+    if marker != MARKER {
+        return Err(OpenError::NotATaskforgeStore {
+            path: path.to_path_buf(),
+            reason: "its meta tree has another program's marker".into(),
+        });
+    }
+    let format = meta
+        .as_ref()
+        .map(|meta| meta.get(FORMAT_KEY))
+        .transpose()
+        .map_err(corrupt)?
+        .flatten()
+        .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "the format version is missing or malformed".into(),
+        })?;
+    if format > FORMAT_VERSION {
+        return Err(OpenError::NewerFormat {
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if format == 0 {
+        return Err(OpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "format version 0 does not exist".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Serializes a record.
+pub(crate) fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<IVec, StoreError> {
+    serde_json::to_vec(value)
+        .map(IVec::from)
+        .map_err(|e| backend(format!("cannot serialize {kind}: {e}")))
+}
+
+/// Deserializes a record.
+pub(crate) fn decode<T: DeserializeOwned>(
+    kind: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| backend(format!("corrupt {kind} record: {e}")))
+}
+
+/// Reads and deserializes the record at `key` of `tree`.
+pub(crate) fn load<T: DeserializeOwned>(
+    tree: &Tree,
+    kind: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    match tree.get(key).map_err(backend)? {
+        Some(bytes) => decode(kind, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and deserializes the record at `key` of `tree` in a transaction.
+pub(crate) fn tx_load<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    kind: &'static str,
+    key: &[u8],
+) -> Result<Option<T>, ConflictableTransactionError<StoreError>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(kind, &bytes)
+            .map(Some)
+            .map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+/// Replaces the index keys `old` with `new` in a transaction, touching only
+/// the keys that differ.
+pub(crate) fn tx_reindex(
+    idx: &TransactionalTree,
+    old: &[Vec<u8>],
+    new: &[Vec<u8>],
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    for key in old.iter().filter(|k| !new.contains(k)) {
+        idx.remove(key.as_slice())?;
+    }
+    for key in new.iter().filter(|k| !old.contains(k)) {
+        idx.insert(key.as_slice(), &[])?;
+    }
+    Ok(())
+}
