@@ -15,6 +15,15 @@ use crate::keys::{self, tag};
 use crate::scan::{page, PageRequest, Source};
 use crate::store::{decode, encode, load, tx_load, tx_reindex, SledStore};
 
+/// Whether a claim at `now` may take the run: it is queued or running,
+/// and holds no lease or one that lapsed at or before `now`. A queued run
+/// that was just claimed is not claimable again until its lease lapses,
+/// so of concurrent claims exactly one wins.
+fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    matches!(run.status, RunStatus::Queued | RunStatus::Running)
+        && run.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+}
+
 impl SledStore {
     /// Rewrites one run in a transaction: `change` gets the stored run and
     /// returns the run to store, or `None` to store nothing. Returns the
@@ -142,11 +151,22 @@ impl RunStore for SledStore {
         }
         self.blocking(move |inner| {
             let mut ids = BTreeSet::new();
-            // The oldest queued runs...
+            // The oldest queued runs (skipping the few just claimed)...
             let queued = keys::key(tag::RUN_BY_STATUS, &[&[keys::status(RunStatus::Queued)]]);
-            for entry in inner.idx.scan_prefix(queued).keys().take(limit) {
+            let mut found = 0;
+            for entry in inner.idx.scan_prefix(queued).keys() {
+                if found == limit {
+                    break;
+                }
                 let key = entry.map_err(backend)?;
-                ids.extend(keys::trailing_id(&key));
+                let Some(id) = keys::trailing_id(&key) else {
+                    continue;
+                };
+                let run = load::<WorkflowRun>(&inner.runs, "run", &id)?;
+                if run.is_some_and(|r| claimable(&r, now)) {
+                    ids.insert(id);
+                    found += 1;
+                }
             }
             // ...and every running run whose lease lapsed at or before
             // `now`: the lease index is ordered by expiry, not by id, so
@@ -157,9 +177,9 @@ impl RunStore for SledStore {
                 let key = entry.map_err(backend)?;
                 ids.extend(keys::trailing_id(&key));
             }
-            let mut claimable = Vec::with_capacity(limit.min(ids.len()));
+            let mut found_runs = Vec::with_capacity(limit.min(ids.len()));
             for id in ids {
-                if claimable.len() == limit {
+                if found_runs.len() == limit {
                     break;
                 }
                 // Check the record: the lease index is kept to the
@@ -167,11 +187,11 @@ impl RunStore for SledStore {
                 let Some(run) = load::<WorkflowRun>(&inner.runs, "run", &id)? else {
                     continue;
                 };
-                if run.is_claimable(now) {
-                    claimable.push(run.id);
+                if claimable(&run, now) {
+                    found_runs.push(run.id);
                 }
             }
-            Ok(claimable)
+            Ok(found_runs)
         })
         .await
     }
@@ -184,10 +204,12 @@ impl RunStore for SledStore {
         expires_at: DateTime<Utc>,
     ) -> Result<WorkflowRun, StoreError> {
         let (run, _) = self.update_run(id, |stored| {
-            if !stored.is_claimable(now) {
-                let reason = match stored.status {
-                    RunStatus::Running => "the run is leased to another worker",
-                    _ => "the run is finished",
+            if !claimable(stored, now) {
+                let reason = match &stored.lease {
+                    Some(lease) if !stored.status.is_terminal() => {
+                        format!("leased by {:?} until {}", lease.owner, lease.expires_at)
+                    }
+                    _ => format!("the run is {}", stored.status),
                 };
                 return Err(StoreError::conflict("run", id, reason));
             }
@@ -196,7 +218,10 @@ impl RunStore for SledStore {
                 owner: owner.to_owned(),
                 expires_at,
             });
-            claimed.lease_epoch += 1;
+            claimed.lease_epoch = stored
+                .lease_epoch
+                .checked_add(1)
+                .ok_or_else(|| StoreError::conflict("run", id, "lease epoch exhausted"))?;
             Ok(Some(claimed))
         })?;
         self.durable().await?;
@@ -258,13 +283,6 @@ impl RunStore for SledStore {
                 step.run_id
             )));
         }
-        if fence.status.is_terminal() {
-            return Err(StoreError::conflict(
-                "run",
-                id,
-                format!("the fence names the terminal status {}", fence.status),
-            ));
-        }
         // Serialized once; the transaction only copies bytes.
         let run = match run {
             Some(run) => Some((run, encode("run", run)?)),
@@ -281,6 +299,13 @@ impl RunStore for SledStore {
                 let Some(stored) = tx_load::<WorkflowRun>(runs, "run", &key)? else {
                     return abort(StoreError::not_found("run", id));
                 };
+                if fence.status.is_terminal() {
+                    return abort(StoreError::conflict(
+                        "run",
+                        id,
+                        format!("a finished run ({}) is never rewritten", fence.status),
+                    ));
+                }
                 if stored.lease_epoch != fence.epoch || stored.status != fence.status {
                     return abort(StoreError::conflict(
                         "run",
@@ -291,13 +316,20 @@ impl RunStore for SledStore {
                         ),
                     ));
                 }
+                if let Some((run, _)) = &run {
+                    if run.workflow_id != stored.workflow_id || run.event_id != stored.event_id {
+                        return abort(StoreError::Invalid(format!(
+                            "commit changes the workflow or event of run {id}"
+                        )));
+                    }
+                }
                 for (step, step_key, bytes) in &steps {
                     if let Some(old) = step_tree.get(step_key)? {
                         let old: StepRun = decode("step run", &old)
                             .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
                         if old.status.is_terminal() {
                             return abort(StoreError::conflict(
-                                "step run",
+                                "step",
                                 format!("{id}/{}/{}", step.step_index, step.attempt),
                                 format!("the attempt is finished ({})", old.status),
                             ));
@@ -306,10 +338,15 @@ impl RunStore for SledStore {
                     step_tree.insert(step_key, bytes.clone())?;
                 }
                 if let Some((run, bytes)) = &run {
-                    let bytes = if stored.cancel_requested && !run.cancel_requested {
-                        // Another engine asked for cancellation meanwhile.
+                    // The flag is set by any engine at any time, and the
+                    // owner's copy may predate it; the epoch belongs to
+                    // claims alone. Re-serialized only in those rare cases.
+                    let bytes = if (stored.cancel_requested && !run.cancel_requested)
+                        || stored.lease_epoch != run.lease_epoch
+                    {
                         let mut kept = (*run).clone();
-                        kept.cancel_requested = true;
+                        kept.cancel_requested |= stored.cancel_requested;
+                        kept.lease_epoch = stored.lease_epoch;
                         encode("run", &kept)
                             .map_err(sled::transaction::ConflictableTransactionError::Abort)?
                     } else {

@@ -97,10 +97,10 @@ impl SledStore {
     /// it open.
     pub fn open_with(path: impl AsRef<Path>, config: SledConfig) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        check_directory(path)?;
+        let existing = check_directory(path)?;
         let sled_config = sled_config(&config).path(path);
         let db = open_db(&sled_config, path)?;
-        Self::from_db(db, &config, Some(path.to_path_buf()))
+        Self::from_db(db, &config, Some(path.to_path_buf()), existing)
     }
 
     /// A store in a temporary directory, removed when the store is dropped.
@@ -112,7 +112,7 @@ impl SledStore {
         let config = SledConfig::default();
         let sled_config = sled_config(&config).temporary(true);
         let db = open_db(&sled_config, Path::new("<temporary>"))?;
-        Self::from_db(db, &config, None)
+        Self::from_db(db, &config, None, false)
     }
 
     /// The size of the database's files, in bytes.
@@ -145,9 +145,10 @@ impl SledStore {
         db: sled::Db,
         config: &SledConfig,
         path: Option<PathBuf>,
+        existing: bool,
     ) -> Result<Self, OpenError> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from("<temporary>"));
-        check_format(&db, &shown)?;
+        check_format(&db, &shown, existing)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(e, &shown));
         let commit = match config.durability {
             Durability::Durable => Some(GroupCommit::start(db.clone())?),
@@ -204,11 +205,12 @@ fn sled_config(config: &SledConfig) -> sled::Config {
 }
 
 /// Refuses a directory that holds files but no sled database, so that
-/// opening the wrong path never writes into someone else's files.
-fn check_directory(path: &Path) -> Result<(), OpenError> {
+/// opening the wrong path never writes into someone else's files. Returns
+/// whether a sled database with data was there already.
+fn check_directory(path: &Path) -> Result<bool, OpenError> {
     let entries = match std::fs::read_dir(path) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) if path.is_file() => {
             return Err(OpenError::NotATaskforgeStore {
                 path: path.to_path_buf(),
@@ -218,20 +220,22 @@ fn check_directory(path: &Path) -> Result<(), OpenError> {
         Err(e) => return Err(OpenError::Io(e)),
     };
     let mut any = false;
+    let mut sled = false;
     for entry in entries {
         let name = entry?.file_name();
-        if name == "conf" || name == "db" {
-            return Ok(());
-        }
+        sled |= name == "conf" || name == "db";
         any = true;
     }
-    if any {
+    if any && !sled {
         return Err(OpenError::NotATaskforgeStore {
             path: path.to_path_buf(),
             reason: "the directory holds other files and no sled database".into(),
         });
     }
-    Ok(())
+    // sled reads a damaged data file as an empty database: remembering
+    // that there was one keeps a damaged store from being re-created empty.
+    let db = path.join("db");
+    Ok(db.is_file() && std::fs::metadata(db)?.len() > 0)
 }
 
 /// Opens sled, turning its errors, and the panics some damaged files cause
@@ -265,8 +269,9 @@ fn sled_open_error(error: sled::Error, path: &Path) -> OpenError {
 }
 
 /// Checks the format marker of an existing store, or writes it into a
-/// fresh database.
-fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
+/// fresh database. `existing` says whether a data file was there before
+/// sled opened it.
+fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<(), OpenError> {
     let corrupt = |e: sled::Error| sled_open_error(e, path);
     let has_meta = db.tree_names().iter().any(|n| n == META_TREE.as_bytes());
     let fresh = || -> Result<bool, OpenError> {
@@ -291,6 +296,14 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<(), OpenError> {
             return Err(OpenError::NotATaskforgeStore {
                 path: path.to_path_buf(),
                 reason: "a sled database without the taskforge marker".into(),
+            });
+        }
+        if existing {
+            return Err(OpenError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "its data file holds nothing sled can read (damaged, or the store's \
+                         creation was interrupted; if it holds nothing of value, remove it)"
+                    .into(),
             });
         }
         let meta = db.open_tree(META_TREE).map_err(corrupt)?;
