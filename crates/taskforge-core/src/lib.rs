@@ -19,6 +19,7 @@ mod duration_ms;
 mod engine;
 mod error;
 mod event;
+mod filter;
 mod id;
 mod retry;
 mod run;
@@ -32,6 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate};
 pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
 pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
+pub use filter::{glob_match, matches, Filter, FilterMiss, Predicate, MAX_GLOB_LEN};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
 pub use retry::{Backoff, RetryDecision, RetryPolicy};
 pub use run::{
