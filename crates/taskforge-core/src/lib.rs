@@ -23,9 +23,11 @@ mod filter;
 mod id;
 mod retry;
 mod run;
+mod schedule;
 mod step;
 mod store;
 mod trigger;
+mod webhook;
 mod worker;
 mod workflow;
 
@@ -40,6 +42,10 @@ pub use run::{
     idempotency_key, replay_run, Fence, Lease, RunError, RunStatus, RunTransition, StepFailure,
     StepRun, StepStatus, StepTransition, WorkflowRun,
 };
+pub use schedule::{
+    tick_dedup_key, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy, ScheduleError,
+    MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE,
+};
 pub use step::{
     RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepHandler,
     StepRegistry,
@@ -48,7 +54,12 @@ pub use store::{
     page_limit, EventInsert, EventQuery, EventStore, Order, Page, RunQuery, RunStore, RunStoreExt,
     Store, WorkflowStore, MAX_PAGE_SIZE,
 };
-pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
+pub use trigger::{CronConfig, InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
+pub use webhook::{
+    DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme, TokenHash,
+    VerifiedDelivery, WebhookRequest, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMESTAMP_TOLERANCE,
+    GITHUB_SIGNATURE_HEADER, MAX_DEDUP_KEY_LEN, MAX_JSON_DEPTH,
+};
 pub use workflow::{
     validate_name, DefinitionProblem, NameError, StepDefinition, Workflow, WorkflowDefinition,
     WorkflowVersion, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES,

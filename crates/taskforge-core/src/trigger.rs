@@ -4,6 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{TriggerId, WorkflowId};
+pub use crate::schedule::CronConfig;
+use crate::schedule::ScheduleError;
+use crate::webhook::InvalidWebhookConfig;
+pub use crate::webhook::WebhookConfig;
 
 /// An entrypoint that starts runs of one workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,18 +54,26 @@ pub enum TriggerKind {
     Cron(CronConfig),
 }
 
-/// How a webhook trigger receives deliveries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookConfig {
-    /// The path it is reachable under, unique among webhook triggers.
-    pub path: String,
+impl TriggerKind {
+    /// Checks the configuration, so that a trigger that could never fire is
+    /// refused when it is created.
+    pub fn validate(&self) -> Result<(), InvalidTrigger> {
+        match self {
+            Self::Manual => Ok(()),
+            Self::Webhook(config) => config.validate().map_err(InvalidTrigger::Webhook),
+            Self::Cron(config) => config.schedule().map(drop).map_err(InvalidTrigger::Cron),
+        }
+    }
 }
 
-/// When a cron trigger fires.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CronConfig {
-    /// The cron expression.
-    pub expression: String,
-    /// The IANA timezone the expression is read in.
-    pub timezone: String,
+/// Why a trigger's configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidTrigger {
+    /// The webhook configuration cannot work.
+    #[error(transparent)]
+    Webhook(#[from] InvalidWebhookConfig),
+    /// The cron expression or timezone is invalid.
+    #[error(transparent)]
+    Cron(#[from] ScheduleError),
 }

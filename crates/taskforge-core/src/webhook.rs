@@ -1,0 +1,848 @@
+//! Webhook triggers: their configuration, and the verification of a delivery
+//! before it becomes an event. See [`WebhookConfig::verify`] for the order of
+//! the checks and the HTTP status codes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::filter::{self, Filter, FilterMiss};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The default [`WebhookConfig::max_body_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How deeply arrays and objects may nest in a payload. serde_json stops at
+/// this depth anyway; checking first turns it into [`Rejection::TooDeep`].
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// The default Standard Webhooks timestamp tolerance: 5 minutes, as the
+/// specification recommends.
+pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// Dedup keys longer than this (in bytes) are replaced by the hex SHA-256 of
+/// the key, prefixed `sha256:`, so a sender cannot make store keys huge.
+pub const MAX_DEDUP_KEY_LEN: usize = 200;
+
+/// The header that carries a GitHub signature.
+pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// How a webhook trigger receives and checks deliveries.
+///
+/// Build it with [`WebhookConfig::new`] and the `with_*` methods, and check
+/// it with [`WebhookConfig::validate`] before storing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfig {
+    /// The path it is reachable under, unique among webhook triggers.
+    pub path: String,
+    /// A bearer token deliveries must carry in `Authorization: Bearer <token>`,
+    /// stored only as its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<TokenHash>,
+    /// A signature deliveries must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureScheme>,
+    /// Where a delivery's dedup key comes from.
+    #[serde(default)]
+    pub dedup: DedupSource,
+    /// How long a dedup key is remembered: a repeat within the window is a
+    /// duplicate. `None` remembers it as long as the event is stored. The
+    /// engine applies the window (it compares `received_at` of the stored
+    /// duplicate); verification does not look at it.
+    #[serde(
+        default,
+        with = "crate::duration_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dedup_window: Option<Duration>,
+    /// The largest body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Conditions the payload must meet to start a run, all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+    /// Request headers kept as event metadata (case-insensitive names; they
+    /// are stored lowercase).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_headers: Vec<String>,
+}
+
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl WebhookConfig {
+    /// A webhook at `path` with no authentication, dedup by body hash, a
+    /// 1 MiB body limit and no filters.
+    #[must_use]
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            auth: None,
+            signature: None,
+            dedup: DedupSource::BodyHash,
+            dedup_window: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            filters: Vec::new(),
+            keep_headers: Vec::new(),
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>`; only the token's hash is kept.
+    #[must_use]
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.auth = Some(TokenHash::of(token));
+        self
+    }
+
+    /// Requires a signature.
+    #[must_use]
+    pub fn with_signature(mut self, scheme: SignatureScheme) -> Self {
+        self.signature = Some(scheme);
+        self
+    }
+
+    /// Takes the dedup key from `source`.
+    #[must_use]
+    pub fn with_dedup(mut self, source: DedupSource) -> Self {
+        self.dedup = source;
+        self
+    }
+
+    /// Remembers dedup keys for `window` only.
+    #[must_use]
+    pub fn with_dedup_window(mut self, window: Duration) -> Self {
+        self.dedup_window = Some(window);
+        self
+    }
+
+    /// Accepts bodies of at most `limit` bytes.
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// Adds a filter the payload must pass.
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// Keeps the header `name` as event metadata.
+    #[must_use]
+    pub fn keep_header(mut self, name: impl Into<String>) -> Self {
+        self.keep_headers.push(name.into());
+        self
+    }
+
+    /// Checks the configuration itself, so that a trigger that can never
+    /// accept anything is refused when it is created rather than on its
+    /// first delivery.
+    pub fn validate(&self) -> Result<(), InvalidWebhookConfig> {
+        let invalid = |field: &'static str, reason: String| InvalidWebhookConfig { field, reason };
+        if self.path.is_empty() || self.path.len() > 256 {
+            return Err(invalid(
+                "path",
+                format!("path must be 1 to 256 bytes, not {}", self.path.len()),
+            ));
+        }
+        if self
+            .path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "path",
+                format!("path {:?} contains whitespace", self.path),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "body limit is zero".to_owned()));
+        }
+        if let Some(scheme) = &self.signature {
+            scheme
+                .validate()
+                .map_err(|reason| invalid("signature", reason))?;
+        }
+        match &self.dedup {
+            DedupSource::Header(name) if !is_token(name) => {
+                return Err(invalid(
+                    "dedup",
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            DedupSource::JsonPointer(ptr) if !ptr.starts_with('/') => {
+                return Err(invalid(
+                    "dedup",
+                    format!("dedup pointer {ptr:?} must start with '/'"),
+                ));
+            }
+            _ => {}
+        }
+        for f in &self.filters {
+            f.validate().map_err(|reason| invalid("filters", reason))?;
+        }
+        if let Some(name) = self.keep_headers.iter().find(|name| !is_token(name)) {
+            return Err(invalid(
+                "keep_headers",
+                format!("{name:?} is not a valid header name"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Verifies a delivery and extracts its payload, dedup key and metadata.
+    ///
+    /// Pure: no store access, no I/O; `now` is used only for the Standard
+    /// Webhooks timestamp window. The checks run in this order, so that an
+    /// unauthenticated sender cannot make the engine parse anything:
+    /// 1. the body size, against [`WebhookConfig::max_body_bytes`];
+    /// 2. the bearer token and the signature, over the raw bytes;
+    /// 3. the `Content-Type`, when there is one (JSON only);
+    /// 4. the JSON itself: well-formed, at most [`MAX_JSON_DEPTH`] deep, an
+    ///    object;
+    /// 5. the dedup key.
+    ///
+    /// Filters are not applied here: a filtered delivery is still recorded,
+    /// see [`WebhookConfig::matches`].
+    ///
+    /// # HTTP status codes
+    ///
+    /// An HTTP layer answers a rejection with [`Rejection::http_status`]:
+    /// 401 unauthorized, 413 too large, 415 not JSON, 400 malformed, 500 a
+    /// trigger misconfigured by its operator. Once a delivery is verified,
+    /// the engine's outcome maps to:
+    /// - accepted (an event stored, a run started or not yet): **202 Accepted**;
+    /// - duplicate (an event with the same dedup key is stored already):
+    ///   **200 OK**, so the sender stops retrying;
+    /// - filtered (stored, but its payload missed a filter): **204 No Content**.
+    pub fn verify(
+        &self,
+        request: &WebhookRequest,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedDelivery, Rejection> {
+        let body = request.body.as_slice();
+        if body.len() > self.max_body_bytes {
+            return Err(Rejection::TooLarge {
+                size: body.len(),
+                limit: self.max_body_bytes,
+            });
+        }
+        if let Some(expected) = &self.auth {
+            check_token(expected, &request.headers)?;
+        }
+        if let Some(scheme) = &self.signature {
+            scheme.verify(&request.headers, body, now)?;
+        }
+        if let Some(content_type) = request.headers.get("content-type") {
+            if !is_json_media_type(content_type) {
+                return Err(Rejection::UnsupportedMediaType(truncated(content_type)));
+            }
+        }
+        let payload = parse_object(body)?;
+        let dedup_key = self.dedup.key(&request.headers, &payload, body)?;
+        let metadata = self
+            .keep_headers
+            .iter()
+            .filter_map(|name| {
+                let value = request.headers.get(name)?;
+                Some((name.to_ascii_lowercase(), value.to_owned()))
+            })
+            .collect();
+        Ok(VerifiedDelivery {
+            payload,
+            dedup_key,
+            metadata,
+        })
+    }
+
+    /// Whether a verified payload passes this trigger's filters.
+    pub fn matches(&self, payload: &Value) -> Result<(), FilterMiss> {
+        filter::matches(&self.filters, payload)
+    }
+}
+
+/// A webhook configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid webhook {field}: {reason}")]
+pub struct InvalidWebhookConfig {
+    /// Which field is wrong.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The SHA-256 hash of a bearer token. The token itself is never stored.
+///
+/// Serialized as 64 lowercase hex digits; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The hash of `token`.
+    #[must_use]
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `token` hashes to this, compared in constant time.
+    #[must_use]
+    pub fn matches(&self, token: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.0.ct_eq(&presented).into()
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(<redacted>)")
+    }
+}
+
+impl Serialize for TokenHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&text, &mut bytes).map_err(|_| {
+            serde::de::Error::custom("token hash must be 64 hex digits of a sha-256 digest")
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+/// How a delivery's signature is checked.
+///
+/// The secrets are kept in plain text (an HMAC needs them) and are
+/// serialized with the trigger; `Debug` does not print them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SignatureScheme {
+    /// GitHub's: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(rename = "github")]
+    GitHub {
+        /// The webhook secret, as entered in GitHub.
+        secret: String,
+    },
+    /// [Standard Webhooks](https://www.standardwebhooks.com/): headers
+    /// `webhook-id`, `webhook-timestamp` (Unix seconds) and
+    /// `webhook-signature` (space-separated `v1,<base64 HMAC-SHA256>`), over
+    /// `{id}.{timestamp}.{body}`.
+    StandardWebhooks {
+        /// The signing keys, base64, optionally prefixed `whsec_`. A
+        /// signature made with any of them passes, so keys can be rotated.
+        secrets: Vec<String>,
+        /// How far the timestamp may be from now, either way.
+        #[serde(with = "crate::duration_ms", default = "default_tolerance")]
+        tolerance: Duration,
+    },
+}
+
+fn default_tolerance() -> Duration {
+    DEFAULT_TIMESTAMP_TOLERANCE
+}
+
+impl fmt::Debug for SignatureScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::GitHub { .. } => f
+                .debug_struct("GitHub")
+                .field("secret", &"<redacted>")
+                .finish(),
+            Self::StandardWebhooks { secrets, tolerance } => f
+                .debug_struct("StandardWebhooks")
+                .field("secrets", &format_args!("<{} redacted>", secrets.len()))
+                .field("tolerance", tolerance)
+                .finish(),
+        }
+    }
+}
+
+impl SignatureScheme {
+    /// GitHub's scheme with `secret`.
+    #[must_use]
+    pub fn github(secret: impl Into<String>) -> Self {
+        Self::GitHub {
+            secret: secret.into(),
+        }
+    }
+
+    /// Standard Webhooks with these keys and the default 5 minute tolerance.
+    #[must_use]
+    pub fn standard_webhooks(secrets: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self::StandardWebhooks {
+            secrets: secrets.into_iter().map(Into::into).collect(),
+            tolerance: DEFAULT_TIMESTAMP_TOLERANCE,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::GitHub { secret } if secret.is_empty() => Err("github secret is empty".into()),
+            Self::GitHub { .. } => Ok(()),
+            Self::StandardWebhooks { secrets, tolerance } => {
+                if secrets.is_empty() {
+                    return Err("standard webhooks needs at least one secret".into());
+                }
+                if tolerance.is_zero() {
+                    return Err("standard webhooks tolerance is zero".into());
+                }
+                for (i, secret) in secrets.iter().enumerate() {
+                    match decode_whsec(secret) {
+                        Some(key) if !key.is_empty() => {}
+                        _ => return Err(format!("standard webhooks secret {i} is not base64")),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn verify(&self, headers: &Headers, body: &[u8], now: DateTime<Utc>) -> Result<(), Rejection> {
+        match self {
+            Self::GitHub { secret } => verify_github(secret, headers, body),
+            Self::StandardWebhooks { secrets, tolerance } => {
+                verify_standard(secrets, *tolerance, headers, body, now)
+            }
+        }
+    }
+}
+
+fn verify_github(secret: &str, headers: &Headers, body: &[u8]) -> Result<(), Rejection> {
+    let header = headers
+        .get(GITHUB_SIGNATURE_HEADER)
+        .ok_or_else(|| unauthorized("missing x-hub-signature-256 header"))?;
+    let hex_sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or_else(|| unauthorized("x-hub-signature-256 does not start with sha256="))?;
+    let mut sig = [0u8; 32];
+    hex::decode_to_slice(hex_sig, &mut sig)
+        .map_err(|_| unauthorized("x-hub-signature-256 is not 64 hex digits"))?;
+    let mut mac = hmac_sha256(secret.as_bytes())?;
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&sig)
+        .map_err(|_| unauthorized("x-hub-signature-256 does not match the body"))
+}
+
+fn verify_standard(
+    secrets: &[String],
+    tolerance: Duration,
+    headers: &Headers,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    let id = headers
+        .get("webhook-id")
+        .ok_or_else(|| unauthorized("missing webhook-id header"))?;
+    let timestamp = headers
+        .get("webhook-timestamp")
+        .ok_or_else(|| unauthorized("missing webhook-timestamp header"))?;
+    let signatures = headers
+        .get("webhook-signature")
+        .ok_or_else(|| unauthorized("missing webhook-signature header"))?;
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| unauthorized("webhook-timestamp is not a unix timestamp"))?;
+    let tolerance = i64::try_from(tolerance.as_secs()).unwrap_or(i64::MAX);
+    // Checked before the signature too: a replayed old delivery is refused
+    // whatever it carries.
+    if now.timestamp().abs_diff(sent) > tolerance.unsigned_abs() {
+        return Err(unauthorized(
+            "webhook-timestamp is outside the tolerance window",
+        ));
+    }
+    let presented: Vec<Vec<u8>> = signatures
+        .split_ascii_whitespace()
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|b64| BASE64.decode(b64).ok())
+        .collect();
+    if presented.is_empty() {
+        return Err(unauthorized("webhook-signature has no v1 signature"));
+    }
+    let mut usable_key = false;
+    for key in secrets.iter().filter_map(|s| decode_whsec(s)) {
+        usable_key = true;
+        let mut mac = hmac_sha256(&key)?;
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let expected = mac.finalize().into_bytes();
+        if presented
+            .iter()
+            .any(|sig| bool::from(expected.as_slice().ct_eq(sig.as_slice())))
+        {
+            return Ok(());
+        }
+    }
+    if !usable_key {
+        return Err(Rejection::Misconfigured(
+            "no standard webhooks secret is valid base64".to_owned(),
+        ));
+    }
+    Err(unauthorized("webhook-signature does not match"))
+}
+
+fn decode_whsec(secret: &str) -> Option<Vec<u8>> {
+    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+    BASE64.decode(b64).ok()
+}
+
+fn hmac_sha256(key: &[u8]) -> Result<HmacSha256, Rejection> {
+    // HMAC takes keys of any length, so this does not fail in practice.
+    <HmacSha256 as Mac>::new_from_slice(key)
+        .map_err(|_| Rejection::Misconfigured("hmac key rejected".to_owned()))
+}
+
+fn check_token(expected: &TokenHash, headers: &Headers) -> Result<(), Rejection> {
+    let header = headers
+        .get("authorization")
+        .ok_or_else(|| unauthorized("missing authorization header"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| unauthorized("authorization is not a bearer token"))?;
+    if expected.matches(token.trim()) {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong bearer token"))
+    }
+}
+
+fn unauthorized(reason: &str) -> Rejection {
+    Rejection::Unauthorized(reason.to_owned())
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn truncated(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// The deepest nesting of arrays and objects in `body`, counting only
+/// brackets outside strings, and stopping as soon as it passes `limit`.
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn parse_object(body: &[u8]) -> Result<Value, Rejection> {
+    if nesting_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(Rejection::TooDeep);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        // serde_json has no public error code for its recursion limit; the
+        // pre-scan above should make this unreachable.
+        if message.starts_with("recursion limit exceeded") {
+            return Rejection::TooDeep;
+        }
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        Rejection::Malformed {
+            line: e.line(),
+            column: e.column(),
+            message: message.strip_suffix(&suffix).unwrap_or(&message).to_owned(),
+        }
+    })?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(Rejection::NotAnObject)
+    }
+}
+
+/// Where a delivery's dedup key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "from", content = "name", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DedupSource {
+    /// A request header, such as `X-GitHub-Delivery` or `webhook-id`.
+    Header(String),
+    /// A string or number in the payload, at this JSON pointer.
+    JsonPointer(String),
+    /// `sha256:` and the hex SHA-256 of the raw body: identical bodies are
+    /// duplicates.
+    #[default]
+    BodyHash,
+}
+
+impl DedupSource {
+    fn key(&self, headers: &Headers, payload: &Value, body: &[u8]) -> Result<String, Rejection> {
+        let missing = |looked_for: String| Rejection::MissingDedupKey { looked_for };
+        let key = match self {
+            Self::BodyHash => return Ok(body_hash(body)),
+            Self::Header(name) => headers
+                .get(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| missing(format!("header {name}")))?
+                .to_owned(),
+            Self::JsonPointer(ptr) => match payload.pointer(ptr) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return Err(missing(format!("pointer {ptr}"))),
+            },
+        };
+        if key.len() > MAX_DEDUP_KEY_LEN {
+            Ok(body_hash(key.as_bytes()))
+        } else {
+            Ok(key)
+        }
+    }
+}
+
+fn body_hash(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Request headers, looked up case-insensitively.
+///
+/// Values are text: an HTTP layer drops (or lossily converts) header values
+/// that are not valid UTF-8.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// No headers.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header; an earlier one of the same name is kept and wins lookups.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The first value of the header `name`, whatever its case.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Self(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// A delivery as the HTTP layer received it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookRequest {
+    /// Its headers.
+    pub headers: Headers,
+    /// Its body, exactly as received: signatures are over these bytes.
+    pub body: Vec<u8>,
+}
+
+impl WebhookRequest {
+    /// A request with these headers and body.
+    #[must_use]
+    pub fn new(headers: Headers, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            headers,
+            body: body.into(),
+        }
+    }
+}
+
+/// A delivery that passed verification, ready to become an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedDelivery {
+    /// The body, parsed; always a JSON object.
+    pub payload: Value,
+    /// The key that makes a repeat of this delivery a duplicate.
+    pub dedup_key: String,
+    /// The configured headers that were present, names lowercase.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Why a delivery was refused. Nothing is stored for a rejected delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The body is larger than the trigger accepts. HTTP 413.
+    #[error("body of {size} bytes is larger than the limit of {limit}")]
+    TooLarge {
+        /// The body's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A token or signature is missing or wrong, or the timestamp is
+    /// stale. HTTP 401.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The `Content-Type` is not JSON. HTTP 415.
+    #[error("unsupported content type {0:?}, expected application/json")]
+    UnsupportedMediaType(String),
+    /// The body is not well-formed JSON. HTTP 400.
+    #[error("malformed json at line {line} column {column}: {message}")]
+    Malformed {
+        /// The line of the error, from 1.
+        line: usize,
+        /// The column of the error, from 1.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The body is JSON but not an object. HTTP 400.
+    #[error("payload is not a json object")]
+    NotAnObject,
+    /// Arrays and objects nest deeper than [`MAX_JSON_DEPTH`]. HTTP 400.
+    #[error("payload nests deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    /// The configured dedup source is absent from the delivery. HTTP 400.
+    #[error("dedup key missing: no {looked_for}")]
+    MissingDedupKey {
+        /// Which header or pointer was looked for.
+        looked_for: String,
+    },
+    /// The trigger's own configuration makes verification impossible (for
+    /// example no signing key decodes). HTTP 500: not the sender's fault.
+    #[error("webhook trigger misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+impl Rejection {
+    /// The HTTP status an HTTP layer should answer with.
+    #[must_use]
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::TooLarge { .. } => 413,
+            Self::Unauthorized(_) => 401,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Malformed { .. }
+            | Self::NotAnObject
+            | Self::TooDeep
+            | Self::MissingDedupKey { .. } => 400,
+            Self::Misconfigured(_) => 500,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_scan_ignores_strings() {
+        assert!(!nesting_exceeds(br#"{"a": "[[[[[[[["}"#, 2));
+        assert!(!nesting_exceeds(br#"{"a": "\"[[[[["}"#, 2));
+        assert!(nesting_exceeds(b"[[[", 2));
+    }
+
+    #[test]
+    fn serde_json_limit_agrees_with_max_depth() {
+        let at_limit = format!(
+            "{{\"a\":{}{}}}",
+            "[".repeat(MAX_JSON_DEPTH - 1),
+            "]".repeat(MAX_JSON_DEPTH - 1)
+        );
+        assert!(serde_json::from_str::<Value>(&at_limit).is_ok());
+        assert!(parse_object(at_limit.as_bytes()).is_ok());
+        let over = format!(
+            "{{\"a\":{}{}}}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert_eq!(parse_object(over.as_bytes()), Err(Rejection::TooDeep));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(is_json_media_type("application/json"));
+        assert!(is_json_media_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_media_type("application/vnd.github+json"));
+        assert!(!is_json_media_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_media_type("text/plain"));
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let scheme = SignatureScheme::github("hunter2");
+        assert!(!format!("{scheme:?}").contains("hunter2"));
+        let config = WebhookConfig::new("/hook")
+            .with_token("tok-secret")
+            .with_signature(SignatureScheme::standard_webhooks(["whsec_c2VjcmV0"]));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("tok-secret"));
+        assert!(!debug.contains("c2VjcmV0"));
+        assert!(!debug.contains(&hex::encode(Sha256::digest(b"tok-secret"))));
+    }
+}

@@ -1,0 +1,621 @@
+//! Webhook verification and filters, against GitHub's documented test vector,
+//! a real GitHub delivery, and Standard Webhooks signatures computed here.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use hmac::{Hmac, Mac};
+use proptest::prelude::*;
+use serde_json::json;
+use sha2::Sha256;
+use taskforge_core::{
+    matches, DedupSource, Filter, Headers, Rejection, SignatureScheme, TriggerKind, WebhookConfig,
+    WebhookRequest,
+};
+
+// A copy of /work/shared/fixtures/github/release-published.json, so a clean
+// clone of the repository is self-contained.
+const RELEASE_PUBLISHED: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/release-published.json"
+));
+
+const GITHUB_DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn request(headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> WebhookRequest {
+    WebhookRequest::new(headers.iter().copied().collect(), body)
+}
+
+fn github_signed(secret: &str, body: &[u8], extra: &[(&str, &str)]) -> WebhookRequest {
+    let signature = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), &[body]))
+    );
+    let mut headers: Headers = extra.iter().copied().collect();
+    headers.append("X-Hub-Signature-256", signature);
+    WebhookRequest::new(headers, body)
+}
+
+// GitHub's documented example: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+#[test]
+fn github_documented_test_vector() {
+    let config = WebhookConfig::new("/gh")
+        .with_signature(SignatureScheme::github("It's a Secret to Everybody"));
+    let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    // The documented body is not JSON, so only the signature step is
+    // exercised: passing it means failing later, at parsing.
+    let ok = config.verify(
+        &request(&[("X-Hub-Signature-256", signature)], "Hello, World!"),
+        now(),
+    );
+    assert!(
+        matches!(ok, Err(Rejection::Malformed { .. })),
+        "signature should pass and parsing fail, got {ok:?}"
+    );
+
+    let tampered = config.verify(
+        &request(&[("X-Hub-Signature-256", signature)], "Hello, World?"),
+        now(),
+    );
+    assert!(
+        matches!(tampered, Err(Rejection::Unauthorized(_))),
+        "{tampered:?}"
+    );
+
+    let mut wrong_sig = signature.to_owned();
+    wrong_sig.replace_range(wrong_sig.len() - 1.., "f");
+    let bad = config.verify(
+        &request(&[("x-hub-signature-256", &wrong_sig)], "Hello, World!"),
+        now(),
+    );
+    assert!(matches!(bad, Err(Rejection::Unauthorized(_))), "{bad:?}");
+}
+
+fn github_config() -> WebhookConfig {
+    WebhookConfig::new("/github/releases")
+        .with_signature(SignatureScheme::github("test-secret"))
+        .with_dedup(DedupSource::Header("X-GitHub-Delivery".to_owned()))
+        .keep_header("X-GitHub-Event")
+        .with_filter(Filter::equals("/action", "published"))
+}
+
+#[test]
+fn github_fixture_verifies_with_delivery_dedup_key() {
+    let config = github_config();
+    config.validate().expect("valid config");
+    let req = github_signed(
+        "test-secret",
+        RELEASE_PUBLISHED,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-GitHub-Event", "release"),
+            ("X-GitHub-Delivery", GITHUB_DELIVERY),
+        ],
+    );
+    let delivery = config.verify(&req, now()).expect("verifies");
+    assert_eq!(delivery.dedup_key, GITHUB_DELIVERY);
+    assert_eq!(delivery.payload["release"]["tag_name"], "0.0.1");
+    assert_eq!(
+        delivery.metadata.get("x-github-event").map(String::as_str),
+        Some("release")
+    );
+    assert_eq!(delivery.metadata.len(), 1);
+    assert!(config.matches(&delivery.payload).is_ok());
+
+    let other_secret = github_signed("not-the-secret", RELEASE_PUBLISHED, &[]);
+    assert!(matches!(
+        config.verify(&other_secret, now()),
+        Err(Rejection::Unauthorized(_))
+    ));
+
+    let mut one_byte_changed = RELEASE_PUBLISHED.to_vec();
+    let at = one_byte_changed.len() / 2;
+    one_byte_changed[at] ^= 1;
+    let mut tampered = req.clone();
+    tampered.body = one_byte_changed;
+    assert!(matches!(
+        config.verify(&tampered, now()),
+        Err(Rejection::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn github_fixture_missing_signature_or_delivery_header() {
+    let config = github_config();
+    let unsigned = request(&[("X-GitHub-Delivery", GITHUB_DELIVERY)], RELEASE_PUBLISHED);
+    let err = config.verify(&unsigned, now()).expect_err("unsigned");
+    assert_eq!(err.http_status(), 401);
+
+    let no_delivery = github_signed("test-secret", RELEASE_PUBLISHED, &[]);
+    let err = config
+        .verify(&no_delivery, now())
+        .expect_err("no dedup header");
+    assert!(matches!(err, Rejection::MissingDedupKey { .. }), "{err:?}");
+    assert_eq!(err.http_status(), 400);
+}
+
+#[test]
+fn filters_on_the_fixture() {
+    let payload: serde_json::Value =
+        serde_json::from_slice(RELEASE_PUBLISHED).expect("fixture is json");
+    assert!(matches(&[Filter::equals("/action", "published")], &payload).is_ok());
+    let miss = matches(
+        &[
+            Filter::exists("/release"),
+            Filter::equals("/action", "created"),
+        ],
+        &payload,
+    )
+    .expect_err("action is published");
+    assert_eq!(miss.pointer, "/action");
+    assert!(miss.to_string().contains("\"published\""), "{miss}");
+    assert!(matches(
+        &[Filter::glob("/repository/full_name", "Codertocat/*")],
+        &payload
+    )
+    .is_ok());
+    assert!(matches(
+        &[Filter::one_of(
+            "/release/tag_name",
+            [json!("0.0.1"), json!("0.0.2")]
+        )],
+        &payload
+    )
+    .is_ok());
+    assert!(matches(&[Filter::exists("/release/nope")], &payload).is_err());
+}
+
+const WHSEC_OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const WHSEC_NEW: &str = "whsec_dGhlIG5ldyBrZXkgYWZ0ZXIgcm90YXRpb24=";
+
+fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = BASE64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("test secret is base64");
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!("v1,{}", BASE64.encode(mac))
+}
+
+fn standard_request(signature: &str, timestamp: i64, body: &[u8]) -> WebhookRequest {
+    let ts = timestamp.to_string();
+    request(
+        &[
+            ("webhook-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", signature),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+}
+
+fn standard_config(secrets: &[&str]) -> WebhookConfig {
+    WebhookConfig::new("/std")
+        .with_signature(SignatureScheme::standard_webhooks(secrets.iter().copied()))
+        .with_dedup(DedupSource::Header("webhook-id".to_owned()))
+}
+
+#[test]
+fn standard_webhooks_signature_verifies() {
+    let body = br#"{"type":"invoice.paid","amount":42}"#;
+    let ts = now().timestamp();
+    let sig = standard_signature(WHSEC_OLD, "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", ts, body);
+    let config = standard_config(&[WHSEC_OLD]);
+    config.validate().expect("valid config");
+    let delivery = config
+        .verify(&standard_request(&sig, ts, body), now())
+        .expect("verifies");
+    assert_eq!(delivery.dedup_key, "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W");
+    assert_eq!(delivery.payload["amount"], 42);
+
+    // The same signature over another id does not pass.
+    let mut other_id = standard_request(&sig, ts, body);
+    other_id.headers = other_id
+        .headers
+        .iter()
+        .map(|(n, v)| (n, if n == "webhook-id" { "msg_other" } else { v }))
+        .collect();
+    assert!(matches!(
+        config.verify(&other_id, now()),
+        Err(Rejection::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn standard_webhooks_key_rotation() {
+    let body = br#"{"type":"ping"}"#;
+    let ts = now().timestamp();
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    // Signed with the new key only; the trigger lists old then new.
+    let sig_new = standard_signature(WHSEC_NEW, id, ts, body);
+    let config = standard_config(&[WHSEC_OLD, WHSEC_NEW]);
+    assert!(config
+        .verify(&standard_request(&sig_new, ts, body), now())
+        .is_ok());
+
+    // A sender in the middle of rotating sends both signatures; one match
+    // is enough, whichever position it is in.
+    let both = format!("v1,bm90LWEtcmVhbC1zaWduYXR1cmU= {sig_new}");
+    assert!(standard_config(&[WHSEC_NEW])
+        .verify(&standard_request(&both, ts, body), now())
+        .is_ok());
+
+    // Neither key matches.
+    let stranger = standard_signature("whsec_c29tZW9uZSBlbHNl", id, ts, body);
+    assert!(matches!(
+        config.verify(&standard_request(&stranger, ts, body), now()),
+        Err(Rejection::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn standard_webhooks_stale_and_future_timestamps() {
+    let body = br#"{"type":"ping"}"#;
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    let config = standard_config(&[WHSEC_OLD]);
+    let tolerance = 5 * 60;
+    for offset in [-tolerance - 1, tolerance + 1, -86_400, 86_400] {
+        let ts = now().timestamp() + offset;
+        let sig = standard_signature(WHSEC_OLD, id, ts, body);
+        let err = config
+            .verify(&standard_request(&sig, ts, body), now())
+            .expect_err("outside tolerance");
+        assert!(
+            matches!(&err, Rejection::Unauthorized(reason) if reason.contains("tolerance")),
+            "offset {offset}: {err:?}"
+        );
+    }
+    for offset in [-tolerance, tolerance, 0] {
+        let ts = now().timestamp() + offset;
+        let sig = standard_signature(WHSEC_OLD, id, ts, body);
+        assert!(
+            config
+                .verify(&standard_request(&sig, ts, body), now())
+                .is_ok(),
+            "offset {offset} is inside the tolerance"
+        );
+    }
+    let garbage = standard_request("v1,AAAA", 0, body);
+    let mut garbage = garbage;
+    garbage.headers = [
+        ("webhook-id", id),
+        ("webhook-timestamp", "yesterday"),
+        ("webhook-signature", "v1,AAAA"),
+    ]
+    .into_iter()
+    .collect();
+    assert!(matches!(
+        config.verify(&garbage, now()),
+        Err(Rejection::Unauthorized(_))
+    ));
+}
+
+#[test]
+fn bearer_token_is_stored_hashed_and_checked() {
+    let config = WebhookConfig::new("/tok").with_token("s3cret-token");
+    let stored = serde_json::to_string(&config).expect("serializes");
+    assert!(!stored.contains("s3cret-token"));
+    assert!(!format!("{config:?}").contains("s3cret-token"));
+
+    let body = br#"{"a":1}"#;
+    let ok = request(&[("Authorization", "Bearer s3cret-token")], *body);
+    assert!(config.verify(&ok, now()).is_ok());
+    for headers in [
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "Basic czNjcmV0LXRva2Vu")],
+        vec![],
+    ] {
+        let err = config
+            .verify(&request(&headers, *body), now())
+            .expect_err("refused");
+        assert_eq!(err.http_status(), 401, "{headers:?}: {err:?}");
+    }
+}
+
+#[test]
+fn size_limit_is_checked_before_anything_else() {
+    // Unsigned, not JSON, and too large: the size is what is reported.
+    let config = WebhookConfig::new("/small")
+        .with_signature(SignatureScheme::github("secret"))
+        .with_max_body_bytes(16);
+    let body = vec![b'{'; 17];
+    let err = config
+        .verify(&request(&[("content-type", "text/plain")], body), now())
+        .expect_err("too large");
+    assert_eq!(
+        err,
+        Rejection::TooLarge {
+            size: 17,
+            limit: 16
+        }
+    );
+    assert_eq!(err.http_status(), 413);
+
+    let default_limit = WebhookConfig::new("/big");
+    let body = vec![b' '; 1024 * 1024 + 1];
+    assert!(matches!(
+        default_limit.verify(&request(&[], body), now()),
+        Err(Rejection::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn content_type_must_be_json_when_present() {
+    let config = WebhookConfig::new("/ct");
+    let body = br#"{"a":1}"#;
+    for ok in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.github+json",
+    ] {
+        assert!(config
+            .verify(&request(&[("Content-Type", ok)], *body), now())
+            .is_ok());
+    }
+    assert!(config.verify(&request(&[], *body), now()).is_ok());
+    let err = config
+        .verify(
+            &request(
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                *body,
+            ),
+            now(),
+        )
+        .expect_err("form");
+    assert!(matches!(err, Rejection::UnsupportedMediaType(_)));
+    assert_eq!(err.http_status(), 415);
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let config = WebhookConfig::new("/m");
+    let body = "{\n  \"a\": 1,\n  \"b\": @\n}";
+    let err = config
+        .verify(&request(&[], body), now())
+        .expect_err("malformed");
+    match &err {
+        Rejection::Malformed { line, column, .. } => {
+            assert_eq!((*line, *column), (3, 8));
+        }
+        other => panic!("expected malformed, got {other:?}"),
+    }
+    assert_eq!(err.http_status(), 400);
+    assert!(
+        err.to_string().starts_with("malformed json at line 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deep_nesting_is_a_typed_error() {
+    let config = WebhookConfig::new("/deep");
+    let body = "[".repeat(100_000);
+    assert_eq!(
+        config.verify(&request(&[], body), now()),
+        Err(Rejection::TooDeep)
+    );
+    let closed = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert_eq!(
+        config.verify(&request(&[], closed), now()),
+        Err(Rejection::TooDeep)
+    );
+    let objects = "{\"a\":".repeat(50_000);
+    assert_eq!(
+        config.verify(&request(&[], objects), now()),
+        Err(Rejection::TooDeep)
+    );
+}
+
+#[test]
+fn non_object_bodies_are_rejected() {
+    let config = WebhookConfig::new("/o");
+    for body in ["[]", "1", "\"text\"", "null", "true"] {
+        assert_eq!(
+            config.verify(&request(&[], body), now()),
+            Err(Rejection::NotAnObject),
+            "{body}"
+        );
+    }
+    let empty = config.verify(&request(&[], ""), now());
+    assert!(
+        matches!(empty, Err(Rejection::Malformed { .. })),
+        "{empty:?}"
+    );
+}
+
+#[test]
+fn dedup_sources() {
+    let body = br#"{"id":"evt_1","seq":7,"nested":{"k":true}}"#;
+    let by_pointer = WebhookConfig::new("/d").with_dedup(DedupSource::JsonPointer("/id".into()));
+    assert_eq!(
+        by_pointer
+            .verify(&request(&[], *body), now())
+            .expect("ok")
+            .dedup_key,
+        "evt_1"
+    );
+    let by_number = WebhookConfig::new("/d").with_dedup(DedupSource::JsonPointer("/seq".into()));
+    assert_eq!(
+        by_number
+            .verify(&request(&[], *body), now())
+            .expect("ok")
+            .dedup_key,
+        "7"
+    );
+    let by_object = WebhookConfig::new("/d").with_dedup(DedupSource::JsonPointer("/nested".into()));
+    assert!(matches!(
+        by_object.verify(&request(&[], *body), now()),
+        Err(Rejection::MissingDedupKey { .. })
+    ));
+
+    let by_body = WebhookConfig::new("/d");
+    let a = by_body.verify(&request(&[], *body), now()).expect("ok");
+    let b = by_body.verify(&request(&[], *body), now()).expect("ok");
+    assert_eq!(a.dedup_key, b.dedup_key);
+    assert!(a.dedup_key.starts_with("sha256:"));
+    let c = by_body
+        .verify(&request(&[], br#"{"id":"evt_2"}"#.to_vec()), now())
+        .expect("ok");
+    assert_ne!(a.dedup_key, c.dedup_key);
+
+    let long = "x".repeat(1_000);
+    let by_header = WebhookConfig::new("/d").with_dedup(DedupSource::Header("X-Id".into()));
+    let key = by_header
+        .verify(&request(&[("x-id", &long)], *body), now())
+        .expect("ok")
+        .dedup_key;
+    assert!(key.starts_with("sha256:") && key.len() < 100, "{key}");
+}
+
+#[test]
+fn webhook_trigger_kind_round_trips() {
+    let config = github_config()
+        .with_token("tok")
+        .with_dedup_window(Duration::from_secs(3600))
+        .with_filter(Filter::glob("/release/tag_name", "v*"))
+        .with_filter(Filter::one_of("/x", [json!(1), json!("a")]))
+        .with_filter(Filter::exists("/release"));
+    for kind in [
+        TriggerKind::Manual,
+        TriggerKind::Webhook(config),
+        TriggerKind::Webhook(standard_config(&[WHSEC_OLD, WHSEC_NEW])),
+        TriggerKind::Webhook(WebhookConfig::new("/minimal")),
+    ] {
+        let json = serde_json::to_string(&kind).expect("serializes");
+        let back: TriggerKind = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, kind, "{json}");
+        kind.validate().expect("valid");
+    }
+    // The minimal stored form from before this configuration existed still reads.
+    let old: TriggerKind =
+        serde_json::from_str(r#"{"kind":"webhook","path":"/legacy"}"#).expect("reads");
+    assert_eq!(old, TriggerKind::Webhook(WebhookConfig::new("/legacy")));
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    let kind = TriggerKind::Webhook(
+        WebhookConfig::new("/s")
+            .with_token("plain-token")
+            .with_signature(SignatureScheme::github("gh-secret-value")),
+    );
+    let debug = format!("{kind:?}");
+    assert!(!debug.contains("plain-token"), "{debug}");
+    assert!(!debug.contains("gh-secret-value"), "{debug}");
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    assert!(WebhookConfig::new("").validate().is_err());
+    assert!(WebhookConfig::new("/a b").validate().is_err());
+    assert!(WebhookConfig::new("/a")
+        .with_signature(SignatureScheme::standard_webhooks(["whsec_!!!not base64"]))
+        .validate()
+        .is_err());
+    assert!(WebhookConfig::new("/a")
+        .with_signature(SignatureScheme::github(""))
+        .validate()
+        .is_err());
+    assert!(WebhookConfig::new("/a")
+        .with_dedup(DedupSource::Header("bad header".into()))
+        .validate()
+        .is_err());
+    assert!(WebhookConfig::new("/a")
+        .with_filter(Filter::equals("action", "x"))
+        .validate()
+        .is_err());
+    assert!(WebhookConfig::new("/a")
+        .with_max_body_bytes(0)
+        .validate()
+        .is_err());
+}
+
+#[test]
+fn undecodable_secrets_are_a_server_error() {
+    let config =
+        WebhookConfig::new("/a").with_signature(SignatureScheme::standard_webhooks(["whsec_!!!"]));
+    let ts = now().timestamp();
+    let err = config
+        .verify(&standard_request("v1,AAAA", ts, b"{}"), now())
+        .expect_err("no usable key");
+    assert_eq!(err.http_status(), 500);
+}
+
+#[test]
+fn timestamps_far_from_now_do_not_overflow() {
+    let config = standard_config(&[WHSEC_OLD]);
+    for ts in [i64::MIN, i64::MAX, 0] {
+        let req = standard_request("v1,AAAA", ts, b"{}");
+        assert!(config.verify(&req, now()).is_err());
+        let late = now() + TimeDelta::days(365 * 200);
+        assert!(config.verify(&req, late).is_err());
+    }
+}
+
+fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {
+    let names = prop_oneof![
+        Just("content-type".to_owned()),
+        Just("x-hub-signature-256".to_owned()),
+        Just("webhook-id".to_owned()),
+        Just("webhook-timestamp".to_owned()),
+        Just("webhook-signature".to_owned()),
+        Just("authorization".to_owned()),
+        Just("x-github-delivery".to_owned()),
+        any::<String>(),
+    ];
+    let values = prop_oneof![
+        Just("application/json".to_owned()),
+        Just("sha256=".to_owned()),
+        Just("v1,".to_owned()),
+        Just("Bearer ".to_owned()),
+        "[0-9]{0,20}",
+        any::<String>(),
+    ];
+    prop::collection::vec((names, values), 0..8)
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_requests_never_panic(
+        headers in header_strategy(),
+        body in prop::collection::vec(any::<u8>(), 0..2048),
+        json_ish in "[\\[\\]{}\",:0-9a-z ]{0,512}",
+    ) {
+        let headers: Headers = headers.into_iter().collect();
+        let configs = [
+            WebhookConfig::new("/p"),
+            github_config().with_max_body_bytes(1024),
+            standard_config(&[WHSEC_OLD]),
+            WebhookConfig::new("/p")
+                .with_token("t")
+                .with_dedup(DedupSource::JsonPointer("/id".into())),
+        ];
+        for config in &configs {
+            for body in [body.clone(), json_ish.clone().into_bytes()] {
+                let req = WebhookRequest::new(headers.clone(), body);
+                if let Err(rejection) = config.verify(&req, now()) {
+                    let status = rejection.http_status();
+                    prop_assert!(matches!(status, 400 | 401 | 413 | 415 | 500));
+                    prop_assert!(!rejection.to_string().is_empty());
+                }
+            }
+        }
+    }
+}
