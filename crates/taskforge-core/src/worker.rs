@@ -373,6 +373,10 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             };
             let attempt_result = match self.guard(call).instrument(span).await? {
                 Guarded::Done(Ok(Ok(output))) => Attempt::Succeeded(output),
+                // A handler that gives up because it saw cancellation was cancelled.
+                Guarded::Done(Ok(Err(_))) if self.cancel.is_cancelled() => {
+                    return self.interrupted(Guarded::<()>::Cancelled, Some(record)).await;
+                }
                 Guarded::Done(Ok(Err(error))) => Attempt::Failed(error, StepTransition::Fail),
                 Guarded::Done(Err(limit)) => Attempt::Failed(
                     StepError::retryable(format!("step timed out after {}ms", limit.as_millis())),
