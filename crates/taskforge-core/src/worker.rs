@@ -375,7 +375,9 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 Guarded::Done(Ok(Ok(output))) => Attempt::Succeeded(output),
                 // A handler that gives up because it saw cancellation was cancelled.
                 Guarded::Done(Ok(Err(_))) if self.cancel.is_cancelled() => {
-                    return self.interrupted(Guarded::<()>::Cancelled, Some(record)).await;
+                    return self
+                        .interrupted(Guarded::<()>::Cancelled, Some(record))
+                        .await;
                 }
                 Guarded::Done(Ok(Err(error))) => Attempt::Failed(error, StepTransition::Fail),
                 Guarded::Done(Err(limit)) => Attempt::Failed(

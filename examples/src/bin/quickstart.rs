@@ -46,17 +46,20 @@ fn registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
             let digest = format!("sha256:{:016x}", fxhash(&image));
             Ok::<_, StepError>(Build { image, digest })
         })?
-        .step("migrate", |ctx: StepContext, _release: Release| async move {
-            // The first attempt meets a lock, as real migrations sometimes
-            // do; the retry policy takes care of it.
-            if ctx.attempt() == 1 {
-                return Err(StepError::retryable(
-                    "database lock held by another migration",
-                ));
-            }
-            let target: u32 = ctx.config()["target_schema"].as_u64().unwrap_or(1) as u32;
-            Ok(json!({ "schema_version": target, "idempotency_key": ctx.idempotency_key() }))
-        })?
+        .step(
+            "migrate",
+            |ctx: StepContext, _release: Release| async move {
+                // The first attempt meets a lock, as real migrations sometimes
+                // do; the retry policy takes care of it.
+                if ctx.attempt() == 1 {
+                    return Err(StepError::retryable(
+                        "database lock held by another migration",
+                    ));
+                }
+                let target: u32 = ctx.config()["target_schema"].as_u64().unwrap_or(1) as u32;
+                Ok(json!({ "schema_version": target, "idempotency_key": ctx.idempotency_key() }))
+            },
+        )?
         .step("deploy", |ctx: StepContext, release: Release| async move {
             let build: Build = ctx.output_as("build")?;
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -65,17 +68,25 @@ fn registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
                 "image": build.image,
             }))
         })?
-        .step("smoke-test", |ctx: StepContext, _release: Release| async move {
-            let url = ctx.output("deploy").and_then(|d| d["url"].as_str()).unwrap_or_default().to_owned();
-            Ok::<_, StepError>(json!({ "checked": format!("{url}/health"), "status": 200 }))
-        })?;
+        .step(
+            "smoke-test",
+            |ctx: StepContext, _release: Release| async move {
+                let url = ctx
+                    .output("deploy")
+                    .and_then(|d| d["url"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok::<_, StepError>(json!({ "checked": format!("{url}/health"), "status": 200 }))
+            },
+        )?;
     Ok(registry)
 }
 
 /// A tiny stable hash, so the example's output is reproducible.
 fn fxhash(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn definition(smoke_test: bool) -> WorkflowDefinition {
