@@ -8,7 +8,10 @@
 //! touching any other.
 
 use chrono::{DateTime, Utc};
-use taskforge_core::{Event, RunStatus, StepRun, WorkflowId, WorkflowRun};
+use serde::Deserialize;
+use taskforge_core::{
+    Event, EventId, RunId, RunStatus, StepRun, StepStatus, WorkflowId, WorkflowRun,
+};
 
 /// Tags of the secondary indexes in the `idx` tree.
 pub(crate) mod tag {
@@ -114,9 +117,64 @@ pub(crate) fn event_index(event: &Event) -> Vec<Vec<u8>> {
     keys
 }
 
+/// The fields of a stored run that its index keys and fence checks need:
+/// reading them skips over the run's input and output without building
+/// them, which keeps commits cheap when those are large.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunHead {
+    pub(crate) id: RunId,
+    pub(crate) workflow_id: WorkflowId,
+    #[serde(default)]
+    pub(crate) event_id: Option<EventId>,
+    pub(crate) status: RunStatus,
+    pub(crate) created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub(crate) lease: Option<LeaseHead>,
+    pub(crate) lease_epoch: u64,
+    #[serde(default)]
+    pub(crate) cancel_requested: bool,
+}
+
+/// The part of a stored lease the lease index needs.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LeaseHead {
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+/// The part of a stored step attempt a commit checks.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StepHead {
+    pub(crate) status: StepStatus,
+}
+
+impl From<&WorkflowRun> for RunHead {
+    fn from(run: &WorkflowRun) -> Self {
+        Self {
+            id: run.id,
+            workflow_id: run.workflow_id,
+            event_id: run.event_id,
+            status: run.status,
+            created_at: run.created_at,
+            finished_at: run.finished_at,
+            lease: run.lease.as_ref().map(|l| LeaseHead {
+                expires_at: l.expires_at,
+            }),
+            lease_epoch: run.lease_epoch,
+            cancel_requested: run.cancel_requested,
+        }
+    }
+}
+
 /// Every index key of a run in its current state. Updating a run removes
 /// the keys of its old state that its new state lacks and adds the others.
 pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
+    run_head_index(&RunHead::from(run))
+}
+
+/// [`run_index`] from a run's head.
+pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
     let id = run.id.to_bytes();
     let wf = run.workflow_id.to_bytes();
     let st = [status(run.status)];

@@ -11,7 +11,7 @@ use taskforge_core::{
 };
 
 use crate::error::{abort, backend, tx_error};
-use crate::keys::{self, tag};
+use crate::keys::{self, tag, RunHead, StepHead};
 use crate::scan::{page, PageRequest, Source};
 use crate::store::{decode, encode, load, tx_load, tx_reindex, SledStore};
 
@@ -296,7 +296,7 @@ impl RunStore for SledStore {
         let inner = &self.inner;
         (&inner.runs, &inner.steps, &inner.idx)
             .transaction(|(runs, step_tree, idx)| {
-                let Some(stored) = tx_load::<WorkflowRun>(runs, "run", &key)? else {
+                let Some(stored) = tx_load::<RunHead>(runs, "run", &key)? else {
                     return abort(StoreError::not_found("run", id));
                 };
                 if fence.status.is_terminal() {
@@ -325,7 +325,7 @@ impl RunStore for SledStore {
                 }
                 for (step, step_key, bytes) in &steps {
                     if let Some(old) = step_tree.get(step_key)? {
-                        let old: StepRun = decode("step run", &old)
+                        let old: StepHead = decode("step run", &old)
                             .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
                         if old.status.is_terminal() {
                             return abort(StoreError::conflict(
@@ -353,7 +353,7 @@ impl RunStore for SledStore {
                         bytes.clone()
                     };
                     runs.insert(&key, bytes)?;
-                    tx_reindex(idx, &keys::run_index(&stored), &keys::run_index(run))?;
+                    tx_reindex(idx, &keys::run_head_index(&stored), &keys::run_index(run))?;
                 }
                 Ok(())
             })
