@@ -46,6 +46,20 @@ pub(crate) struct Data {
     runs_by_event: BTreeSet<(EventId, RunId)>,
 }
 
+/// Whether a worker may claim `run` at `now`: it is queued or running, and
+/// holds no lease or one that lapsed at or before `now`.
+///
+/// Stricter than [`WorkflowRun::is_claimable`], which takes every queued run:
+/// a claimed run stays queued until its owner commits `Start`, and a second
+/// claim in that window would give the run two owners.
+fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    matches!(run.status, RunStatus::Queued | RunStatus::Running)
+        && run
+            .lease
+            .as_ref()
+            .is_none_or(|lease| lease.expires_at <= now)
+}
+
 fn run_conflict(id: RunId, reason: impl Into<String>) -> StoreError {
     StoreError::conflict("run", id, reason)
 }
@@ -238,31 +252,33 @@ impl Data {
         }
     }
 
-    /// Queued runs and running ones with a lapsed lease, merged by id. Walks
-    /// only the queued and running parts of the status index.
+    /// Claimable queued and running runs, merged by id. Walks only the
+    /// queued and running parts of the status index.
     pub(crate) fn list_claimable(&self, now: DateTime<Utc>, limit: usize) -> Vec<RunId> {
         let ids = |status| {
             self.runs_by_status
                 .range((status, MIN_RUN)..=(status, MAX_RUN))
                 .map(|(_, id)| *id)
         };
-        let mut queued = ids(RunStatus::Queued).peekable();
-        let mut lapsed = ids(RunStatus::Running)
-            .filter(|id| self.runs.get(id).is_some_and(|e| e.run.is_claimable(now)))
+        let mut queued = ids(RunStatus::Queued)
+            .filter(|id| self.runs.get(id).is_some_and(|e| claimable(&e.run, now)))
             .peekable();
-        let mut claimable = Vec::with_capacity(limit.min(1_024));
-        while claimable.len() < limit {
+        let mut lapsed = ids(RunStatus::Running)
+            .filter(|id| self.runs.get(id).is_some_and(|e| claimable(&e.run, now)))
+            .peekable();
+        let mut found = Vec::with_capacity(limit.min(1_024));
+        while found.len() < limit {
             let next = match (queued.peek(), lapsed.peek()) {
                 (Some(q), Some(l)) if l < q => lapsed.next(),
                 (Some(_), _) => queued.next(),
                 (None, _) => lapsed.next(),
             };
             match next {
-                Some(id) => claimable.push(id),
+                Some(id) => found.push(id),
                 None => break,
             }
         }
-        claimable
+        found
     }
 
     pub(crate) fn claim_run(
@@ -277,11 +293,11 @@ impl Data {
             .get_mut(&id)
             .ok_or_else(|| StoreError::not_found("run", id))?
             .run;
-        if !run.is_claimable(now) {
+        if !claimable(run, now) {
             return Err(run_conflict(
                 id,
                 match &run.lease {
-                    Some(lease) if run.status == RunStatus::Running => {
+                    Some(lease) if !run.status.is_terminal() => {
                         format!("leased by {:?} until {}", lease.owner, lease.expires_at)
                     }
                     _ => format!("run is {}", run.status),
