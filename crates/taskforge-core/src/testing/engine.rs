@@ -810,8 +810,10 @@ pub async fn a_thousand_concurrent_runs_finish<S: Store>(store: S) {
     }
 }
 
-/// Expands to one `#[tokio::test]` per engine-level scenario, each on a
-/// fresh store from the factory; the factory is the one
+/// Expands to one `#[tokio::test]` per engine-level scenario (the cases of
+/// [`engine`](crate::testing::engine) and
+/// [`triggers`](crate::testing::triggers)), each on a fresh store from the
+/// factory; the factory is the one
 /// [`store_conformance!`](crate::store_conformance) takes.
 ///
 /// ```ignore
@@ -819,33 +821,43 @@ pub async fn a_thousand_concurrent_runs_finish<S: Store>(store: S) {
 /// ```
 #[macro_export]
 macro_rules! engine_conformance {
-    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+    (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                $crate::testing::run_case($factory, $crate::testing::engine::$case).await;
+                $crate::testing::run_case($factory, $crate::testing::$module::$case).await;
             }
         )*
     };
     ($factory:expr $(,)?) => {
         $crate::engine_conformance!(@cases $factory;
-            linear_run_passes_data,
-            failing_step_is_retried,
-            exhausted_retries_fail_the_run,
-            terminal_errors_are_not_retried,
-            step_timeout_times_out_the_run,
-            run_timeout_times_out_the_run,
-            cancel_stops_a_running_run,
-            handlers_see_cancellation,
-            cancel_a_queued_run,
-            runs_stay_on_their_version,
-            inactive_workflows_refuse_runs,
-            publishing_validates_and_numbers_versions,
-            idempotency_keys_start_one_run,
-            subscribers_see_every_transition,
-            a_new_engine_recovers_an_interrupted_run,
-            two_engines_never_run_one_step_twice,
-            a_thousand_concurrent_runs_finish,
+            engine::linear_run_passes_data,
+            engine::failing_step_is_retried,
+            engine::exhausted_retries_fail_the_run,
+            engine::terminal_errors_are_not_retried,
+            engine::step_timeout_times_out_the_run,
+            engine::run_timeout_times_out_the_run,
+            engine::cancel_stops_a_running_run,
+            engine::handlers_see_cancellation,
+            engine::cancel_a_queued_run,
+            engine::runs_stay_on_their_version,
+            engine::inactive_workflows_refuse_runs,
+            engine::publishing_validates_and_numbers_versions,
+            engine::idempotency_keys_start_one_run,
+            engine::subscribers_see_every_transition,
+            engine::a_new_engine_recovers_an_interrupted_run,
+            engine::two_engines_never_run_one_step_twice,
+            engine::a_thousand_concurrent_runs_finish,
+            triggers::concurrent_webhook_deliveries_start_one_run,
+            triggers::rejected_webhook_deliveries_store_nothing,
+            triggers::filtered_and_disabled_deliveries_are_recorded,
+            triggers::dedup_window_expires,
+            triggers::replay_links_runs_to_their_event,
+            triggers::bad_cron_triggers_are_refused,
+            triggers::daily_cron_fires_once_a_day_across_dst,
+            triggers::missed_ticks_follow_the_policy,
+            triggers::two_engines_fire_each_slot_once,
+            triggers::overlapping_ticks_follow_the_policy,
         );
     };
 }

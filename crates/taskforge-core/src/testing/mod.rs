@@ -40,6 +40,7 @@ use crate::store::Store;
 
 pub mod engine;
 pub mod store;
+pub mod triggers;
 
 /// A store under test, and whatever must outlive it (dropped after the case).
 pub struct Fixture<S> {
@@ -174,6 +175,7 @@ macro_rules! store_conformance {
             runs_page_in_both_orders,
             runs_page_while_inserted,
             runs_filter,
+            runs_filter_follows_status_changes,
             page_limits_default_and_cap,
             list_claimable_finds_queued_and_lapsed_runs,
             claim_sets_lease_and_epoch_only,

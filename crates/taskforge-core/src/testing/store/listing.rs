@@ -391,6 +391,48 @@ pub async fn runs_filter<S: Store + Clone>(store: S) {
     }
 }
 
+/// Listings by status follow the runs through claims and commits: a run is
+/// listed under its current status only, alone or with its workflow.
+pub async fn runs_filter_follows_status_changes<S: Store + Clone>(store: S) {
+    let (workflow, version) = setup(&store, "moving").await;
+    let mut runs = Vec::new();
+    for i in 0..6 {
+        let run = queued(&version, at(i));
+        store.insert_run(&run).await.expect("insert a run");
+        runs.push(run);
+    }
+    let mut owned = Vec::new();
+    for run in &runs[..4] {
+        owned.push(start(&store, run.id, "w", t0()).await);
+    }
+    finish(&store, &mut owned[0], RunTransition::Succeed).await;
+    finish(&store, &mut owned[1], RunTransition::Fail).await;
+    finish(&store, &mut owned[2], RunTransition::Cancel).await;
+    let expected = [
+        (RunStatus::Queued, vec![runs[4].id, runs[5].id]),
+        (RunStatus::Running, vec![runs[3].id]),
+        (RunStatus::Succeeded, vec![runs[0].id]),
+        (RunStatus::Failed, vec![runs[1].id]),
+        (RunStatus::Cancelled, vec![runs[2].id]),
+        (RunStatus::TimedOut, vec![]),
+    ];
+    for (status, ids) in expected {
+        for workflow_id in [None, Some(workflow.id)] {
+            let query = RunQuery {
+                workflow_id,
+                status: Some(status),
+                limit: 1,
+                ..Default::default()
+            };
+            assert_eq!(
+                run_pages(&store, query, nothing).await,
+                ids,
+                "{status} runs, workflow {workflow_id:?}"
+            );
+        }
+    }
+}
+
 /// Event filters (workflow, trigger, outcome, receipt time, and
 /// combinations) list exactly the matching events, by id, in pages.
 pub async fn events_filter<S: Store + Clone>(store: S) {

@@ -328,6 +328,19 @@ pub async fn renew_lease_with_stale_epoch_conflicts<S: Store + Clone>(store: S) 
         "renew the lease of a finished run",
     );
     assert_eq!(store.get_run(run.id).await.ok(), Some(second));
+
+    // Finished with its lease still recorded: the status alone refuses.
+    for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+        let done = run_in(&version, status, Some(lease("w", at(30))), t0());
+        store.insert_run(&done).await.expect("insert a run");
+        expect_conflict(
+            store
+                .renew_lease(done.id, done.lease_epoch, at(1_000))
+                .await,
+            &format!("renew the lease of a {status} run"),
+        );
+        assert_eq!(store.get_run(done.id).await.ok(), Some(done));
+    }
 }
 
 /// A fenced commit writes the run record and step attempts, new or updated.
