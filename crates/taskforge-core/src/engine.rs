@@ -218,6 +218,7 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
             kill: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started: std::sync::atomic::AtomicBool::new(false),
+            webhooks: crate::ingest::WebhookIndex::default(),
         });
         Engine {
             handle: Arc::new(Handle { inner }),
@@ -245,6 +246,7 @@ pub(crate) struct Inner<S, X> {
     pub(crate) kill: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) started: std::sync::atomic::AtomicBool,
+    pub(crate) webhooks: crate::ingest::WebhookIndex,
 }
 
 impl<S, X> Inner<S, X> {
@@ -273,6 +275,16 @@ impl<S, X> Drop for Handle<S, X> {
         // Background tasks hold `Inner`, not the handle: dropping the last
         // handle stops them as a crash would, leaving runs to recovery.
         self.inner.kill.cancel();
+    }
+}
+
+/// An [`Engine`] handle for background tasks, which must not keep the
+/// engine alive once its user dropped it.
+pub(crate) struct WeakEngine<S, X>(std::sync::Weak<Handle<S, X>>);
+
+impl<S, X> WeakEngine<S, X> {
+    pub(crate) fn upgrade(&self) -> Option<Engine<S, X>> {
+        self.0.upgrade().map(|handle| Engine { handle })
     }
 }
 
@@ -311,7 +323,12 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         }
     }
 
-    fn inner(&self) -> &Arc<Inner<S, X>> {
+    /// A handle that does not keep the engine alive.
+    pub(crate) fn downgrade(&self) -> WeakEngine<S, X> {
+        WeakEngine(Arc::downgrade(&self.handle))
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner<S, X>> {
         &self.handle.inner
     }
 
@@ -337,7 +354,11 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         let span = tracing::info_span!("dispatcher", owner = %inner.config.owner);
         self.inner()
             .tracker
-            .spawn(crate::worker::dispatch(inner).instrument(span));
+            .spawn(crate::worker::dispatch(Arc::clone(&inner)).instrument(span));
+        let span = tracing::info_span!("cron", owner = %inner.config.owner);
+        self.inner()
+            .tracker
+            .spawn(crate::scheduler::cron_loop(inner, self.downgrade()).instrument(span));
     }
 
     /// Stops claiming runs, lets running ones finish for up to `grace`,

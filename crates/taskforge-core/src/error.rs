@@ -179,6 +179,9 @@ pub enum EngineError {
     /// A run input or payload is invalid.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A trigger's configuration is invalid.
+    #[error(transparent)]
+    InvalidTrigger(#[from] crate::trigger::InvalidTrigger),
     /// The engine is shutting down and takes no new work.
     #[error("engine is shutting down")]
     ShuttingDown,

@@ -21,10 +21,14 @@ mod error;
 mod event;
 mod filter;
 mod id;
+mod ingest;
 mod retry;
 mod run;
 mod schedule;
+mod scheduler;
 mod step;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod store;
 mod trigger;
 mod webhook;
@@ -36,6 +40,7 @@ pub use engine::{Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, Ru
 pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
 pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
 pub use filter::{glob_match, matches, Filter, FilterMiss, Predicate, MAX_GLOB_LEN};
+pub use ingest::Delivery;
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
 pub use retry::{Backoff, RetryDecision, RetryPolicy};
 pub use run::{
@@ -46,6 +51,7 @@ pub use schedule::{
     tick_dedup_key, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy, ScheduleError,
     MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE,
 };
+pub use scheduler::{CronFiring, SCHEDULED_AT};
 pub use step::{
     RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepHandler,
     StepRegistry,
@@ -56,7 +62,7 @@ pub use store::{
 };
 pub use trigger::{CronConfig, InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
 pub use webhook::{
-    DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme, TokenHash,
+    github_signature, DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme, TokenHash,
     VerifiedDelivery, WebhookRequest, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMESTAMP_TOLERANCE,
     GITHUB_SIGNATURE_HEADER, MAX_DEDUP_KEY_LEN, MAX_JSON_DEPTH,
 };
