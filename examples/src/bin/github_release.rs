@@ -1,0 +1,183 @@
+//! A webhook trigger for GitHub `release` deliveries: signature
+//! verification with the trigger's secret, dedup on `X-GitHub-Delivery`, and
+//! a filter on `action == "published"`. Fed a real GitHub release payload,
+//! it prints what came of each delivery, the stored event, and the run.
+//!
+//! ```text
+//! cargo run -p taskforge-examples --bin github_release [DATA_DIR]
+//! ```
+//!
+//! An HTTP server would hand `deliver_webhook` the path, headers and raw
+//! body of each request and answer with `Delivery::http_status`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use taskforge_core::{
+    github_signature, DedupSource, Delivery, Engine, Filter, Headers, SignatureScheme, StepContext,
+    StepDefinition, StepError, StepRegistry, TriggerKind, WebhookConfig, WebhookRequest,
+    WorkflowDefinition,
+};
+use taskforge_examples::print_run;
+use taskforge_store_sled::SledStore;
+
+/// The body of a GitHub `release` delivery with `action: published`.
+const RELEASE: &[u8] =
+    include_bytes!("../../../crates/taskforge-core/tests/fixtures/release-published.json");
+
+const PATH: &str = "github/releases";
+
+fn registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
+    let mut registry = StepRegistry::new();
+    registry
+        .step("build", |_ctx: StepContext, delivery: Value| async move {
+            let repo = delivery["repository"]["full_name"].as_str().unwrap_or("?");
+            let tag = delivery["release"]["tag_name"].as_str().unwrap_or("?");
+            Ok::<_, StepError>(json!({ "image": format!("registry.local/{repo}:{tag}") }))
+        })?
+        .step(
+            "migrate",
+            |_ctx: StepContext, _delivery: Value| async move {
+                Ok::<_, StepError>(json!({ "schema_version": 7 }))
+            },
+        )?
+        .step("deploy", |ctx: StepContext, delivery: Value| async move {
+            let image = ctx.output("build").map(|b| b["image"].clone());
+            Ok::<_, StepError>(json!({
+                "deployed": image,
+                "release": delivery["release"]["html_url"],
+            }))
+        })?;
+    Ok(registry)
+}
+
+/// A delivery as GitHub sends it, signed with `secret`.
+fn delivery(body: &[u8], secret: &str, delivery_id: &str) -> WebhookRequest {
+    let headers: Headers = [
+        ("Content-Type", "application/json".to_owned()),
+        ("User-Agent", "GitHub-Hookshot/044aadd".to_owned()),
+        ("X-GitHub-Event", "release".to_owned()),
+        ("X-GitHub-Delivery", delivery_id.to_owned()),
+        ("X-Hub-Signature-256", github_signature(secret, body)),
+    ]
+    .into_iter()
+    .collect();
+    WebhookRequest::new(headers, body)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("TASKFORGE_DATA").ok())
+        .unwrap_or_else(|| "taskforge-data".to_owned());
+    let secret = std::env::var("GITHUB_WEBHOOK_SECRET")
+        .unwrap_or_else(|_| "example-secret-change-me".to_owned());
+    let engine = Engine::builder(SledStore::open(&dir)?, registry()?).build();
+    engine.start();
+
+    let workflow = engine
+        .ensure_workflow("deploy-api-on-github-release")
+        .await?;
+    engine
+        .publish(
+            workflow.id,
+            WorkflowDefinition::new(vec![
+                StepDefinition::new("build", "build"),
+                StepDefinition::new("migrate", "migrate"),
+                StepDefinition::new("deploy", "deploy"),
+            ])
+            .timeout(Duration::from_secs(600)),
+        )
+        .await?;
+    let existing = engine.triggers(workflow.id).await?;
+    let trigger = match existing.into_iter().next() {
+        Some(trigger) => trigger,
+        None => {
+            let config = WebhookConfig::new(PATH)
+                .with_signature(SignatureScheme::github(secret.clone()))
+                .with_dedup(DedupSource::Header("X-GitHub-Delivery".into()))
+                .with_filter(Filter::equals("/action", "published"))
+                .keep_header("X-GitHub-Event")
+                .keep_header("User-Agent");
+            engine
+                .create_trigger(workflow.id, TriggerKind::Webhook(config))
+                .await?
+        }
+    };
+    println!("webhook trigger {} at /{PATH}\n", trigger.id);
+
+    let delivery_id = uuid_like();
+    let mut created: Value = serde_json::from_slice(RELEASE)?;
+    created["action"] = json!("created");
+    let created = serde_json::to_vec(&created)?;
+    let mut forged = delivery(RELEASE, "not-the-secret", &uuid_like());
+    forged.headers.append("X-Forwarded-For", "203.0.113.7");
+    let attempts = [
+        (
+            "release published",
+            delivery(RELEASE, &secret, &delivery_id),
+        ),
+        (
+            "same delivery again",
+            delivery(RELEASE, &secret, &delivery_id),
+        ),
+        ("release created", delivery(&created, &secret, &uuid_like())),
+        ("forged signature", forged),
+    ];
+    let mut started = None;
+    for (what, request) in &attempts {
+        let outcome = engine.deliver_webhook(PATH, request).await?;
+        println!(
+            "{what:<20} -> HTTP {}  {}",
+            outcome.http_status(),
+            describe(&outcome)
+        );
+        if let Delivery::Accepted { event_id, run_id } = outcome {
+            started = Some((event_id, run_id));
+        }
+    }
+    println!(
+        "rejected deliveries (counted, not stored): {}\n",
+        engine.rejected_deliveries(trigger.id)
+    );
+
+    if let Some((event_id, run_id)) = started {
+        let event = engine.event(event_id).await?;
+        println!("event {}", event.id);
+        println!("  {:<14} {}", "received", event.received_at);
+        println!(
+            "  {:<14} {}",
+            "dedup key",
+            event.dedup_key.as_deref().unwrap_or("-")
+        );
+        for (name, value) in &event.metadata {
+            println!("  {name:<14} {value}");
+        }
+        println!(
+            "  {:<14} release {} of {}\n",
+            "payload",
+            event.payload["release"]["tag_name"],
+            event.payload["repository"]["full_name"]
+        );
+        engine.wait_for_run(run_id).await?;
+        print_run(&engine.run(run_id).await?);
+    }
+    engine.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+fn describe(outcome: &Delivery) -> String {
+    match outcome {
+        Delivery::Accepted { run_id, .. } => format!("accepted, run {run_id} started"),
+        Delivery::Duplicate { event_id, .. } => format!("duplicate of event {event_id}"),
+        Delivery::Filtered { reason, .. } => format!("stored, filtered: {reason}"),
+        Delivery::Rejected(why) => format!("rejected: {why}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A fresh delivery id, shaped like GitHub's.
+fn uuid_like() -> String {
+    taskforge_core::EventId::new().to_string()
+}
