@@ -16,8 +16,7 @@ const KNOWN_HANDLERS: [&str; 4] = ["noop", "http.get", "send-mail", "deploy_v2"]
 fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -132,7 +131,11 @@ fn any_definition() -> impl Strategy<Value = WorkflowDefinition> {
 
 fn valid_definition() -> impl Strategy<Value = WorkflowDefinition> {
     let keys = prop::collection::hash_set("[A-Za-z0-9_.-]{1,128}", 1..20);
-    (keys, prop::option::of(valid_policy()), prop::option::of(1..10_000_u64))
+    (
+        keys,
+        prop::option::of(valid_policy()),
+        prop::option::of(1..10_000_u64),
+    )
         .prop_flat_map(|(keys, retry, timeout)| {
             let n = keys.len();
             let steps = (
@@ -283,6 +286,9 @@ fn documented_json_shapes_parse() {
     let bytes = serde_json::to_vec(&json).expect("serialize");
     let definition = WorkflowDefinition::from_json(&bytes).expect("a valid definition");
     assert_eq!(definition.steps.len(), 2);
-    assert_eq!(definition.steps[0].timeout, Some(Duration::from_millis(1_000)));
+    assert_eq!(
+        definition.steps[0].timeout,
+        Some(Duration::from_millis(1_000))
+    );
     assert_eq!(definition.timeout, Some(Duration::from_secs(60)));
 }

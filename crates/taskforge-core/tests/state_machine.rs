@@ -4,9 +4,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use taskforge_core::{
-    replay_run, IllegalTransition, Lease, RunId, RunStatus, RunTransition, StepDefinition,
-    StepRun, StepStatus, StepTransition, WorkflowDefinition, WorkflowId, WorkflowRun,
-    WorkflowVersion,
+    replay_run, IllegalTransition, Lease, RunId, RunStatus, RunTransition, StepDefinition, StepRun,
+    StepStatus, StepTransition, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion,
 };
 
 fn run_transition() -> impl Strategy<Value = RunTransition> {
