@@ -56,6 +56,11 @@
 //!   changes the run's workflow or event, and a step of another run, are
 //!   `Invalid`. A step attempt may appear twice in one commit; the last
 //!   one wins, unless an earlier one is terminal (`Conflict`).
+//! - A run is claimable if it is queued or running and holds no lease or
+//!   one that lapsed at or before `now`. The contract's "succeeds if the
+//!   run is queued" would let a second worker claim a run that the first
+//!   claimed but has not started yet (it stays queued until the owner
+//!   commits `Start`); `list_claimable` uses the same rule.
 //! - `renew_lease` of a run that holds no lease is a `Conflict`; of a run
 //!   that does not exist, `NotFound`.
 //! - `list_claimable` takes `limit` as given: 0 returns nothing. Oldest
