@@ -810,6 +810,77 @@ pub async fn a_thousand_concurrent_runs_finish<S: Store>(store: S) {
     }
 }
 
+/// Shutdown stops claiming, lets a step that finishes within the grace
+/// period complete its run, and leaves a step that does not to recovery,
+/// which another engine completes.
+pub async fn shutdown_finishes_or_leaves_runs_to_recovery<S: Store + Clone>(store: S) {
+    let entered = Arc::new(Notify::new());
+    let calls = Arc::new(AtomicU32::new(0));
+    let registry = |entered: Arc<Notify>, calls: Arc<AtomicU32>| {
+        let mut registry = StepRegistry::new();
+        registry
+            .step("quick", move |_ctx: StepContext, _input: Value| {
+                let entered = Arc::clone(&entered);
+                async move {
+                    entered.notify_one();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ok(json!("quick"))
+                }
+            })
+            .expect("register")
+            .step("slow", move |ctx: StepContext, _input: Value| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    ok(json!({ "attempt": ctx.attempt() }))
+                }
+            })
+            .expect("register");
+        registry
+    };
+    let first = engine(
+        store.clone(),
+        registry(Arc::clone(&entered), Arc::clone(&calls)),
+    );
+    first.start();
+    let wf = first.create_workflow("draining").await.expect("create");
+    first
+        .publish(
+            wf.id,
+            WorkflowDefinition::new(vec![
+                StepDefinition::new("quick", "quick"),
+                StepDefinition::new("slow", "slow"),
+            ]),
+        )
+        .await
+        .expect("publish");
+    let run = first.start_run(wf.id, json!({})).await.expect("start");
+    tokio::time::timeout(PATIENCE, entered.notified())
+        .await
+        .expect("quick step entered");
+    first.shutdown(Duration::from_millis(300)).await;
+    let after = first.run(run.id).await.expect("details");
+    assert_eq!(after.run.status, RunStatus::Running, "left for recovery");
+    assert_eq!(after.steps[0].status, StepStatus::Succeeded, "quick step finished");
+    let queued = first.start_run(wf.id, json!({})).await.expect("queue");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        first.store().get_run(queued.id).await.expect("get").status,
+        RunStatus::Queued,
+        "a stopped engine claims nothing"
+    );
+    drop(first);
+
+    let second = engine(store, registry(Arc::new(Notify::new()), Arc::clone(&calls)));
+    second.start();
+    let done = wait(&second, run.id).await;
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.output, Some(json!({ "attempt": 2 })));
+    assert_eq!(wait(&second, queued.id).await.status, RunStatus::Succeeded);
+}
+
 /// Expands to one `#[tokio::test]` per engine-level scenario (the cases of
 /// [`engine`](crate::testing::engine) and
 /// [`triggers`](crate::testing::triggers)), each on a fresh store from the
@@ -848,6 +919,7 @@ macro_rules! engine_conformance {
             engine::a_new_engine_recovers_an_interrupted_run,
             engine::two_engines_never_run_one_step_twice,
             engine::a_thousand_concurrent_runs_finish,
+            engine::shutdown_finishes_or_leaves_runs_to_recovery,
             triggers::concurrent_webhook_deliveries_start_one_run,
             triggers::rejected_webhook_deliveries_store_nothing,
             triggers::filtered_and_disabled_deliveries_are_recorded,
