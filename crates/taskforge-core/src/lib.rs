@@ -27,9 +27,9 @@ mod run;
 mod schedule;
 mod scheduler;
 mod step;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod store;
 mod trigger;
 mod webhook;
 mod worker;
@@ -40,8 +40,8 @@ pub use engine::{Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, Ru
 pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
 pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
 pub use filter::{glob_match, matches, Filter, FilterMiss, Predicate, MAX_GLOB_LEN};
-pub use ingest::Delivery;
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
+pub use ingest::Delivery;
 pub use retry::{Backoff, RetryDecision, RetryPolicy};
 pub use run::{
     idempotency_key, replay_run, Fence, Lease, RunError, RunStatus, RunTransition, StepFailure,
@@ -53,8 +53,7 @@ pub use schedule::{
 };
 pub use scheduler::{CronFiring, SCHEDULED_AT};
 pub use step::{
-    RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepHandler,
-    StepRegistry,
+    RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepRegistry,
 };
 pub use store::{
     page_limit, EventInsert, EventQuery, EventStore, Order, Page, RunQuery, RunStore, RunStoreExt,
@@ -62,9 +61,9 @@ pub use store::{
 };
 pub use trigger::{CronConfig, InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
 pub use webhook::{
-    github_signature, DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme, TokenHash,
-    VerifiedDelivery, WebhookRequest, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMESTAMP_TOLERANCE,
-    GITHUB_SIGNATURE_HEADER, MAX_DEDUP_KEY_LEN, MAX_JSON_DEPTH,
+    github_signature, DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme,
+    TokenHash, VerifiedDelivery, WebhookRequest, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_TIMESTAMP_TOLERANCE, GITHUB_SIGNATURE_HEADER, MAX_DEDUP_KEY_LEN, MAX_JSON_DEPTH,
 };
 pub use workflow::{
     validate_name, DefinitionProblem, NameError, StepDefinition, Workflow, WorkflowDefinition,

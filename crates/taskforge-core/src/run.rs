@@ -372,15 +372,11 @@ impl WorkflowRun {
         }
     }
 
-    /// Whether a worker may claim it at `now`: it is queued, or running with
-    /// a lapsed lease.
+    /// Whether a worker may claim it at `now`: it is queued or running, and
+    /// holds no lease or one that lapsed at or before `now`.
     #[must_use]
     pub fn is_claimable(&self, now: DateTime<Utc>) -> bool {
-        match self.status {
-            RunStatus::Queued => true,
-            RunStatus::Running => self.lease.as_ref().is_none_or(|l| l.expires_at <= now),
-            _ => false,
-        }
+        !self.status.is_terminal() && self.lease.as_ref().is_none_or(|l| l.expires_at <= now)
     }
 }
 

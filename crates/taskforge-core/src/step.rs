@@ -373,23 +373,24 @@ impl<T: StepExecutor + ?Sized> StepExecutor for Arc<T> {
     }
 }
 
-/// A step handler: an async function of the context and the run's input,
-/// deserialized into `I`, returning an output that serializes.
-///
-/// Implemented for every `Fn(StepContext, I) -> impl Future<Output =
-/// Result<O, E>>` where `E` converts into [`StepError`].
-pub trait StepHandler<I, O>: Send + Sync + 'static {
-    /// Calls the handler.
+/// A registered handler with its types erased.
+trait ErasedHandler: Send + Sync {
     fn call(&self, ctx: StepContext) -> StepFuture;
 }
 
-impl<F, Fut, I, O, E> StepHandler<I, O> for F
+/// A closure handler and the types it takes and returns.
+struct Handler<F, I, O, E> {
+    f: F,
+    _types: PhantomData<fn(I) -> (O, E)>,
+}
+
+impl<F, Fut, I, O, E> ErasedHandler for Handler<F, I, O, E>
 where
     F: Fn(StepContext, I) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, E>> + Send + 'static,
-    I: DeserializeOwned,
-    O: Serialize,
-    E: Into<StepError>,
+    I: DeserializeOwned + 'static,
+    O: Serialize + 'static,
+    E: Into<StepError> + 'static,
 {
     fn call(&self, ctx: StepContext) -> StepFuture {
         // A run input that does not fit `I` will not fit on retry either.
@@ -400,28 +401,13 @@ where
                 return futures::future::ready(Err(error)).boxed();
             }
         };
-        let fut = self(ctx, input);
+        let fut = (self.f)(ctx, input);
         async move {
             let output = fut.await.map_err(Into::into)?;
             serde_json::to_value(output)
                 .map_err(|e| StepError::terminal(format!("output does not serialize: {e}")))
         }
         .boxed()
-    }
-}
-
-trait ErasedHandler: Send + Sync {
-    fn call(&self, ctx: StepContext) -> StepFuture;
-}
-
-struct Erased<H, I, O> {
-    handler: H,
-    _types: PhantomData<fn(I) -> O>,
-}
-
-impl<H: StepHandler<I, O>, I: 'static, O: 'static> ErasedHandler for Erased<H, I, O> {
-    fn call(&self, ctx: StepContext) -> StepFuture {
-        self.handler.call(ctx)
     }
 }
 
@@ -470,12 +456,20 @@ impl StepRegistry {
         Self::default()
     }
 
-    /// Registers `handler` under `name`.
-    pub fn step<H, I, O>(&mut self, name: &str, handler: H) -> Result<&mut Self, RegistryError>
+    /// Registers `handler` under `name`: an async closure of the step's
+    /// context and the run's input, deserialized into `I`, returning an
+    /// output that serializes or an error that converts into [`StepError`].
+    pub fn step<F, Fut, I, O, E>(
+        &mut self,
+        name: &str,
+        handler: F,
+    ) -> Result<&mut Self, RegistryError>
     where
-        H: StepHandler<I, O>,
-        I: 'static,
-        O: 'static,
+        F: Fn(StepContext, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        I: DeserializeOwned + 'static,
+        O: Serialize + 'static,
+        E: Into<StepError> + 'static,
     {
         crate::workflow::validate_name(name).map_err(|e| RegistryError::InvalidName {
             name: e.name,
@@ -486,8 +480,8 @@ impl StepRegistry {
         }
         self.handlers.insert(
             name.to_owned(),
-            Box::new(Erased {
-                handler,
+            Box::new(Handler {
+                f: handler,
                 _types: PhantomData,
             }),
         );

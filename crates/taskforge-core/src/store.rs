@@ -266,8 +266,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// scan other workflows' runs or runs in other statuses.
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError>;
 
-    /// Up to `limit` runs a worker may claim at `now`: queued ones, and
-    /// running ones whose lease has lapsed, oldest first.
+    /// Up to `limit` runs a worker may claim at `now` (queued or running,
+    /// with no live lease), oldest first.
     ///
     /// # Contract
     /// Does not scan finished runs. The answer may be stale by the time it
@@ -283,8 +283,8 @@ pub trait RunStore: Send + Sync + 'static {
     ///
     /// # Contract
     /// Atomic and durable compare-and-set: succeeds only if the run is
-    /// queued, or running with no lease or a lease that lapsed at or before
-    /// `now`. Of concurrent claims exactly one succeeds; the others get
+    /// queued or running, with no lease or a lease that lapsed at or before
+    /// `now` (see [`WorkflowRun::is_claimable`]). Of concurrent claims exactly one succeeds; the others get
     /// `Conflict` and change nothing. `NotFound` if absent. The status is
     /// not changed; the new owner changes it with a fenced
     /// [`commit`](Self::commit).
@@ -320,7 +320,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// so a fence naming it as running cannot match, and a fence naming a
     /// terminal status gets `Conflict`. A step attempt already stored in a
     /// terminal status is never rewritten (`Conflict`). The stored
-    /// `cancel_requested` flag is kept if set, whatever `run` says. Step
+    /// `cancel_requested` flag is kept if set, whatever `run` says; `run`'s
+    /// `lease` is written as given, so a writer passes its latest renewal. Step
     /// attempts are keyed by `(run_id, step_index, attempt)`.
     async fn commit(
         &self,

@@ -600,6 +600,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         {
             Ok(stored) => {
                 self.lease_expires = until;
+                // Commits write the run's lease as given: keep it current.
+                self.run.lease.clone_from(&stored.lease);
                 if stored.cancel_requested {
                     self.cancel.cancel();
                 }
