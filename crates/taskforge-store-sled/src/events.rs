@@ -1,16 +1,16 @@
 //! [`EventStore`] over sled.
 
 use async_trait::async_trait;
-use sled::Transactional;
 use taskforge_core::{
     page_limit, Event, EventId, EventInsert, EventQuery, EventStore, Page, StoreError, WorkflowId,
     WorkflowRun,
 };
 
-use crate::error::{abort, backend, tx_error};
+use crate::error::backend;
 use crate::keys::{self, tag};
 use crate::scan::{page, PageRequest, Source};
-use crate::store::{encode, load, tx_load, SledStore};
+use crate::store::{encode, load, op_load, SledStore};
+use crate::writer::{Op, Outcome, Tx};
 
 #[async_trait]
 impl EventStore for SledStore {
@@ -19,55 +19,59 @@ impl EventStore for SledStore {
         event: &Event,
         run: Option<&WorkflowRun>,
     ) -> Result<EventInsert, StoreError> {
-        // Everything is serialized once, outside the transaction.
+        // Everything is serialized once, before the write is queued.
         let event_bytes = encode("event", event)?;
-        let event_id = event.id.to_bytes();
+        let event_id = event.id;
         let dedup = event
             .dedup_key
             .as_deref()
             .map(|k| keys::dedup(event.workflow_id, k));
         let event_index = keys::event_index(event);
         let run = match run {
-            Some(run) => Some((run, encode("run", run)?, keys::run_index(run))),
+            Some(run) => Some((run.id, encode("run", run)?, keys::run_index(run))),
             None => None,
         };
-        let inner = &self.inner;
-        let outcome = (&inner.events, &inner.runs, &inner.idx)
-            .transaction(|(events, runs, idx)| {
-                if let Some(dedup) = &dedup {
-                    if let Some(stored_id) = idx.get(dedup.as_slice())? {
-                        let Some(stored) = tx_load::<Event>(events, "event", &stored_id)? else {
-                            return abort(backend(format!(
-                                "dedup key of event {} points at a missing event",
-                                event.id
-                            )));
-                        };
-                        return Ok(EventInsert::Duplicate(Box::new(stored)));
-                    }
+        let op: Op = Box::new(move |tx: &Tx<'_>| {
+            // Checks first: a write that fails leaves nothing behind.
+            if let Some(dedup) = &dedup {
+                if let Some(stored_id) = tx.idx.get(dedup.as_slice())? {
+                    return Ok(match op_load::<Event>(tx.events, "event", &stored_id)? {
+                        Ok(Some(stored)) => Ok(Outcome::Duplicate(Box::new(stored))),
+                        Ok(None) => Err(backend(format!(
+                            "dedup key of event {event_id} points at a missing event"
+                        ))),
+                        Err(e) => Err(e),
+                    });
                 }
-                if events.get(event_id)?.is_some() {
-                    return abort(StoreError::already_exists("event", event.id));
+            }
+            if tx.events.get(event_id.to_bytes())?.is_some() {
+                return Ok(Err(StoreError::already_exists("event", event_id)));
+            }
+            if let Some((run_id, _, _)) = &run {
+                if tx.runs.get(run_id.to_bytes())?.is_some() {
+                    return Ok(Err(StoreError::already_exists("run", run_id)));
                 }
-                if let Some((run, bytes, index)) = &run {
-                    let run_id = run.id.to_bytes();
-                    if runs.get(run_id)?.is_some() {
-                        return abort(StoreError::already_exists("run", run.id));
-                    }
-                    runs.insert(&run_id, bytes.clone())?;
-                    for key in index {
-                        idx.insert(key.as_slice(), &[])?;
-                    }
+            }
+            if let Some((run_id, bytes, index)) = &run {
+                tx.runs.insert(&run_id.to_bytes(), bytes.clone())?;
+                for key in index {
+                    tx.idx.insert(key.as_slice(), &[])?;
                 }
-                events.insert(&event_id, event_bytes.clone())?;
-                for key in &event_index {
-                    idx.insert(key.as_slice(), &[])?;
-                }
-                if let Some(dedup) = &dedup {
-                    idx.insert(dedup.as_slice(), &event_id)?;
-                }
-                Ok(EventInsert::Inserted)
-            })
-            .map_err(tx_error)?;
+            }
+            tx.events
+                .insert(&event_id.to_bytes(), event_bytes.clone())?;
+            for key in &event_index {
+                tx.idx.insert(key.as_slice(), &[])?;
+            }
+            if let Some(dedup) = &dedup {
+                tx.idx.insert(dedup.as_slice(), &event_id.to_bytes())?;
+            }
+            Ok(Ok(Outcome::Done))
+        });
+        let outcome = match self.write(op).await? {
+            Outcome::Duplicate(stored) => EventInsert::Duplicate(stored),
+            _ => EventInsert::Inserted,
+        };
         // A duplicate's original may have been stored a moment ago by a
         // writer still waiting for its flush; the caller acts on it too.
         self.durable().await?;

@@ -15,12 +15,21 @@
 //! one workflow's runs, runs in one status, one event's runs, one
 //! trigger's events, or the claimable runs reads only matching keys.
 //! Writes that belong together (an event, its run and their index
-//! entries; a run, its step attempts and its index entries) are one sled
-//! transaction: other callers see all of them or none, and so does a
-//! reopen after a crash. Compare-and-set writes (`claim_run`, fenced
-//! `commit`, dedup of events) check and write inside one transaction,
-//! and sled runs transactions one at a time, so of two racing writers
-//! exactly one wins.
+//! entries; a run, its step attempts and its index entries) are applied
+//! inside one sled transaction: other callers see all of them or none, and
+//! so does a reopen after a crash. Compare-and-set writes (`claim_run`,
+//! fenced `commit`, dedup of events) check and write inside that
+//! transaction, and sled runs transactions one at a time, so of two racing
+//! writers exactly one wins.
+//!
+//! In sled 0.34 each transaction writes out sled's log buffer, however
+//! small, so run and event writes are queued to one writer thread that
+//! applies whatever has queued up in a single transaction. Each write
+//! checks its preconditions before it writes anything, so one that fails
+//! (a conflict, a taken id) leaves nothing behind and does not affect the
+//! others in its batch; they apply in queue order, each seeing the ones
+//! before it, exactly as if run one by one. Sled calls thus never run on
+//! the async runtime's threads, except point reads.
 //!
 //! A `meta` tree holds a marker and a format version, checked on open:
 //! another program's database, a newer format, or damaged files give an
@@ -84,6 +93,7 @@ mod runs;
 mod scan;
 mod store;
 mod workflows;
+mod writer;
 
 pub use config::{Durability, SledConfig};
 pub use error::OpenError;

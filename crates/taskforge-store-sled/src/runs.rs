@@ -4,16 +4,16 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sled::Transactional;
 use taskforge_core::{
     page_limit, Fence, Lease, Page, RunId, RunQuery, RunStatus, RunStore, StepRun, StoreError,
     WorkflowRun,
 };
 
-use crate::error::{abort, backend, tx_error};
+use crate::error::backend;
 use crate::keys::{self, tag, RunHead, StepHead};
 use crate::scan::{page, PageRequest, Source};
-use crate::store::{decode, encode, load, tx_load, tx_reindex, SledStore};
+use crate::store::{decode, encode, load, op_load, tx_reindex, SledStore};
+use crate::writer::{Op, Outcome, Tx};
 
 /// Whether a claim at `now` may take the run: it is queued or running,
 /// and holds no lease or one that lapsed at or before `now`. A queued run
@@ -25,33 +25,42 @@ fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
 }
 
 impl SledStore {
-    /// Rewrites one run in a transaction: `change` gets the stored run and
-    /// returns the run to store, or `None` to store nothing. Returns the
-    /// run as stored afterwards.
-    fn update_run(
+    /// Rewrites one run in the writer's next batch: `change` gets the
+    /// stored run and returns the run to store, or `None` to store nothing.
+    /// Returns the run as stored afterwards.
+    async fn update_run(
         &self,
         id: RunId,
-        change: impl Fn(&WorkflowRun) -> Result<Option<WorkflowRun>, StoreError>,
-    ) -> Result<(WorkflowRun, bool), StoreError> {
+        change: impl Fn(&WorkflowRun) -> Result<Option<WorkflowRun>, StoreError> + Send + 'static,
+    ) -> Result<WorkflowRun, StoreError> {
         let key = id.to_bytes();
-        let inner = &self.inner;
-        (&inner.runs, &inner.idx)
-            .transaction(|(runs, idx)| {
-                let Some(stored) = tx_load::<WorkflowRun>(runs, "run", &key)? else {
-                    return abort(StoreError::not_found("run", id));
-                };
-                let updated = match change(&stored) {
-                    Ok(Some(updated)) => updated,
-                    Ok(None) => return Ok((stored, false)),
-                    Err(e) => return abort(e),
-                };
-                let bytes = encode("run", &updated)
-                    .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
-                runs.insert(&key, bytes)?;
-                tx_reindex(idx, &keys::run_index(&stored), &keys::run_index(&updated))?;
-                Ok((updated, true))
-            })
-            .map_err(tx_error)
+        let op: Op = Box::new(move |tx: &Tx<'_>| {
+            let stored = match op_load::<WorkflowRun>(tx.runs, "run", &key)? {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+                Err(e) => return Ok(Err(e)),
+            };
+            let updated = match change(&stored) {
+                Ok(Some(updated)) => updated,
+                Ok(None) => return Ok(Ok(Outcome::Run(Box::new(stored)))),
+                Err(e) => return Ok(Err(e)),
+            };
+            let bytes = match encode("run", &updated) {
+                Ok(bytes) => bytes,
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.runs.insert(&key, bytes)?;
+            tx_reindex(
+                tx.idx,
+                &keys::run_index(&stored),
+                &keys::run_index(&updated),
+            )?;
+            Ok(Ok(Outcome::Run(Box::new(updated))))
+        });
+        match self.write(op).await? {
+            Outcome::Run(run) => Ok(*run),
+            other => Err(backend(format!("unexpected write outcome {other:?}"))),
+        }
     }
 }
 
@@ -59,21 +68,19 @@ impl SledStore {
 impl RunStore for SledStore {
     async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError> {
         let bytes = encode("run", run)?;
-        let key = run.id.to_bytes();
+        let id = run.id;
         let index = keys::run_index(run);
-        let inner = &self.inner;
-        (&inner.runs, &inner.idx)
-            .transaction(|(runs, idx)| {
-                if runs.get(key)?.is_some() {
-                    return abort(StoreError::already_exists("run", run.id));
-                }
-                runs.insert(&key, bytes.clone())?;
-                for k in &index {
-                    idx.insert(k.as_slice(), &[])?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
+        let op: Op = Box::new(move |tx: &Tx<'_>| {
+            if tx.runs.get(id.to_bytes())?.is_some() {
+                return Ok(Err(StoreError::already_exists("run", id)));
+            }
+            tx.runs.insert(&id.to_bytes(), bytes.clone())?;
+            for key in &index {
+                tx.idx.insert(key.as_slice(), &[])?;
+            }
+            Ok(Ok(Outcome::Done))
+        });
+        self.write(op).await?;
         self.durable().await
     }
 
@@ -203,27 +210,30 @@ impl RunStore for SledStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<WorkflowRun, StoreError> {
-        let (run, _) = self.update_run(id, |stored| {
-            if !claimable(stored, now) {
-                let reason = match &stored.lease {
-                    Some(lease) if !stored.status.is_terminal() => {
-                        format!("leased by {:?} until {}", lease.owner, lease.expires_at)
-                    }
-                    _ => format!("the run is {}", stored.status),
-                };
-                return Err(StoreError::conflict("run", id, reason));
-            }
-            let mut claimed = stored.clone();
-            claimed.lease = Some(Lease {
-                owner: owner.to_owned(),
-                expires_at,
-            });
-            claimed.lease_epoch = stored
-                .lease_epoch
-                .checked_add(1)
-                .ok_or_else(|| StoreError::conflict("run", id, "lease epoch exhausted"))?;
-            Ok(Some(claimed))
-        })?;
+        let owner = owner.to_owned();
+        let run = self
+            .update_run(id, move |stored| {
+                if !claimable(stored, now) {
+                    let reason = match &stored.lease {
+                        Some(lease) if !stored.status.is_terminal() => {
+                            format!("leased by {:?} until {}", lease.owner, lease.expires_at)
+                        }
+                        _ => format!("the run is {}", stored.status),
+                    };
+                    return Err(StoreError::conflict("run", id, reason));
+                }
+                let mut claimed = stored.clone();
+                claimed.lease = Some(Lease {
+                    owner: owner.clone(),
+                    expires_at,
+                });
+                claimed.lease_epoch = stored
+                    .lease_epoch
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::conflict("run", id, "lease epoch exhausted"))?;
+                Ok(Some(claimed))
+            })
+            .await?;
         self.durable().await?;
         Ok(run)
     }
@@ -235,30 +245,32 @@ impl RunStore for SledStore {
         expires_at: DateTime<Utc>,
     ) -> Result<WorkflowRun, StoreError> {
         // Not waited for: a renewal lost in a crash only shortens the lease.
-        let (run, _) = self.update_run(id, |stored| {
-            if stored.status.is_terminal() {
-                return Err(StoreError::conflict("run", id, "the run is finished"));
-            }
-            if stored.lease_epoch != epoch {
-                return Err(StoreError::conflict(
-                    "run",
-                    id,
-                    format!(
-                        "lease epoch {epoch} is stale; the run was claimed again (epoch {})",
-                        stored.lease_epoch
-                    ),
-                ));
-            }
-            let Some(lease) = &stored.lease else {
-                return Err(StoreError::conflict("run", id, "the run holds no lease"));
-            };
-            let mut renewed = stored.clone();
-            renewed.lease = Some(Lease {
-                owner: lease.owner.clone(),
-                expires_at,
-            });
-            Ok(Some(renewed))
-        })?;
+        let run = self
+            .update_run(id, move |stored| {
+                if stored.status.is_terminal() {
+                    return Err(StoreError::conflict("run", id, "the run is finished"));
+                }
+                if stored.lease_epoch != epoch {
+                    return Err(StoreError::conflict(
+                        "run",
+                        id,
+                        format!(
+                            "lease epoch {epoch} is stale; the run was claimed again (epoch {})",
+                            stored.lease_epoch
+                        ),
+                    ));
+                }
+                let Some(lease) = &stored.lease else {
+                    return Err(StoreError::conflict("run", id, "the run holds no lease"));
+                };
+                let mut renewed = stored.clone();
+                renewed.lease = Some(Lease {
+                    owner: lease.owner.clone(),
+                    expires_at,
+                });
+                Ok(Some(renewed))
+            })
+            .await?;
         Ok(run)
     }
 
@@ -283,93 +295,113 @@ impl RunStore for SledStore {
                 step.run_id
             )));
         }
-        // Serialized once; the transaction only copies bytes.
+        // Serialized once; the write only copies bytes.
         let run = match run {
-            Some(run) => Some((run, encode("run", run)?)),
+            Some(run) => Some((RunHead::from(run), run.clone(), encode("run", run)?)),
             None => None,
         };
         let steps = steps
             .iter()
-            .map(|s| Ok((s, keys::step(s), encode("step run", s)?)))
+            .map(|s| {
+                Ok((
+                    keys::step(s),
+                    (s.step_index, s.attempt, s.status),
+                    encode("step run", s)?,
+                ))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let key = id.to_bytes();
-        let inner = &self.inner;
-        (&inner.runs, &inner.steps, &inner.idx)
-            .transaction(|(runs, step_tree, idx)| {
-                let Some(stored) = tx_load::<RunHead>(runs, "run", &key)? else {
-                    return abort(StoreError::not_found("run", id));
+        let op: Op = Box::new(move |tx: &Tx<'_>| {
+            // Checks first: a commit that fails leaves nothing behind.
+            let stored = match op_load::<RunHead>(tx.runs, "run", &key)? {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+                Err(e) => return Ok(Err(e)),
+            };
+            if fence.status.is_terminal() {
+                return Ok(Err(StoreError::conflict(
+                    "run",
+                    id,
+                    format!("a finished run ({}) is never rewritten", fence.status),
+                )));
+            }
+            if stored.lease_epoch != fence.epoch || stored.status != fence.status {
+                return Ok(Err(StoreError::conflict(
+                    "run",
+                    id,
+                    format!(
+                        "fence expects epoch {} and status {}, stored are epoch {} and status {}",
+                        fence.epoch, fence.status, stored.lease_epoch, stored.status
+                    ),
+                )));
+            }
+            if let Some((head, _, _)) = &run {
+                if head.workflow_id != stored.workflow_id || head.event_id != stored.event_id {
+                    return Ok(Err(StoreError::Invalid(format!(
+                        "commit changes the workflow or event of run {id}"
+                    ))));
+                }
+            }
+            for (i, (step_key, (index, attempt, _), _)) in steps.iter().enumerate() {
+                // An attempt finished earlier in this same commit counts too.
+                let earlier = steps[..i]
+                    .iter()
+                    .any(|(k, (_, _, status), _)| k == step_key && status.is_terminal());
+                let stored_status = match tx.steps.get(step_key)? {
+                    Some(old) => match decode::<StepHead>("step run", &old) {
+                        Ok(old) => Some(old.status),
+                        Err(e) => return Ok(Err(e)),
+                    },
+                    None => None,
                 };
-                if fence.status.is_terminal() {
-                    return abort(StoreError::conflict(
-                        "run",
-                        id,
-                        format!("a finished run ({}) is never rewritten", fence.status),
-                    ));
+                if earlier || stored_status.is_some_and(|s| s.is_terminal()) {
+                    return Ok(Err(StoreError::conflict(
+                        "step",
+                        format!("{id}/{index}/{attempt}"),
+                        "a finished step attempt is never rewritten",
+                    )));
                 }
-                if stored.lease_epoch != fence.epoch || stored.status != fence.status {
-                    return abort(StoreError::conflict(
-                        "run",
-                        id,
-                        format!(
-                            "fence expects epoch {} and status {}, stored are epoch {} and status {}",
-                            fence.epoch, fence.status, stored.lease_epoch, stored.status
-                        ),
-                    ));
-                }
-                if let Some((run, _)) = &run {
-                    if run.workflow_id != stored.workflow_id || run.event_id != stored.event_id {
-                        return abort(StoreError::Invalid(format!(
-                            "commit changes the workflow or event of run {id}"
-                        )));
+            }
+            for (step_key, _, bytes) in &steps {
+                tx.steps.insert(step_key, bytes.clone())?;
+            }
+            if let Some((head, run, bytes)) = &run {
+                // The flag is set by any engine at any time, and the
+                // owner's copy may predate it; the epoch belongs to claims
+                // alone. Re-serialized only in those rare cases.
+                let (bytes, index) = if (stored.cancel_requested && !head.cancel_requested)
+                    || stored.lease_epoch != head.lease_epoch
+                {
+                    let mut kept = run.clone();
+                    kept.cancel_requested |= stored.cancel_requested;
+                    kept.lease_epoch = stored.lease_epoch;
+                    match encode("run", &kept) {
+                        Ok(bytes) => (bytes, keys::run_index(&kept)),
+                        Err(e) => return Ok(Err(e)),
                     }
-                }
-                for (step, step_key, bytes) in &steps {
-                    if let Some(old) = step_tree.get(step_key)? {
-                        let old: StepHead = decode("step run", &old)
-                            .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
-                        if old.status.is_terminal() {
-                            return abort(StoreError::conflict(
-                                "step",
-                                format!("{id}/{}/{}", step.step_index, step.attempt),
-                                format!("the attempt is finished ({})", old.status),
-                            ));
-                        }
-                    }
-                    step_tree.insert(step_key, bytes.clone())?;
-                }
-                if let Some((run, bytes)) = &run {
-                    // The flag is set by any engine at any time, and the
-                    // owner's copy may predate it; the epoch belongs to
-                    // claims alone. Re-serialized only in those rare cases.
-                    let bytes = if (stored.cancel_requested && !run.cancel_requested)
-                        || stored.lease_epoch != run.lease_epoch
-                    {
-                        let mut kept = (*run).clone();
-                        kept.cancel_requested |= stored.cancel_requested;
-                        kept.lease_epoch = stored.lease_epoch;
-                        encode("run", &kept)
-                            .map_err(sled::transaction::ConflictableTransactionError::Abort)?
-                    } else {
-                        bytes.clone()
-                    };
-                    runs.insert(&key, bytes)?;
-                    tx_reindex(idx, &keys::run_head_index(&stored), &keys::run_index(run))?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
+                } else {
+                    (bytes.clone(), keys::run_head_index(head))
+                };
+                tx.runs.insert(&key, bytes)?;
+                tx_reindex(tx.idx, &keys::run_head_index(&stored), &index)?;
+            }
+            Ok(Ok(Outcome::Done))
+        });
+        self.write(op).await?;
         self.durable().await
     }
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
-        let (run, _) = self.update_run(id, |stored| {
-            if stored.status.is_terminal() || stored.cancel_requested {
-                return Ok(None);
-            }
-            let mut cancelled = stored.clone();
-            cancelled.cancel_requested = true;
-            Ok(Some(cancelled))
-        })?;
+        let run = self
+            .update_run(id, |stored| {
+                if stored.status.is_terminal() || stored.cancel_requested {
+                    return Ok(None);
+                }
+                let mut cancelled = stored.clone();
+                cancelled.cancel_requested = true;
+                Ok(Some(cancelled))
+            })
+            .await?;
         // Also when the flag was set already: its writer may still be
         // waiting for the flush.
         if !run.status.is_terminal() {

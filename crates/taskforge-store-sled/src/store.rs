@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
 use sled::{IVec, Tree};
 use taskforge_core::StoreError;
 
 use crate::config::{Durability, SledConfig};
 use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
+use crate::writer::{Op, OpResult, Writer};
 
 /// The format version this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -37,8 +40,10 @@ pub struct SledStore {
 }
 
 pub(crate) struct Inner {
-    // Dropped first: stopping the flusher joins its thread, which holds a
-    // handle of the database, so a reopen of the path can lock it again.
+    // Dropped first, in this order: the writer applies what is queued,
+    // then the flusher stops. Both threads hold handles of the database,
+    // and joining them lets a reopen of the path lock it again.
+    writer: Option<Writer>,
     commit: Option<GroupCommit>,
     pub(crate) db: sled::Db,
     pub(crate) workflows: Tree,
@@ -53,6 +58,7 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        drop(self.writer.take());
         drop(self.commit.take());
         if let Err(e) = self.db.flush() {
             tracing::error!(error = %e, "final sled flush failed");
@@ -154,14 +160,18 @@ impl SledStore {
             Durability::Durable => Some(GroupCommit::start(db.clone())?),
             Durability::Relaxed => None,
         };
+        let (events, runs, steps, idx) =
+            (tree("events")?, tree("runs")?, tree("steps")?, tree("idx")?);
+        let writer = Writer::start(events.clone(), runs.clone(), steps.clone(), idx.clone())?;
         let inner = Inner {
             workflows: tree("workflows")?,
             versions: tree("versions")?,
             triggers: tree("triggers")?,
-            events: tree("events")?,
-            runs: tree("runs")?,
-            steps: tree("steps")?,
-            idx: tree("idx")?,
+            events,
+            runs,
+            steps,
+            idx,
+            writer: Some(writer),
             commit,
             db,
             path,
@@ -176,6 +186,14 @@ impl SledStore {
         match &self.inner.commit {
             Some(commit) => commit.durable().await,
             None => Ok(()),
+        }
+    }
+
+    /// Applies `op` in the writer thread's next batch.
+    pub(crate) async fn write(&self, op: Op) -> OpResult {
+        match &self.inner.writer {
+            Some(writer) => writer.write(op).await,
+            None => Err(backend("the store is closed")),
         }
     }
 
@@ -388,13 +406,26 @@ pub(crate) fn tx_load<T: DeserializeOwned>(
     }
 }
 
+/// [`tx_load`] for a queued write: a record that does not parse is that
+/// write's error, not the batch's.
+pub(crate) fn op_load<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    kind: &'static str,
+    key: &[u8],
+) -> Result<Result<Option<T>, StoreError>, UnabortableTransactionError> {
+    Ok(match tree.get(key)? {
+        Some(bytes) => decode(kind, &bytes).map(Some),
+        None => Ok(None),
+    })
+}
+
 /// Replaces the index keys `old` with `new` in a transaction, touching only
 /// the keys that differ.
 pub(crate) fn tx_reindex(
     idx: &TransactionalTree,
     old: &[Vec<u8>],
     new: &[Vec<u8>],
-) -> Result<(), ConflictableTransactionError<StoreError>> {
+) -> Result<(), UnabortableTransactionError> {
     for key in old.iter().filter(|k| !new.contains(k)) {
         idx.remove(key.as_slice())?;
     }

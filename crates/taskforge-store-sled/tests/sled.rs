@@ -348,6 +348,63 @@ async fn failed_writes_leave_nothing_behind() {
     assert!(status.items.is_empty(), "the status index was updated");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_writes_batched_with_others_change_nothing() {
+    let store = SledStore::temporary().expect("temporary");
+    let (wf, version) = workflow(&store, "batched").await;
+    let taken = WorkflowRun::new(&version, json!("taken"), now());
+    store.insert_run(&taken).await.expect("taken");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (store, wf, version, taken) =
+            (store.clone(), wf.clone(), version.clone(), taken.clone());
+        tasks.push(tokio::spawn(async move {
+            let (ev, mut run) = event_with_run(&wf, &version, Some(&format!("k{i}")), now());
+            if i % 2 == 1 {
+                // Its run id is taken: neither the event nor the run lands.
+                run.id = taken.id;
+                let err = store
+                    .insert_event(&ev, Some(&run))
+                    .await
+                    .expect_err("taken run id");
+                assert!(matches!(err, StoreError::AlreadyExists { kind: "run", .. }));
+                assert!(store
+                    .get_event(ev.id)
+                    .await
+                    .expect_err("absent")
+                    .is_not_found());
+                false
+            } else {
+                store.insert_event(&ev, Some(&run)).await.expect("insert");
+                true
+            }
+        }));
+    }
+    let mut inserted = 0;
+    for task in tasks {
+        if task.await.expect("task") {
+            inserted += 1;
+        }
+    }
+    let events = store
+        .list_events(&EventQuery {
+            workflow_id: Some(wf.id),
+            ..EventQuery::default()
+        })
+        .await
+        .expect("events");
+    assert_eq!(events.items.len(), inserted);
+    let runs = store
+        .list_all_runs(&RunQuery {
+            workflow_id: Some(wf.id),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), inserted + 1);
+    assert_eq!(store.get_run(taken.id).await.expect("taken"), taken);
+}
+
 #[tokio::test]
 async fn cancel_flag_survives_a_commit_that_lacks_it() {
     let store = SledStore::temporary().expect("temporary");

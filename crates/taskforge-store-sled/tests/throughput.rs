@@ -148,3 +148,34 @@ async fn durable_throughput() {
         );
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a benchmark"]
+async fn relaxed_single_writer_event_cost() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = store(&dir, Durability::Relaxed);
+    let (wf, version) = setup(&store).await;
+    let n = 20_000;
+    let start = Instant::now();
+    for i in 0..n {
+        let mut run = WorkflowRun::new(&version, json!({ "i": i }), Utc::now());
+        let event = Event {
+            id: EventId::new(),
+            workflow_id: wf.id,
+            trigger_id: None,
+            source: EventSource::Webhook,
+            received_at: Utc::now(),
+            dedup_key: Some(format!("k-{i}")),
+            payload: json!({ "i": i }),
+            metadata: BTreeMap::new(),
+            outcome: EventOutcome::RunStarted { run_id: run.id },
+        };
+        run.event_id = Some(event.id);
+        store
+            .insert_event(&event, Some(&run))
+            .await
+            .expect("insert");
+    }
+    let per = start.elapsed().as_secs_f64() / f64::from(n) * 1e6;
+    println!("relaxed single writer: {per:.1} us per event+run insert");
+}

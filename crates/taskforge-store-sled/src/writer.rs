@@ -1,0 +1,156 @@
+//! The writer thread: run and event writes from many callers, applied in
+//! batches, one sled transaction per batch.
+//!
+//! In sled 0.34 every transaction (and every `apply_batch`) seals and
+//! writes out the current log buffer, so each one costs a write to the
+//! device however small it is; and sled runs transactions one at a time
+//! anyway. So writes that need a transaction are queued to one thread,
+//! which takes whatever has queued up (up to [`MAX_BATCH`]) and applies it
+//! in one transaction. Each queued write checks its preconditions first
+//! and writes only if they hold; one that fails returns its error and
+//! leaves nothing behind, while the others in the batch go ahead. Writes
+//! in a batch apply in queue order, each seeing the ones before it, so
+//! the outcome is the same as running them one by one.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::{Transactional, Tree};
+use taskforge_core::{Event, StoreError, WorkflowRun};
+use tokio::sync::oneshot;
+
+use crate::error::backend;
+
+/// The most writes one transaction applies.
+const MAX_BATCH: usize = 512;
+
+/// The trees a queued write may touch, inside the batch's transaction.
+pub(crate) struct Tx<'a> {
+    pub(crate) events: &'a TransactionalTree,
+    pub(crate) runs: &'a TransactionalTree,
+    pub(crate) steps: &'a TransactionalTree,
+    pub(crate) idx: &'a TransactionalTree,
+}
+
+/// What a queued write returns.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// It was applied.
+    Done,
+    /// An event with its dedup key is stored already; nothing was written.
+    Duplicate(Box<Event>),
+    /// The run as stored afterwards.
+    Run(Box<WorkflowRun>),
+}
+
+/// The result of a write's own checks: `Err` means it wrote nothing.
+pub(crate) type OpResult = Result<Outcome, StoreError>;
+
+/// A queued write. It may run more than once if sled retries the
+/// transaction, so it must not change anything but the trees.
+pub(crate) type Op = Box<dyn Fn(&Tx<'_>) -> Result<OpResult, UnabortableTransactionError> + Send>;
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<OpResult>,
+}
+
+/// The handle of the writer thread.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread over these trees.
+    pub(crate) fn start(events: Tree, runs: Tree, steps: Tree, idx: Tree) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("taskforge-sled-writer".into())
+            .spawn(move || {
+                while let Ok(first) = jobs.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match jobs.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    apply(&events, &runs, &steps, &idx, batch);
+                }
+            })?;
+        Ok(Self {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `op` and waits until its batch is applied (not flushed).
+    pub(crate) async fn write(&self, op: Op) -> OpResult {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .as_ref()
+            .ok_or_else(|| backend("the store is closed"))?
+            .send(Job { op, reply })
+            .map_err(|_| backend("the writer thread stopped; the store is closed"))?;
+        answer
+            .await
+            .map_err(|_| backend("the writer thread stopped before answering"))?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has applied the rest.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn apply(events: &Tree, runs: &Tree, steps: &Tree, idx: &Tree, batch: Vec<Job>) {
+    let result = (events, runs, steps, idx).transaction(|(events, runs, steps, idx)| {
+        let tx = Tx {
+            events,
+            runs,
+            steps,
+            idx,
+        };
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in &batch {
+            outcomes.push((job.op)(&tx)?);
+        }
+        Ok::<_, ConflictableTransactionError<()>>(outcomes)
+    });
+    match result {
+        Ok(outcomes) => {
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                // A caller that went away does not need its answer.
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            let reason = match e {
+                sled::transaction::TransactionError::Storage(e) => e.to_string(),
+                sled::transaction::TransactionError::Abort(()) => "transaction aborted".into(),
+            };
+            tracing::error!(error = %reason, "sled write batch failed");
+            for job in batch {
+                let _ = job
+                    .reply
+                    .send(Err(backend(format!("write batch failed: {reason}"))));
+            }
+        }
+    }
+}
