@@ -1,12 +1,13 @@
 //! Retention: removing old finished runs and the events nothing needs.
 
 use chrono::{DateTime, Utc};
-use sled::Transactional;
+use sled::IVec;
 use taskforge_core::{Event, StoreError, WorkflowRun};
 
-use crate::error::{backend, tx_error};
+use crate::error::backend;
 use crate::keys::{self, tag};
-use crate::store::{tx_load, Inner, SledStore};
+use crate::store::{op_load, Inner, SledStore};
+use crate::writer::{Op, Outcome, Tx};
 
 /// What [`SledStore::prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,9 +30,10 @@ impl SledStore {
     ///   So the event of an unfinished run is always kept, and so is the
     ///   event of a run kept because it finished after `cutoff`.
     ///
-    /// Each run and each event is removed in its own transaction, so a
-    /// prune can run beside the engine and a crash mid-prune leaves every
-    /// record whole. Once an event is removed its dedup key is free again:
+    /// Runs and events are removed in chunks, each chunk one transaction
+    /// queued with the engine's writes, so a prune can run beside the
+    /// engine and a crash mid-prune leaves every record whole (a run goes
+    /// with all its step attempts and index entries, or not at all). Once an event is removed its dedup key is free again:
     /// a redelivery after the retention window starts a new run. Workflows,
     /// versions and triggers are never removed. The removals are durable
     /// when this returns (with [`Durability::Durable`](crate::Durability)).
@@ -40,111 +42,138 @@ impl SledStore {
     /// [`StoreError::Backend`] if sled fails; what was removed before the
     /// failure stays removed.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
-        let report = self.blocking(move |inner| prune(inner, cutoff)).await?;
+        let mut report = PruneReport::default();
+        // Finished runs, in chunks: each chunk is one queued write.
+        let finished = self
+            .blocking(move |inner| old_ids(inner, tag::FINISHED, cutoff))
+            .await?;
+        for chunk in finished.chunks(CHUNK) {
+            let chunk = chunk.to_vec();
+            let targets = self
+                .blocking(move |inner| {
+                    // Attempts of a finished run never change (commits to
+                    // it are refused), so listing them first is safe.
+                    chunk
+                        .into_iter()
+                        .map(|id| {
+                            let steps = inner
+                                .steps
+                                .scan_prefix(id)
+                                .keys()
+                                .collect::<Result<Vec<IVec>, _>>()
+                                .map_err(backend)?;
+                            Ok((id, steps))
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()
+                })
+                .await?;
+            let op: Op = Box::new(move |tx: &Tx<'_>| {
+                let mut pruned = PruneReport::default();
+                for (id, steps) in &targets {
+                    let run = match op_load::<WorkflowRun>(tx.runs, "run", id)? {
+                        Ok(Some(run)) => run,
+                        Ok(None) => continue,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    let finished_before = run.status.is_terminal()
+                        && run.finished_at.unwrap_or(run.created_at) < cutoff;
+                    if !finished_before {
+                        continue;
+                    }
+                    tx.runs.remove(id)?;
+                    for key in steps {
+                        tx.steps.remove(key)?;
+                    }
+                    for key in keys::run_index(&run) {
+                        tx.idx.remove(key)?;
+                    }
+                    pruned.runs += 1;
+                    pruned.step_runs += steps.len() as u64;
+                }
+                Ok(Ok(Outcome::Pruned(pruned)))
+            });
+            if let Outcome::Pruned(pruned) = self.write(op).await? {
+                report.runs += pruned.runs;
+                report.step_runs += pruned.step_runs;
+            }
+        }
+
+        // Events received before the cutoff that no stored run refers to
+        // (through its `event_id`: the index says; or as the run the event
+        // started: checked in the write).
+        let old_events = self
+            .blocking(move |inner| {
+                let ids = old_ids(inner, tag::EVENT_BY_TIME, cutoff)?;
+                let mut unreferenced = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let by_event = keys::key(tag::RUN_BY_EVENT, &[&id]);
+                    if inner.idx.scan_prefix(by_event).next().is_none() {
+                        unreferenced.push(id);
+                    }
+                }
+                Ok(unreferenced)
+            })
+            .await?;
+        for chunk in old_events.chunks(CHUNK) {
+            let chunk = chunk.to_vec();
+            let op: Op = Box::new(move |tx: &Tx<'_>| {
+                let mut pruned = PruneReport::default();
+                for id in &chunk {
+                    let event = match op_load::<Event>(tx.events, "event", id)? {
+                        Ok(Some(event)) => event,
+                        Ok(None) => continue,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    if event.received_at >= cutoff {
+                        continue;
+                    }
+                    if let Some(run_id) = event.outcome.run_id() {
+                        if tx.runs.get(run_id.to_bytes())?.is_some() {
+                            continue;
+                        }
+                    }
+                    tx.events.remove(id)?;
+                    for key in keys::event_index(&event) {
+                        tx.idx.remove(key)?;
+                    }
+                    if let Some(dedup_key) = &event.dedup_key {
+                        let dedup = keys::dedup(event.workflow_id, dedup_key);
+                        if tx.idx.get(dedup.as_slice())?.as_deref() == Some(&id[..]) {
+                            tx.idx.remove(dedup)?;
+                        }
+                    }
+                    pruned.events += 1;
+                }
+                Ok(Ok(Outcome::Pruned(pruned)))
+            });
+            if let Outcome::Pruned(pruned) = self.write(op).await? {
+                report.events += pruned.events;
+            }
+        }
         self.durable().await?;
         Ok(report)
     }
 }
 
-fn prune(inner: &Inner, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
-    let mut report = PruneReport::default();
-    // Finished runs, oldest finish first. The index is kept to the
-    // microsecond, so the last microsecond is checked on the record.
-    let lo = keys::key(tag::FINISHED, &[&keys::TIME_MIN]);
-    let hi = keys::key(tag::FINISHED, &[&keys::time(cutoff), &[0xff; keys::ID]]);
-    let finished: Vec<[u8; keys::ID]> = inner
-        .idx
-        .range(lo..=hi)
-        .keys()
-        .map(|k| {
-            let key = k.map_err(backend)?;
-            keys::trailing_id(&key).ok_or_else(|| backend("malformed finished-run index key"))
-        })
-        .collect::<Result<_, _>>()?;
-    for id in finished {
-        // Attempts of a finished run never change (commits to it are
-        // refused), so listing them before the transaction is safe.
-        let step_keys: Vec<sled::IVec> = inner
-            .steps
-            .scan_prefix(id)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let removed = (&inner.runs, &inner.steps, &inner.idx)
-            .transaction(|(runs, steps, idx)| {
-                let Some(run) = tx_load::<WorkflowRun>(runs, "run", &id)? else {
-                    return Ok(false);
-                };
-                let finished_before =
-                    run.status.is_terminal() && run.finished_at.unwrap_or(run.created_at) < cutoff;
-                if !finished_before {
-                    return Ok(false);
-                }
-                runs.remove(&id)?;
-                for key in &step_keys {
-                    steps.remove(key)?;
-                }
-                for key in keys::run_index(&run) {
-                    idx.remove(key)?;
-                }
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if removed {
-            report.runs += 1;
-            report.step_runs += step_keys.len() as u64;
-        }
-    }
+/// How many runs or events one queued prune write removes at most.
+const CHUNK: usize = 256;
 
-    // Events received before the cutoff that no stored run refers to.
-    let lo = keys::key(tag::EVENT_BY_TIME, &[&keys::TIME_MIN]);
-    let hi = keys::key(
-        tag::EVENT_BY_TIME,
-        &[&keys::time(cutoff), &[0xff; keys::ID]],
-    );
-    let old_events: Vec<[u8; keys::ID]> = inner
+/// The ids in time index `tag` up to `cutoff`. The index is kept to the
+/// microsecond, so the last microsecond is checked on the record later.
+fn old_ids(
+    inner: &Inner,
+    tag: u8,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<[u8; keys::ID]>, StoreError> {
+    let lo = keys::key(tag, &[&keys::TIME_MIN]);
+    let hi = keys::key(tag, &[&keys::time(cutoff), &[0xff; keys::ID]]);
+    inner
         .idx
         .range(lo..=hi)
         .keys()
         .map(|k| {
             let key = k.map_err(backend)?;
-            keys::trailing_id(&key).ok_or_else(|| backend("malformed event index key"))
+            keys::trailing_id(&key).ok_or_else(|| backend("malformed time index key"))
         })
-        .collect::<Result<_, _>>()?;
-    for id in old_events {
-        let by_event = keys::key(tag::RUN_BY_EVENT, &[&id]);
-        if inner.idx.scan_prefix(by_event).next().is_some() {
-            continue;
-        }
-        let removed = (&inner.events, &inner.runs, &inner.idx)
-            .transaction(|(events, runs, idx)| {
-                let Some(event) = tx_load::<Event>(events, "event", &id)? else {
-                    return Ok(false);
-                };
-                if event.received_at >= cutoff {
-                    return Ok(false);
-                }
-                if let Some(run_id) = event.outcome.run_id() {
-                    if runs.get(run_id.to_bytes())?.is_some() {
-                        return Ok(false);
-                    }
-                }
-                events.remove(&id)?;
-                for key in keys::event_index(&event) {
-                    idx.remove(key)?;
-                }
-                if let Some(dedup_key) = &event.dedup_key {
-                    let dedup = keys::dedup(event.workflow_id, dedup_key);
-                    if idx.get(dedup.as_slice())?.as_deref() == Some(&id[..]) {
-                        idx.remove(dedup)?;
-                    }
-                }
-                Ok(true)
-            })
-            .map_err(tx_error)?;
-        if removed {
-            report.events += 1;
-        }
-    }
-    Ok(report)
+        .collect()
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -256,9 +257,31 @@ fn check_directory(path: &Path) -> Result<bool, OpenError> {
     Ok(db.is_file() && std::fs::metadata(db)?.len() > 0)
 }
 
+/// How long opening waits for the file lock of a store that was just
+/// closed: sled's background writes can hold the file a moment longer.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Opens sled, turning its errors, and the panics some damaged files cause
-/// in sled 0.34, into an [`OpenError`].
+/// in sled 0.34, into an [`OpenError`]. A lock held by a store closed a
+/// moment ago is waited for, up to [`LOCK_PATIENCE`].
 fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db, OpenError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match open_once(config, path) {
+            Err(OpenError::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < LOCK_PATIENCE =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_once(config: &sled::Config, path: &Path) -> Result<sled::Db, OpenError> {
     match catch_unwind(AssertUnwindSafe(|| config.open())) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(sled_open_error(e, path)),

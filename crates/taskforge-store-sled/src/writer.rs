@@ -23,6 +23,7 @@ use taskforge_core::{Event, StoreError, WorkflowRun};
 use tokio::sync::oneshot;
 
 use crate::error::backend;
+use crate::prune::PruneReport;
 
 /// The most writes one transaction applies.
 const MAX_BATCH: usize = 512;
@@ -44,6 +45,8 @@ pub(crate) enum Outcome {
     Duplicate(Box<Event>),
     /// The run as stored afterwards.
     Run(Box<WorkflowRun>),
+    /// What a prune write removed.
+    Pruned(PruneReport),
 }
 
 /// The result of a write's own checks: `Err` means it wrote nothing.

@@ -681,6 +681,22 @@ async fn relaxed_durability_still_persists_on_close() {
     assert_eq!(store.get_workflow(wf.id).await.expect("wf"), wf);
 }
 
+/// Opens a database with plain sled, waiting for the lock of a store
+/// closed a moment ago (sled's background writes may still hold it).
+fn plain_sled(path: &std::path::Path) -> sled::Db {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if start.elapsed() < Duration::from_secs(5) => {
+                eprintln!("retrying plain sled open: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("plain sled: {e}"),
+        }
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 fn garbage(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.max(1);
@@ -783,7 +799,7 @@ fn a_directory_of_other_files_is_left_alone() {
 fn another_programs_sled_database_is_refused() {
     let dir = TempDir::new().expect("tempdir");
     {
-        let db = sled::open(dir.path()).expect("plain sled");
+        let db = plain_sled(dir.path());
         let tree = db.open_tree("accounts").expect("tree");
         tree.insert("alice", "10").expect("insert");
         db.insert("key", "value").expect("insert");
@@ -795,7 +811,7 @@ fn another_programs_sled_database_is_refused() {
         "{err:?}"
     );
     // Untouched: no meta tree was added.
-    let db = sled::open(dir.path()).expect("plain sled");
+    let db = plain_sled(dir.path());
     assert!(!db.tree_names().iter().any(|n| n == b"meta"));
 }
 
@@ -804,7 +820,7 @@ fn a_newer_format_is_refused() {
     let dir = TempDir::new().expect("tempdir");
     drop(SledStore::open(dir.path()).expect("create"));
     {
-        let db = sled::open(dir.path()).expect("plain sled");
+        let db = plain_sled(dir.path());
         let meta = db.open_tree("meta").expect("meta");
         meta.insert("format", &999u32.to_be_bytes())
             .expect("insert");
