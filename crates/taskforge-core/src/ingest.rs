@@ -276,11 +276,13 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     ) -> Result<Option<Trigger>, EngineError> {
         let cached = {
             let paths = self.inner().webhooks.paths.lock();
-            paths.as_ref().and_then(|(paths, read_at)| match paths.get(path) {
-                Some(&id) => Some(Some(id)),
-                None if read_at.elapsed() < PATH_MISS_TTL => Some(None),
-                None => None,
-            })
+            paths
+                .as_ref()
+                .and_then(|(paths, read_at)| match paths.get(path) {
+                    Some(&id) => Some(Some(id)),
+                    None if read_at.elapsed() < PATH_MISS_TTL => Some(None),
+                    None => None,
+                })
         };
         let id = match cached {
             Some(found) if !refresh => found,

@@ -8,7 +8,9 @@
 //! Every method documents its contract under `# Contract`. Words used there:
 //! - *durable*: once the call returns `Ok`, the write survives a process
 //!   crash (for backends that persist at all; the memory store keeps it
-//!   until the process ends).
+//!   until the process ends). Readers may see a write before it is durable:
+//!   backends that group commits apply a write, then wait for a shared
+//!   flush before acknowledging it.
 //! - *atomic*: other callers see all of the write or none of it, and a
 //!   failed call has changed nothing.
 
@@ -213,7 +215,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// every other returns `Duplicate` with the stored event, whose outcome
     /// names the run it started. An event without a dedup key is never a
     /// duplicate. `AlreadyExists` if the event's or the run's id is taken.
-    /// A stored event is never rewritten.
+    /// A stored event is never rewritten. Dedup keys are unique among
+    /// stored events: a backend's retention that removes an event frees
+    /// its key.
     async fn insert_event(
         &self,
         event: &Event,
@@ -301,7 +305,7 @@ pub trait RunStore: Send + Sync + 'static {
     ///
     /// # Contract
     /// Atomic compare-and-set on `lease_epoch`: `Conflict` if the run was
-    /// claimed again since, or is finished. Need not be durable: a lost
+    /// claimed again since, holds no lease, or is finished. Need not be durable: a lost
     /// renewal only shortens the lease.
     async fn renew_lease(
         &self,
@@ -321,8 +325,12 @@ pub trait RunStore: Send + Sync + 'static {
     /// terminal status gets `Conflict`. A step attempt already stored in a
     /// terminal status is never rewritten (`Conflict`). The stored
     /// `cancel_requested` flag is kept if set, whatever `run` says; `run`'s
-    /// `lease` is written as given, so a writer passes its latest renewal. Step
-    /// attempts are keyed by `(run_id, step_index, attempt)`.
+    /// `lease` is written as given, so a writer passes its latest renewal,
+    /// while the stored `lease_epoch` is kept whatever `run` says. Changing
+    /// a run's `workflow_id`, `version_id` or `event_id`, or writing a step
+    /// of another run, is `Invalid`. Step attempts are keyed by
+    /// `(run_id, step_index, attempt)`; an attempt written twice in one
+    /// commit is judged against its first write.
     async fn commit(
         &self,
         fence: Fence,

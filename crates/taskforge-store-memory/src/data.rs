@@ -388,9 +388,12 @@ impl Data {
                     run.id
                 )));
             }
-            if run.workflow_id != stored.workflow_id || run.event_id != stored.event_id {
+            if run.workflow_id != stored.workflow_id
+                || run.version_id != stored.version_id
+                || run.event_id != stored.event_id
+            {
                 return Err(StoreError::Invalid(format!(
-                    "commit changes the workflow or event of run {id}"
+                    "commit changes the workflow, version or event of run {id}"
                 )));
             }
         }

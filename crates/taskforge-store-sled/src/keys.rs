@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use taskforge_core::{
-    Event, EventId, RunId, RunStatus, StepRun, StepStatus, WorkflowId, WorkflowRun,
+    Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun,
 };
 
 /// Tags of the secondary indexes in the `idx` tree.
@@ -124,6 +124,7 @@ pub(crate) fn event_index(event: &Event) -> Vec<Vec<u8>> {
 pub(crate) struct RunHead {
     pub(crate) id: RunId,
     pub(crate) workflow_id: WorkflowId,
+    pub(crate) version_id: VersionId,
     #[serde(default)]
     pub(crate) event_id: Option<EventId>,
     pub(crate) status: RunStatus,
@@ -154,6 +155,7 @@ impl From<&WorkflowRun> for RunHead {
         Self {
             id: run.id,
             workflow_id: run.workflow_id,
+            version_id: run.version_id,
             event_id: run.event_id,
             status: run.status,
             created_at: run.created_at,

@@ -336,9 +336,12 @@ impl RunStore for SledStore {
                 )));
             }
             if let Some((head, _, _)) = &run {
-                if head.workflow_id != stored.workflow_id || head.event_id != stored.event_id {
+                if head.workflow_id != stored.workflow_id
+                    || head.version_id != stored.version_id
+                    || head.event_id != stored.event_id
+                {
                     return Ok(Err(StoreError::Invalid(format!(
-                        "commit changes the workflow or event of run {id}"
+                        "commit changes the workflow, version or event of run {id}"
                     ))));
                 }
             }

@@ -742,6 +742,14 @@ pub async fn two_engines_never_run_one_step_twice<S: Store + Clone>(store: S) {
             .expect("register");
         registry
     };
+    // Leases long enough that no load spike lets one lapse: this case is
+    // about claims, not about recovery (which runs steps again by design).
+    let engine = |store: S, registry: StepRegistry| {
+        Engine::builder(store, registry)
+            .lease_ttl(Duration::from_secs(30))
+            .poll_interval(Duration::from_millis(20))
+            .build()
+    };
     let a = engine(store.clone(), registry(Arc::clone(&tracker)));
     let b = engine(store, registry(Arc::clone(&tracker)));
     let wf = a.create_workflow("shared").await.expect("create");
@@ -863,7 +871,11 @@ pub async fn shutdown_finishes_or_leaves_runs_to_recovery<S: Store + Clone>(stor
     first.shutdown(Duration::from_millis(300)).await;
     let after = first.run(run.id).await.expect("details");
     assert_eq!(after.run.status, RunStatus::Running, "left for recovery");
-    assert_eq!(after.steps[0].status, StepStatus::Succeeded, "quick step finished");
+    assert_eq!(
+        after.steps[0].status,
+        StepStatus::Succeeded,
+        "quick step finished"
+    );
     let queued = first.start_run(wf.id, json!({})).await.expect("queue");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(

@@ -190,6 +190,7 @@ macro_rules! store_conformance {
             finished_run_is_never_rewritten,
             terminal_step_attempt_is_never_rewritten,
             commit_keeps_cancel_requested,
+            commit_cannot_repin_a_run,
             request_cancel_sets_only_the_flag,
             step_runs_are_ordered_by_index_then_attempt,
             missing_records_are_not_found,

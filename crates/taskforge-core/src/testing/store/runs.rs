@@ -625,6 +625,26 @@ pub async fn commit_keeps_cancel_requested<S: Store + Clone>(store: S) {
     assert_eq!(stored.status, RunStatus::Cancelled);
 }
 
+/// A commit cannot move a run to another workflow, version or event: a run
+/// always points at the version it was created with.
+pub async fn commit_cannot_repin_a_run<S: Store + Clone>(store: S) {
+    let (_, version) = setup(&store, "pinned").await;
+    let run = insert_queued(&store, &version).await;
+    let owned = start(&store, run.id, "w", t0()).await;
+    let mut repinned = owned.clone();
+    repinned.version_id = VersionId::new();
+    let mut moved = owned.clone();
+    moved.workflow_id = WorkflowId::new();
+    for (what, changed) in [("version", repinned), ("workflow", moved)] {
+        let result = store.commit(owned.fence(), Some(&changed), &[]).await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "changing the {what} must be refused: {result:?}"
+        );
+    }
+    assert_eq!(store.get_run(run.id).await.expect("get"), owned);
+}
+
 /// `request_cancel` sets the flag and nothing else, and returns the run; a
 /// finished run is returned unchanged.
 pub async fn request_cancel_sets_only_the_flag<S: Store + Clone>(store: S) {
