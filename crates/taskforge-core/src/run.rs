@@ -1,40 +1,5 @@
 //! Workflow runs, step runs, and their lifecycles as a pure state machine.
 //!
-//! # Run lifecycle
-//!
-//! ```text
-//!            Start              Succeed
-//!  Queued ─────────▶ Running ─────────▶ Succeeded
-//!    │                │  ▲ Resume          
-//!    │ Cancel         │  └──┘ (a new owner picks it up after a crash)
-//!    ▼                ├── Fail ───▶ Failed
-//!  Cancelled ◀─Cancel─┤
-//!                     └── TimeOut ─▶ TimedOut
-//! ```
-//!
-//! | status      | meaning                                                   |
-//! |-------------|-----------------------------------------------------------|
-//! | `Queued`    | accepted and durable, waiting for a worker to claim it   |
-//! | `Running`   | claimed by a worker holding its lease; steps are running |
-//! | `Succeeded` | every step succeeded (terminal)                          |
-//! | `Failed`    | a step failed for good (terminal)                        |
-//! | `Cancelled` | cancelled before it finished (terminal)                  |
-//! | `TimedOut`  | the run's timeout passed (terminal)                      |
-//!
-//! # Step lifecycle
-//!
-//! Each attempt of a step is its own [`StepRun`], created `Running` just
-//! before its handler is called:
-//!
-//! | status        | meaning                                                        |
-//! |---------------|----------------------------------------------------------------|
-//! | `Running`     | its handler has been called and has not returned             |
-//! | `Succeeded`   | the handler returned output (terminal)                        |
-//! | `Failed`      | the handler returned an error; `retry_at` says if another attempt follows (terminal) |
-//! | `TimedOut`    | the attempt outlived its timeout and was dropped (terminal)  |
-//! | `Cancelled`   | the run was cancelled while it ran (terminal)                 |
-//! | `Interrupted` | its worker was lost (crash, lost lease); a new attempt follows (terminal) |
-//!
 //! Terminal states stay terminal: [`RunStatus::apply`] and
 //! [`StepStatus::apply`] refuse every transition out of them, and stores
 //! refuse to rewrite a finished record.
@@ -49,7 +14,28 @@ use crate::error::IllegalTransition;
 use crate::id::{EventId, RunId, StepRunId, VersionId, WorkflowId};
 use crate::workflow::WorkflowVersion;
 
-/// Where a run is in its lifecycle. See the [module docs](self).
+/// Where a run is in its lifecycle.
+///
+/// # Lifecycle
+///
+/// ```text
+///            Start              Succeed
+///  Queued ─────────▶ Running ─────────▶ Succeeded
+///    │                │  ▲ Resume
+///    │ Cancel         │  └──┘ (a new owner picks it up after a crash)
+///    ▼                ├── Fail ───▶ Failed
+///  Cancelled ◀─Cancel─┤
+///                     └── TimeOut ─▶ TimedOut
+/// ```
+///
+/// | status      | meaning                                                   |
+/// |-------------|-----------------------------------------------------------|
+/// | `Queued`    | accepted and durable, waiting for a worker to claim it   |
+/// | `Running`   | claimed by a worker holding its lease; steps are running |
+/// | `Succeeded` | every step succeeded (terminal)                          |
+/// | `Failed`    | a step failed for good (terminal)                        |
+/// | `Cancelled` | cancelled before it finished (terminal)                  |
+/// | `TimedOut`  | the run's timeout passed (terminal)                      |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -146,7 +132,22 @@ impl fmt::Display for RunStatus {
     }
 }
 
-/// Where one step attempt is in its lifecycle. See the [module docs](self).
+/// Where one step attempt is in its lifecycle.
+///
+/// # Lifecycle
+///
+/// Each attempt of a step is its own [`StepRun`], created `Running` just
+/// before its handler is called:
+///
+/// | status        | meaning                                                        |
+/// |---------------|----------------------------------------------------------------|
+/// | `Running`     | its handler has been called and has not returned             |
+/// | `Succeeded`   | the handler returned output (terminal)                        |
+/// | `Failed`      | the handler returned an error; `retry_at` says if another attempt follows (terminal) |
+/// | `TimedOut`    | the attempt outlived its timeout and was dropped (terminal)  |
+/// | `Cancelled`   | the run was cancelled while it ran (terminal)                 |
+/// | `Interrupted` | its worker was lost (crash, lost lease); a new attempt follows (terminal) |
+///
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
