@@ -223,22 +223,32 @@ pub async fn runs_per_s<S: Store + Clone>(
         .await?;
 
     let start = Instant::now();
-    let mut producers = tokio::task::JoinSet::new();
-    for i in 0..runs as u64 {
-        completion.take_slot().await;
-        let engine = engine.clone();
-        // Spawned, so that starts waiting for a durable write share it.
-        producers.spawn(async move { engine.start_run(workflow.id, payload(i)).await.map(drop) });
-        while let Some(done) = producers.try_join_next() {
-            done??;
+    // The producer is a task of the runtime too: driving it from the
+    // thread that called `block_on` would add a thread hand-off per run.
+    let producer = tokio::spawn({
+        let (engine, completion) = (engine.clone(), Arc::clone(&completion));
+        let body = payload(0);
+        async move {
+            let mut starts = tokio::task::JoinSet::new();
+            for _ in 0..runs {
+                completion.take_slot().await;
+                let (engine, input) = (engine.clone(), body.clone());
+                // Spawned, so that starts waiting for a durable write share it.
+                starts.spawn(async move { engine.start_run(workflow.id, input).await.map(drop) });
+                while let Some(done) = starts.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = starts.join_next().await {
+                done??;
+            }
+            Ok::<(), LoadError>(())
         }
-    }
+    });
     completion.wait_for(runs).await;
     settle(&store).await?;
     let elapsed = start.elapsed();
-    while let Some(done) = producers.join_next().await {
-        done??;
-    }
+    producer.await??;
     engine.shutdown(Duration::from_secs(30)).await;
     Ok(runs as f64 / elapsed.as_secs_f64())
 }

@@ -85,6 +85,14 @@ struct Options {
     quick: bool,
     repeat: usize,
     peer: bool,
+    /// Only these groups of figures (for profiling); all if empty.
+    only: Vec<String>,
+}
+
+impl Options {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
 }
 
 fn options() -> Options {
@@ -92,12 +100,19 @@ fn options() -> Options {
         quick: false,
         repeat: 1,
         peer: false,
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--peer" => options.peer = true,
+            "--only" => options.only.extend(
+                args.next()
+                    .expect("--only takes a comma-separated list of groups")
+                    .split(',')
+                    .map(str::to_owned),
+            ),
             "--repeat" => {
                 options.repeat = args
                     .next()
@@ -106,7 +121,11 @@ fn options() -> Options {
                     .expect("--repeat takes a positive number");
             }
             "-h" | "--help" => {
-                println!("usage: headline [--quick] [--repeat N] [--peer]");
+                println!(
+                    "usage: headline [--quick] [--repeat N] [--peer] [--only GROUP,...]\n\
+                     groups (for profiling): overhead, memory, sled, latency, \
+                     ingest-memory, ingest-sled, footprint"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown option {other:?}; try --help"),
@@ -162,7 +181,11 @@ fn main() {
             .trim()
     );
     let mut templates = Vec::new();
-    for &stored in &sizes.stored {
+    let sled_needed = options.peer
+        || ["sled", "latency", "ingest-sled"]
+            .iter()
+            .any(|g| options.wants(g));
+    for &stored in sizes.stored.iter().filter(|_| sled_needed) {
         let t = Instant::now();
         templates.push(rt.block_on(sled_template(stored)));
         eprintln!(
@@ -175,23 +198,32 @@ fn main() {
     for round in 0..options.repeat {
         eprintln!("round {} of {}", round + 1, options.repeat);
         for (i, &stored) in sizes.stored.iter().enumerate() {
-            let template = templates[i].path();
-            let (engine_ns, direct_ns) = single.block_on(step_overhead(&sizes, stored));
-            s.add("step_engine_ns", stored, engine_ns);
-            s.add("step_direct_ns", stored, direct_ns);
-            s.add("step_multiple", stored, engine_ns / direct_ns);
+            let template = templates
+                .get(i)
+                .map_or_else(|| Path::new("/nonexistent"), |t| t.path());
+            if options.wants("overhead") {
+                let (engine_ns, direct_ns) = single.block_on(step_overhead(&sizes, stored));
+                s.add("step_engine_ns", stored, engine_ns);
+                s.add("step_direct_ns", stored, direct_ns);
+                s.add("step_multiple", stored, engine_ns / direct_ns);
+            }
 
-            let memory = rt.block_on(async {
-                let store = MemoryStore::new();
-                prefill_history(&store, stored).await.expect("prefill");
-                closed(store, 3, sizes.memory_runs).await
-            });
-            s.add("runs_memory", stored, memory);
+            if options.wants("memory") {
+                let memory = rt.block_on(async {
+                    let store = MemoryStore::new();
+                    prefill_history(&store, stored).await.expect("prefill");
+                    closed(store, 3, sizes.memory_runs).await
+                });
+                s.add("runs_memory", stored, memory);
+            }
 
             for (name, durability) in [
                 ("runs_sled_relaxed", Durability::Relaxed),
                 ("runs_sled_durable", Durability::Durable),
             ] {
+                if !options.wants("sled") {
+                    continue;
+                }
                 let value = rt.block_on(async {
                     let (_dir, store) = sled_copy(template, durability);
                     closed(store, 3, sizes.sled_runs).await
@@ -209,27 +241,35 @@ fn main() {
                 3.0 * s.get("runs_sled_durable", stored) / fsync,
             );
 
-            let (p50, p99) = rt.block_on(async {
-                let (_dir, store) = sled_copy(template, Durability::Durable);
-                sequential_latency(store, sizes.latency_samples).await
-            });
-            s.add("latency_p50_ms", stored, p50);
-            s.add("latency_p99_ms", stored, p99);
+            if options.wants("latency") {
+                let (p50, p99) = rt.block_on(async {
+                    let (_dir, store) = sled_copy(template, Durability::Durable);
+                    sequential_latency(store, sizes.latency_samples).await
+                });
+                s.add("latency_p50_ms", stored, p50);
+                s.add("latency_p99_ms", stored, p99);
+            }
 
-            let events = rt.block_on(async {
-                let store = MemoryStore::new();
-                prefill_history(&store, stored).await.expect("prefill");
-                ingestion(store, sizes.memory_events).await
-            });
-            s.add("ingest_memory", stored, events);
-            let events = rt.block_on(async {
-                let (_dir, store) = sled_copy(template, Durability::Durable);
-                ingestion(store, sizes.sled_events).await
-            });
-            s.add("ingest_sled_durable", stored, events);
+            if options.wants("ingest-memory") {
+                let events = rt.block_on(async {
+                    let store = MemoryStore::new();
+                    prefill_history(&store, stored).await.expect("prefill");
+                    ingestion(store, sizes.memory_events).await
+                });
+                s.add("ingest_memory", stored, events);
+            }
+            if options.wants("ingest-sled") {
+                let events = rt.block_on(async {
+                    let (_dir, store) = sled_copy(template, Durability::Durable);
+                    ingestion(store, sizes.sled_events).await
+                });
+                s.add("ingest_sled_durable", stored, events);
+            }
 
-            let bytes = footprint(sizes.footprint_runs, stored);
-            s.add("bytes_per_run", stored, bytes);
+            if options.wants("footprint") {
+                let bytes = footprint(sizes.footprint_runs, stored);
+                s.add("bytes_per_run", stored, bytes);
+            }
 
             if options.peer {
                 for (name, steps, durability) in [
