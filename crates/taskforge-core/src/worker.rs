@@ -152,6 +152,9 @@ async fn execute<S: Store, X: StepExecutor>(
         cancel,
         lease_expires,
         outputs: Arc::new(Vec::new()),
+        run_dirty: false,
+        pending: Vec::new(),
+        announce_start: false,
     }
     .drive()
     .await
@@ -203,6 +206,14 @@ struct Worker<'a, S, X> {
     cancel: CancellationToken,
     lease_expires: DateTime<Utc>,
     outputs: Arc<Vec<(String, Value)>>,
+    /// The run record changed and goes out with the next commit.
+    run_dirty: bool,
+    /// Succeeded attempts not yet written: each goes out with the next
+    /// step's start (or the run's end), saving one durable write per step.
+    /// The output is still stored before the next step's handler runs.
+    pending: Vec<StepRun>,
+    /// `RunStarted` is announced once the start is durable.
+    announce_start: bool,
 }
 
 impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
@@ -216,7 +227,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         } else {
             if self.cancel.is_cancelled() {
                 return self
-                    .finish(RunTransition::Cancel, cancelled(None), &[])
+                    .finish(RunTransition::Cancel, cancelled(None), Vec::new())
                     .await;
             }
             let now = self.inner.now();
@@ -227,12 +238,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 .timeout
                 .and_then(|t| TimeDelta::from_std(t).ok())
                 .map(|t| now + t);
-            self.commit(Some(&self.run), &[]).await?;
-            self.fence = self.run.fence();
+            // Written together with the first step's start.
+            self.run_dirty = true;
+            self.announce_start = true;
         }
-        let run_id = self.run.id;
-        self.inner
-            .emit(|| RunUpdate::RunStarted { run_id, resumed });
+        if resumed {
+            let run_id = self.run.id;
+            self.inner
+                .emit(|| RunUpdate::RunStarted { run_id, resumed });
+        }
         let mut next = if resumed {
             match self.recover().await? {
                 Some(next) => next,
@@ -295,7 +309,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     tracing::info!(step = %step.step_key, attempt = step.attempt, "interrupting an attempt whose worker was lost");
                     step.transition(StepTransition::Interrupt, self.inner.now())
                         .map_err(|e| Halt::Store(StoreError::Invalid(e.to_string())))?;
-                    self.commit(None, &[step]).await?;
+                    self.commit(vec![step]).await?;
                 }
                 StepStatus::Interrupted => {}
                 StepStatus::Failed | StepStatus::TimedOut if step.retry_at.is_some() => {
@@ -309,12 +323,16 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                         step: Some(step.step_key.clone()),
                         detail: f.detail,
                     });
-                    self.finish(RunTransition::Fail, error, &[]).await?;
+                    self.finish(RunTransition::Fail, error, Vec::new()).await?;
                     return Ok(None);
                 }
                 StepStatus::Cancelled => {
-                    self.finish(RunTransition::Cancel, cancelled(Some(&step.step_key)), &[])
-                        .await?;
+                    self.finish(
+                        RunTransition::Cancel,
+                        cancelled(Some(&step.step_key)),
+                        Vec::new(),
+                    )
+                    .await?;
                     return Ok(None);
                 }
             }
@@ -341,19 +359,19 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 }
             }
             if self.cancel.is_cancelled() {
-                self.finish(RunTransition::Cancel, cancelled(None), &[])
+                self.finish(RunTransition::Cancel, cancelled(None), Vec::new())
                     .await?;
                 return Ok(None);
             }
             let now = self.inner.now();
             if self.run.deadline.is_some_and(|d| d <= now) {
-                self.finish(RunTransition::TimeOut, run_timed_out(None), &[])
+                self.finish(RunTransition::TimeOut, run_timed_out(None), Vec::new())
                     .await?;
                 return Ok(None);
             }
             let attempt = next.attempt;
             let mut record = StepRun::start(self.run.id, &step.key, index as u32, attempt, now);
-            self.commit(None, std::slice::from_ref(&record)).await?;
+            self.commit(vec![record.clone()]).await?;
             let run_id = self.run.id;
             self.inner.emit(|| RunUpdate::StepStarted {
                 run_id,
@@ -393,17 +411,11 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     record.output = Some(output);
                     if last {
                         self.run.output.clone_from(&record.output);
-                        self.finish(RunTransition::Succeed, None, &[record]).await?;
+                        self.finish(RunTransition::Succeed, None, vec![record])
+                            .await?;
                         return Ok(None);
                     }
-                    self.commit(None, std::slice::from_ref(&record)).await?;
-                    self.inner.emit(|| RunUpdate::StepSucceeded {
-                        run_id,
-                        step_key: step.key.clone(),
-                        attempt,
-                    });
-                    let output = record.output.take().unwrap_or(Value::Null);
-                    Arc::make_mut(&mut self.outputs).push((step.key.clone(), output));
+                    self.pending.push(record);
                     return Ok(Some(Resume {
                         index: index + 1,
                         attempt: 1,
@@ -439,7 +451,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     });
                     if let Some(at) = retry_at {
                         record.retry_at = Some(at);
-                        self.commit(None, std::slice::from_ref(&record)).await?;
+                        self.commit(vec![record]).await?;
                         next = Resume {
                             index,
                             attempt: attempt + 1,
@@ -457,7 +469,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                         step: Some(step.key.clone()),
                         detail: f.detail,
                     });
-                    self.finish(run_transition, failure, &[record]).await?;
+                    self.finish(run_transition, failure, vec![record]).await?;
                     return Ok(None);
                 }
             }
@@ -494,7 +506,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             });
             steps.push(record);
         }
-        self.finish(run_transition, error, &steps).await?;
+        self.finish(run_transition, error, steps).await?;
         Ok(None)
     }
 
@@ -503,11 +515,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         &mut self,
         transition: RunTransition,
         error: Option<RunError>,
-        steps: &[StepRun],
+        steps: Vec<StepRun>,
     ) -> Result<(), Halt> {
         self.transition(transition)?;
         self.run.error = error;
-        self.commit(Some(&self.run), steps).await?;
+        self.run_dirty = true;
+        self.commit(steps).await?;
         let (run_id, status) = (self.run.id, self.run.status);
         self.inner
             .emit(|| RunUpdate::RunFinished { run_id, status });
@@ -533,8 +546,38 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             .map_err(|e| Halt::Store(StoreError::Invalid(e.to_string())))
     }
 
-    async fn commit(&self, run: Option<&WorkflowRun>, steps: &[StepRun]) -> Result<(), Halt> {
-        Ok(self.inner.store.commit(self.fence, run, steps).await?)
+    /// Writes `steps`, with the pending succeeded attempts and the run
+    /// record if it changed, in one fenced atomic commit; then announces
+    /// what became durable.
+    async fn commit(&mut self, steps: Vec<StepRun>) -> Result<(), Halt> {
+        let mut batch = std::mem::take(&mut self.pending);
+        batch.extend(steps);
+        let run = self.run_dirty.then_some(&self.run);
+        self.inner.store.commit(self.fence, run, &batch).await?;
+        if self.run_dirty {
+            self.run_dirty = false;
+            self.fence = self.run.fence();
+        }
+        let run_id = self.run.id;
+        if std::mem::take(&mut self.announce_start) {
+            self.inner.emit(|| RunUpdate::RunStarted {
+                run_id,
+                resumed: false,
+            });
+        }
+        for mut step in batch {
+            if step.status != StepStatus::Succeeded {
+                continue;
+            }
+            self.inner.emit(|| RunUpdate::StepSucceeded {
+                run_id,
+                step_key: step.step_key.clone(),
+                attempt: step.attempt,
+            });
+            let output = step.output.take().unwrap_or(Value::Null);
+            Arc::make_mut(&mut self.outputs).push((step.step_key, output));
+        }
+        Ok(())
     }
 
     fn context(&self, step_key: &str, config: &Value, attempt: u32) -> StepContext {

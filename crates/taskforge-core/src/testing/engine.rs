@@ -602,6 +602,7 @@ pub async fn subscribers_see_every_transition<S: Store>(store: S) {
             "StepSucceeded",
             "StepStarted",
             "StepProgress",
+            "StepSucceeded",
             "RunFinished"
         ]
     );
