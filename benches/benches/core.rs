@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures::FutureExt;
 use taskforge_benches::{definition, noop_registry, payload, NOOP};
 use taskforge_core::{
-    RunStatus, RunTransition, StepContext, StepExecutor, StepStatus, StepTransition,
+    RunId, RunStatus, RunTransition, StepContext, StepExecutor, StepStatus, StepTransition,
 };
 
 const RUN_TRANSITIONS: [RunTransition; 6] = [
@@ -101,9 +101,31 @@ fn registry_call(c: &mut Criterion) {
     group.finish();
 }
 
+/// What every run and event pays many times over: a fresh id (UUID v7)
+/// and a deep copy of a ~200-byte JSON payload.
+fn building_blocks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("building_blocks");
+    group.bench_function("RunId::new (UUID v7)", |b| b.iter(RunId::new));
+    let body = payload(0);
+    group.bench_function("clone a 200 B JSON payload (serde_json::Value)", |b| {
+        b.iter(|| black_box(&body).clone());
+    });
+    let shared = std::sync::Arc::new(payload(0));
+    group.bench_function("clone an Arc of the same payload", |b| {
+        b.iter(|| std::sync::Arc::clone(black_box(&shared)));
+    });
+    group.finish();
+}
+
 // In a private module: the function the macro makes needs no docs there.
 mod group {
     use super::*;
-    criterion_group!(benches, state_machine, validation, registry_call);
+    criterion_group!(
+        benches,
+        state_machine,
+        validation,
+        registry_call,
+        building_blocks
+    );
 }
 criterion_main!(group::benches);
