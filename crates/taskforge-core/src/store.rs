@@ -286,12 +286,14 @@ pub trait RunStore: Send + Sync + 'static {
     /// its new lease and an incremented `lease_epoch`.
     ///
     /// # Contract
-    /// Atomic and durable compare-and-set: succeeds only if the run is
-    /// queued or running, with no lease or a lease that lapsed at or before
-    /// `now` (see [`WorkflowRun::is_claimable`]). Of concurrent claims exactly one succeeds; the others get
-    /// `Conflict` and change nothing. `NotFound` if absent. The status is
-    /// not changed; the new owner changes it with a fenced
-    /// [`commit`](Self::commit).
+    /// Atomic compare-and-set: succeeds only if the run is queued or
+    /// running, with no lease or a lease that lapsed at or before `now`
+    /// (see [`WorkflowRun::is_claimable`]). Of concurrent claims exactly one
+    /// succeeds; the others get `Conflict` and change nothing. `NotFound` if
+    /// absent. The status is not changed; the new owner changes it with a
+    /// fenced [`commit`](Self::commit). Need not be durable on return, as
+    /// long as it is durable no later than the claimer's next durable write:
+    /// a claim lost in a crash is lost together with its claimer.
     async fn claim_run(
         &self,
         id: RunId,

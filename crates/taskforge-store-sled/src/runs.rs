@@ -234,7 +234,8 @@ impl RunStore for SledStore {
                 Ok(Some(claimed))
             })
             .await?;
-        self.durable().await?;
+        // Not waited for: a claim lost in a crash is lost with its claimer,
+        // and the claimer's first commit, which is durable, flushes it.
         Ok(run)
     }
 
