@@ -266,7 +266,11 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 None => return Ok(()),
             };
         }
-        Ok(())
+        // Only reached when recovery found every step succeeded but the
+        // run unfinished, which atomic commits rule out; finish it rather
+        // than hold it forever.
+        self.run.output = self.outputs.last().map(|(_, output)| output.clone());
+        self.finish(RunTransition::Succeed, None, Vec::new()).await
     }
 
     /// Rebuilds a resumed run's position from its stored step attempts:
