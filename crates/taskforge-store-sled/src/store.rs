@@ -104,10 +104,12 @@ impl SledStore {
     /// it open.
     pub fn open_with(path: impl AsRef<Path>, config: SledConfig) -> Result<Self, OpenError> {
         let path = path.as_ref();
-        let existing = check_directory(path)?;
+        if !check_directory(path)? {
+            create(path, &config)?;
+        }
         let sled_config = sled_config(&config).path(path);
         let db = open_db(&sled_config, path)?;
-        Self::from_db(db, &config, Some(path.to_path_buf()), existing)
+        Self::from_db(db, &config, Some(path.to_path_buf()), true)
     }
 
     /// A store in a temporary directory, removed when the store is dropped.
@@ -255,6 +257,46 @@ fn check_directory(path: &Path) -> Result<bool, OpenError> {
     // that there was one keeps a damaged store from being re-created empty.
     let db = path.join("db");
     Ok(db.is_file() && std::fs::metadata(db)?.len() > 0)
+}
+
+/// Creates a new, empty store at `path`, atomically: it is built and
+/// flushed in a staging directory beside `path`, then renamed into place.
+/// A crash mid-creation leaves only the staging directory, which the next
+/// attempt replaces, never a half-made store that no longer opens.
+fn create(path: &Path, config: &SledConfig) -> Result<(), OpenError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| OpenError::NotATaskforgeStore {
+            path: path.to_path_buf(),
+            reason: "the path names no directory".into(),
+        })?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let mut staging_name = std::ffi::OsString::from(".");
+    staging_name.push(name);
+    staging_name.push(".creating");
+    let staging = parent.join(staging_name);
+    match std::fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    {
+        let db = open_db(&sled_config(config).path(&staging), &staging)?;
+        check_format(&db, &staging, false)?;
+        db.flush().map_err(|e| sled_open_error(e, &staging))?;
+    }
+    // An empty directory, or the sled files of a creation that never
+    // wrote anything (checked by `check_directory`), gives way.
+    if path.exists() {
+        std::fs::remove_dir_all(path)?;
+    }
+    std::fs::rename(&staging, path)?;
+    // The rename is durable once the parent directory is synced.
+    std::fs::File::open(&parent)?.sync_all()?;
+    Ok(())
 }
 
 /// How long opening waits for the file lock of a store that was just
