@@ -456,6 +456,17 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         }
     }
 
+    /// The workflow's latest version; `NoVersion` if it has none.
+    pub(crate) async fn latest_version_of(
+        &self,
+        workflow: &Workflow,
+    ) -> Result<WorkflowVersion, EngineError> {
+        self.store()
+            .latest_version(workflow.id)
+            .await?
+            .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))
+    }
+
     /// Every version of a workflow, by number.
     pub async fn versions(
         &self,
@@ -493,11 +504,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
                     .get_version_by_number(workflow_id, number)
                     .await?
             }
-            None => self
-                .store()
-                .latest_version(workflow_id)
-                .await?
-                .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))?,
+            None => self.latest_version_of(&workflow).await?,
         };
         let now = self.inner().now();
         let mut run = WorkflowRun::new(&version, input, now);

@@ -21,6 +21,7 @@ use crate::step::StepExecutor;
 use crate::store::{EventInsert, EventQuery, Page, RunQuery, Store};
 use crate::trigger::{Trigger, TriggerKind};
 use crate::webhook::{Rejection, WebhookRequest};
+use crate::workflow::Workflow;
 
 /// What came of a webhook delivery, and what the HTTP layer should answer
 /// ([`Delivery::http_status`]).
@@ -185,17 +186,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
                 None
             }
             (None, true, false) => None,
-            (None, true, true) => {
-                let version = self
-                    .store()
-                    .latest_version(workflow.id)
-                    .await?
-                    .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))?;
-                let mut run = WorkflowRun::new(&version, event.payload.clone(), now);
-                run.event_id = Some(event.id);
-                event.outcome = EventOutcome::RunStarted { run_id: run.id };
-                Some(run)
-            }
+            (None, true, true) => Some(self.run_for_event(&workflow, &mut event).await?),
         };
         let window = config
             .dedup_window
@@ -252,6 +243,20 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             }
         }
         Ok(None)
+    }
+
+    /// A queued run of the workflow's latest version, caused by `event`,
+    /// whose outcome becomes "started this run".
+    pub(crate) async fn run_for_event(
+        &self,
+        workflow: &Workflow,
+        event: &mut Event,
+    ) -> Result<WorkflowRun, EngineError> {
+        let version = self.latest_version_of(workflow).await?;
+        let mut run = WorkflowRun::new(&version, event.payload.clone(), event.received_at);
+        run.event_id = Some(event.id);
+        event.outcome = EventOutcome::RunStarted { run_id: run.id };
+        Ok(run)
     }
 
     /// How many deliveries to a trigger were rejected since this engine
@@ -349,11 +354,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         if !workflow.active {
             return Err(EngineError::WorkflowInactive(workflow.name));
         }
-        let version = self
-            .store()
-            .latest_version(workflow.id)
-            .await?
-            .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))?;
+        let version = self.latest_version_of(&workflow).await?;
         let mut run = WorkflowRun::new(&version, event.payload, self.inner().now());
         run.event_id = Some(event.id);
         run.replay_of = event.outcome.run_id();

@@ -15,7 +15,6 @@ use crate::engine::{Engine, Inner, WeakEngine};
 use crate::error::EngineError;
 use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, TriggerId};
-use crate::run::WorkflowRun;
 use crate::schedule::{tick_dedup_key, CronConfig, OverlapAction};
 use crate::step::StepExecutor;
 use crate::store::{EventQuery, Order, Store};
@@ -144,17 +143,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
                 None
             }
             None if !workflow.active => None,
-            None => {
-                let version = self
-                    .store()
-                    .latest_version(workflow.id)
-                    .await?
-                    .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))?;
-                let mut run = WorkflowRun::new(&version, event.payload.clone(), now);
-                run.event_id = Some(event.id);
-                event.outcome = EventOutcome::RunStarted { run_id: run.id };
-                Some(run)
-            }
+            None => Some(self.run_for_event(&workflow, &mut event).await?),
         };
         let duplicate = self.record(&mut event, run.as_ref(), None).await?;
         if let Some(original) = duplicate {
