@@ -60,7 +60,7 @@ impl Sizes {
             sled_events: 20_000,
             footprint_runs: 10_000,
             fsync_time: Duration::from_secs(1),
-            peer_runs: 5_000,
+            peer_runs: 2_000,
         }
     }
 
@@ -76,7 +76,7 @@ impl Sizes {
             sled_events: 2_000,
             footprint_runs: 1_000,
             fsync_time: Duration::from_millis(200),
-            peer_runs: 1_000,
+            peer_runs: 500,
         }
     }
 }
@@ -746,7 +746,7 @@ fn print_table(options: &Options, sizes: &Sizes, s: &Samples, peer: Option<&Resu
                 let (a, b) = (s.get(ours, lo), s.get(ours, hi));
                 let (m_lo, m_hi) = (a / theirs, b / theirs);
                 println!(
-                    "| {label} | {} /s | {} /s | {:.2} | apalis-sqlite: {} /s | {m_lo:.1}x / {m_hi:.1}x | >= 10x | {} |",
+                    "| {label} | {} /s | {} /s | {:.2} | apalis-sqlite, best mode: {} /s | {m_lo:.1}x / {m_hi:.1}x | >= 10x | {} |",
                     fmt_rate(a),
                     fmt_rate(b),
                     b / a,
