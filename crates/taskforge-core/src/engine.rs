@@ -518,7 +518,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
                     source: EventSource::Manual,
                     received_at: now,
                     dedup_key: Some(format!("manual:{key}")),
-                    payload: run.input.clone(),
+                    payload: Arc::clone(&run.input),
                     metadata: Default::default(),
                     outcome: EventOutcome::RunStarted { run_id: run.id },
                 };

@@ -3,6 +3,7 @@
 //! and deduplication.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,8 +43,9 @@ pub struct Event {
     /// Unique per workflow among stored events: a second event with the same
     /// key is a duplicate and is not stored.
     pub dedup_key: Option<String>,
-    /// The payload, normalized to JSON.
-    pub payload: Value,
+    /// The payload, normalized to JSON; shared, not copied, with the run
+    /// it starts.
+    pub payload: Arc<Value>,
     /// The request metadata worth keeping (selected headers, the scheduled
     /// time of a cron tick, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -7,6 +7,7 @@
 //! the original event and run, and stores nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
@@ -170,7 +171,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             received_at: now,
             // Scoped by trigger: two hooks of one workflow may see equal bodies.
             dedup_key: Some(format!("webhook:{}:{}", trigger.id, delivery.dedup_key)),
-            payload: delivery.payload,
+            payload: Arc::new(delivery.payload),
             metadata: delivery.metadata,
             outcome: EventOutcome::WorkflowInactive,
         };

@@ -5,6 +5,7 @@
 //! refuse to rewrite a finished record.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -292,8 +293,9 @@ pub struct WorkflowRun {
     pub replay_of: Option<RunId>,
     /// Where it is in its lifecycle.
     pub status: RunStatus,
-    /// Its input, handed to every step.
-    pub input: Value,
+    /// Its input, handed to every step; shared, not copied, with the event
+    /// that caused the run and with step contexts.
+    pub input: Arc<Value>,
     /// The last step's output, once it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
@@ -324,7 +326,11 @@ pub struct WorkflowRun {
 impl WorkflowRun {
     /// A queued run of `version` with `input`.
     #[must_use]
-    pub fn new(version: &WorkflowVersion, input: Value, now: DateTime<Utc>) -> Self {
+    pub fn new(
+        version: &WorkflowVersion,
+        input: impl Into<Arc<Value>>,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             id: RunId::new(),
             workflow_id: version.workflow_id,
@@ -333,7 +339,7 @@ impl WorkflowRun {
             event_id: None,
             replay_of: None,
             status: RunStatus::Queued,
-            input,
+            input: input.into(),
             output: None,
             error: None,
             created_at: now,

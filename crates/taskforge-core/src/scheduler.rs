@@ -133,7 +133,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             source: EventSource::Cron,
             received_at: now,
             dedup_key: Some(tick_dedup_key(trigger.id, slot)),
-            payload,
+            payload: Arc::new(payload),
             metadata: [(SCHEDULED_AT.to_owned(), slot.to_rfc3339())].into(),
             outcome: EventOutcome::WorkflowInactive,
         };

@@ -146,7 +146,7 @@ async fn execute<S: Store, X: StepExecutor>(
     Worker {
         inner,
         fence: run.fence(),
-        input: Arc::new(run.input.clone()),
+        input: Arc::clone(&run.input),
         run,
         version,
         cancel,

@@ -47,7 +47,7 @@ fn event(wf: &Workflow, dedup: Option<&str>, received_at: DateTime<Utc>) -> Even
         source: EventSource::Manual,
         received_at,
         dedup_key: dedup.map(str::to_owned),
-        payload: json!({ "n": 1 }),
+        payload: json!({ "n": 1 }).into(),
         metadata: BTreeMap::new(),
         outcome: EventOutcome::Skipped {
             reason: "test".into(),

@@ -533,7 +533,7 @@ pub async fn idempotency_keys_start_one_run<S: Store>(store: S) {
         .await
         .expect("second");
     assert_eq!(first.id, second.id);
-    assert_eq!(second.input, json!({ "n": 1 }));
+    assert_eq!(*second.input, json!({ "n": 1 }));
     assert!(first.event_id.is_some());
     wait(&engine, first.id).await;
     let runs = engine
@@ -815,7 +815,7 @@ pub async fn a_thousand_concurrent_runs_finish<S: Store>(store: S) {
     for run in &runs {
         let done = wait(&engine, run.id).await;
         assert_eq!(done.status, RunStatus::Succeeded);
-        assert_eq!(done.output, Some(run.input.clone()));
+        assert_eq!(done.output, Some((*run.input).clone()));
     }
 }
 

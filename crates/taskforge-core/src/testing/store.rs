@@ -160,7 +160,7 @@ fn event(
         source: EventSource::Webhook,
         received_at,
         dedup_key: dedup_key.map(str::to_owned),
-        payload: json!({"delivery": dedup_key}),
+        payload: json!({"delivery": dedup_key}).into(),
         metadata: [("content-type".to_owned(), "application/json".to_owned())].into(),
         outcome,
     }

@@ -24,7 +24,7 @@ pub async fn run_round_trip<S: Store + Clone>(store: S) {
 
     let mut rival = queued(&version, at(1));
     rival.id = run.id;
-    rival.input = json!("other input");
+    rival.input = json!("other input").into();
     expect_already_exists(
         store.insert_run(&rival).await,
         "insert a run with a taken id",
@@ -886,7 +886,7 @@ pub async fn large_and_unicode_payloads_round_trip<S: Store + Clone>(store: S) {
 
     let mut deep = WorkflowRun::new(&config_version, nested(100), at(1));
     let mut event = event_starting(&workflow, Some("ключ 🦀 key"), &mut deep);
-    event.payload = json!({"deep": nested(100), "text": unicode()});
+    event.payload = json!({"deep": nested(100), "text": unicode()}).into();
     event
         .metadata
         .insert("x-ünïcode-🦀".into(), "värde — 値".into());
