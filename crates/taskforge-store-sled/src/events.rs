@@ -19,6 +19,23 @@ impl EventStore for SledStore {
         event: &Event,
         run: Option<&WorkflowRun>,
     ) -> Result<EventInsert, StoreError> {
+        // A stored duplicate is answered with a read: nothing to write,
+        // serialize or queue. Its original may have been applied a moment
+        // ago and not be on disk yet, so the answer waits until it is:
+        // a sender told "duplicate" stops retrying, and a crash must not
+        // lose the original then.
+        if let Some(dedup_key) = event.dedup_key.as_deref() {
+            let dedup = keys::dedup(event.workflow_id, dedup_key);
+            if let Some(stored_id) = self.inner.idx.get(&dedup).map_err(backend)? {
+                let stored = load::<Event>(&self.inner.events, "event", &stored_id)?;
+                // A missing event was pruned meanwhile, or the batch storing it
+                // is still being applied: the writer decides.
+                if let Some(stored) = stored {
+                    self.read_durable().await?;
+                    return Ok(EventInsert::Duplicate(Box::new(stored)));
+                }
+            }
+        }
         // Everything is serialized once, before the write is queued.
         let event_bytes = encode("event", event)?;
         let event_id = event.id;
@@ -68,14 +85,13 @@ impl EventStore for SledStore {
             }
             Ok(Ok(Outcome::Done))
         });
-        let outcome = match self.write(op).await? {
+        // A duplicate's original may have been stored a moment ago by a
+        // writer still waiting for its flush; the caller acts on it too:
+        // waited for either way.
+        Ok(match self.write_durable(op).await? {
             Outcome::Duplicate(stored) => EventInsert::Duplicate(stored),
             _ => EventInsert::Inserted,
-        };
-        // A duplicate's original may have been stored a moment ago by a
-        // writer still waiting for its flush; the caller acts on it too.
-        self.durable().await?;
-        Ok(outcome)
+        })
     }
 
     async fn get_event(&self, id: EventId) -> Result<Event, StoreError> {

@@ -27,10 +27,12 @@ fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
 impl SledStore {
     /// Rewrites one run in the writer's next batch: `change` gets the
     /// stored run and returns the run to store, or `None` to store nothing.
-    /// Returns the run as stored afterwards.
+    /// Returns the run as stored afterwards; with `durable`, once it is
+    /// as durable as configured.
     async fn update_run(
         &self,
         id: RunId,
+        durable: bool,
         change: impl Fn(&WorkflowRun) -> Result<Option<WorkflowRun>, StoreError> + Send + 'static,
     ) -> Result<WorkflowRun, StoreError> {
         let key = id.to_bytes();
@@ -57,7 +59,12 @@ impl SledStore {
             )?;
             Ok(Ok(Outcome::Run(Box::new(updated))))
         });
-        match self.write(op).await? {
+        let outcome = if durable {
+            self.write_durable(op).await?
+        } else {
+            self.write(op).await?
+        };
+        match outcome {
             Outcome::Run(run) => Ok(*run),
             other => Err(backend(format!("unexpected write outcome {other:?}"))),
         }
@@ -80,8 +87,7 @@ impl RunStore for SledStore {
             }
             Ok(Ok(Outcome::Done))
         });
-        self.write(op).await?;
-        self.durable().await
+        self.write_durable(op).await.map(drop)
     }
 
     async fn get_run(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
@@ -212,7 +218,7 @@ impl RunStore for SledStore {
     ) -> Result<WorkflowRun, StoreError> {
         let owner = owner.to_owned();
         let run = self
-            .update_run(id, move |stored| {
+            .update_run(id, false, move |stored| {
                 if !claimable(stored, now) {
                     let reason = match &stored.lease {
                         Some(lease) if !stored.status.is_terminal() => {
@@ -247,7 +253,7 @@ impl RunStore for SledStore {
     ) -> Result<WorkflowRun, StoreError> {
         // Not waited for: a renewal lost in a crash only shortens the lease.
         let run = self
-            .update_run(id, move |stored| {
+            .update_run(id, false, move |stored| {
                 if stored.status.is_terminal() {
                     return Err(StoreError::conflict("run", id, "the run is finished"));
                 }
@@ -391,27 +397,21 @@ impl RunStore for SledStore {
             }
             Ok(Ok(Outcome::Done))
         });
-        self.write(op).await?;
-        self.durable().await
+        self.write_durable(op).await.map(drop)
     }
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
-        let run = self
-            .update_run(id, |stored| {
-                if stored.status.is_terminal() || stored.cancel_requested {
-                    return Ok(None);
-                }
-                let mut cancelled = stored.clone();
-                cancelled.cancel_requested = true;
-                Ok(Some(cancelled))
-            })
-            .await?;
-        // Also when the flag was set already: its writer may still be
-        // waiting for the flush.
-        if !run.status.is_terminal() {
-            self.durable().await?;
-        }
-        Ok(run)
+        // Waited for also when the flag was set already (its writer may
+        // still be waiting for the flush) or the run is finished.
+        self.update_run(id, true, |stored| {
+            if stored.status.is_terminal() || stored.cancel_requested {
+                return Ok(None);
+            }
+            let mut cancelled = stored.clone();
+            cancelled.cancel_requested = true;
+            Ok(Some(cancelled))
+        })
+        .await
     }
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {

@@ -17,7 +17,7 @@ use taskforge_core::StoreError;
 use crate::config::{Durability, SledConfig};
 use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
-use crate::writer::{Op, OpResult, Writer};
+use crate::writer::{Op, OpResult, Outcome, Tx, Writer};
 
 /// The format version this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -165,7 +165,13 @@ impl SledStore {
         };
         let (events, runs, steps, idx) =
             (tree("events")?, tree("runs")?, tree("steps")?, tree("idx")?);
-        let writer = Writer::start(events.clone(), runs.clone(), steps.clone(), idx.clone())?;
+        let writer = Writer::start(
+            events.clone(),
+            runs.clone(),
+            steps.clone(),
+            idx.clone(),
+            commit.as_ref().map(|c| c.flushes().clone()),
+        )?;
         let inner = Inner {
             workflows: tree("workflows")?,
             versions: tree("versions")?,
@@ -192,12 +198,50 @@ impl SledStore {
         }
     }
 
-    /// Applies `op` in the writer thread's next batch.
+    /// Applies `op` in the writer thread's next batch. Not waited for
+    /// beyond that: for writes the contract lets go undurable.
     pub(crate) async fn write(&self, op: Op) -> OpResult {
-        match &self.inner.writer {
-            Some(writer) => writer.write(op).await,
-            None => Err(backend("the store is closed")),
+        self.writer()?.write(op, false).await?.0
+    }
+
+    /// Applies `op` in the writer thread's next batch and, if it succeeds,
+    /// returns once it is as durable as configured. The writer thread asks
+    /// for the flush as soon as the batch is applied.
+    pub(crate) async fn write_durable(&self, op: Op) -> OpResult {
+        let (result, generation) = self.writer()?.write(op, true).await?;
+        let outcome = result?;
+        if let Some(commit) = &self.inner.commit {
+            commit.flushes().wait(generation).await?;
         }
+        Ok(outcome)
+    }
+
+    fn writer(&self) -> Result<&Writer, StoreError> {
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or_else(|| backend("the store is closed"))
+    }
+
+    /// For a record the writer thread stored and the caller has just read:
+    /// returns once it is as durable as configured. Waits for the batch
+    /// that stored it to finish if it may still be under way, then for
+    /// the flush that covers it, if that has not finished; returns at once
+    /// if it has, without writing anything.
+    pub(crate) async fn read_durable(&self) -> Result<(), StoreError> {
+        let Some(commit) = &self.inner.commit else {
+            return Ok(());
+        };
+        let generation = match commit.flushes().covered() {
+            Some(generation) => generation,
+            // Writes apply in queue order: once an empty write is applied,
+            // so is every batch that began before this call.
+            None => {
+                let nothing: Op = Box::new(|_: &Tx<'_>| Ok(Ok(Outcome::Done)));
+                self.writer()?.write(nothing, true).await?.1
+            }
+        };
+        commit.flushes().wait(generation).await
     }
 
     /// Runs `f` on the blocking pool: for scans, which may read many records.

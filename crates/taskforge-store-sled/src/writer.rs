@@ -23,6 +23,7 @@ use taskforge_core::{Event, StoreError, WorkflowRun};
 use tokio::sync::oneshot;
 
 use crate::error::backend;
+use crate::group_commit::Flushes;
 use crate::prune::PruneReport;
 
 /// The most writes one transaction applies.
@@ -58,7 +59,9 @@ pub(crate) type Op = Box<dyn Fn(&Tx<'_>) -> Result<OpResult, UnabortableTransact
 
 struct Job {
     op: Op,
-    reply: oneshot::Sender<OpResult>,
+    /// Whether the write waits for a flush: the writer thread asks for it.
+    flush: bool,
+    reply: oneshot::Sender<(OpResult, u64)>,
 }
 
 /// The handle of the writer thread.
@@ -75,8 +78,15 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer thread over these trees.
-    pub(crate) fn start(events: Tree, runs: Tree, steps: Tree, idx: Tree) -> std::io::Result<Self> {
+    /// Starts the writer thread over these trees. With `flushes` (durable
+    /// stores) it tells the flusher what it applies.
+    pub(crate) fn start(
+        events: Tree,
+        runs: Tree,
+        steps: Tree,
+        idx: Tree,
+        flushes: Option<Flushes>,
+    ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("taskforge-sled-writer".into())
@@ -89,7 +99,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    apply(&events, &runs, &steps, &idx, batch);
+                    apply(&events, &runs, &steps, &idx, flushes.as_ref(), batch);
                 }
             })?;
         Ok(Self {
@@ -99,16 +109,19 @@ impl Writer {
     }
 
     /// Queues `op` and waits until its batch is applied (not flushed).
-    pub(crate) async fn write(&self, op: Op) -> OpResult {
+    /// With `flush`, the writer thread asks for a flush of the batch at
+    /// once. Returns the write's result and the generation of the flush
+    /// that covers it (0 for a store without flushes).
+    pub(crate) async fn write(&self, op: Op, flush: bool) -> Result<(OpResult, u64), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .as_ref()
             .ok_or_else(|| backend("the store is closed"))?
-            .send(Job { op, reply })
+            .send(Job { op, flush, reply })
             .map_err(|_| backend("the writer thread stopped; the store is closed"))?;
         answer
             .await
-            .map_err(|_| backend("the writer thread stopped before answering"))?
+            .map_err(|_| backend("the writer thread stopped before answering"))
     }
 }
 
@@ -122,7 +135,17 @@ impl Drop for Writer {
     }
 }
 
-fn apply(events: &Tree, runs: &Tree, steps: &Tree, idx: &Tree, batch: Vec<Job>) {
+fn apply(
+    events: &Tree,
+    runs: &Tree,
+    steps: &Tree,
+    idx: &Tree,
+    flushes: Option<&Flushes>,
+    batch: Vec<Job>,
+) {
+    if let Some(flushes) = flushes {
+        flushes.applying();
+    }
     let result = (events, runs, steps, idx).transaction(|(events, runs, steps, idx)| {
         let tx = Tx {
             events,
@@ -136,11 +159,16 @@ fn apply(events: &Tree, runs: &Tree, steps: &Tree, idx: &Tree, batch: Vec<Job>) 
         }
         Ok::<_, ConflictableTransactionError<()>>(outcomes)
     });
+    // Asked for even if the batch failed: a failed batch wrote nothing,
+    // but readers may have seen earlier ones, and the generation must be
+    // recorded either way.
+    let flush = batch.iter().any(|job| job.flush);
+    let generation = flushes.map_or(0, |f| f.applied(flush));
     match result {
         Ok(outcomes) => {
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that went away does not need its answer.
-                let _ = job.reply.send(outcome);
+                let _ = job.reply.send((outcome, generation));
             }
         }
         Err(e) => {
@@ -150,9 +178,10 @@ fn apply(events: &Tree, runs: &Tree, steps: &Tree, idx: &Tree, batch: Vec<Job>) 
             };
             tracing::error!(error = %reason, "sled write batch failed");
             for job in batch {
-                let _ = job
-                    .reply
-                    .send(Err(backend(format!("write batch failed: {reason}"))));
+                let _ = job.reply.send((
+                    Err(backend(format!("write batch failed: {reason}"))),
+                    generation,
+                ));
             }
         }
     }
