@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod clock;
 mod duration_ms;
 mod engine;
