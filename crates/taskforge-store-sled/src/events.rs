@@ -24,7 +24,10 @@ impl EventStore for SledStore {
         // ago and not be on disk yet, so the answer waits until it is:
         // a sender told "duplicate" stops retrying, and a crash must not
         // lose the original then.
-        if let Some(dedup_key) = event.dedup_key.as_deref() {
+        // Only while the writer is idle: during its transactions a read
+        // would block this async worker, and the writer checks anyway.
+        let dedup_key = event.dedup_key.as_deref().filter(|_| !self.writer_busy());
+        if let Some(dedup_key) = dedup_key {
             let dedup = keys::dedup(event.workflow_id, dedup_key);
             if let Some(stored_id) = self.inner.idx.get(&dedup).map_err(backend)? {
                 let stored = load::<Event>(&self.inner.events, "event", &stored_id)?;

@@ -216,6 +216,13 @@ impl SledStore {
         Ok(outcome)
     }
 
+    /// Whether the writer thread is applying a batch. Its transaction holds
+    /// sled's global write lock, so a read made now would block the calling
+    /// thread (an async worker) until it ends: optional reads skip then.
+    pub(crate) fn writer_busy(&self) -> bool {
+        self.inner.writer.as_ref().is_some_and(Writer::busy)
+    }
+
     fn writer(&self) -> Result<&Writer, StoreError> {
         self.inner
             .writer

@@ -12,7 +12,8 @@
 //! in a batch apply in queue order, each seeing the ones before it, so
 //! the outcome is the same as running them one by one.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use sled::transaction::{
@@ -68,6 +69,9 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
+    /// Whether the thread is applying a batch: its transaction holds
+    /// sled's global write lock, and any other sled call waits for it.
+    busy: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -88,6 +92,8 @@ impl Writer {
         flushes: Option<Flushes>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let applying = Arc::clone(&busy);
         let thread = std::thread::Builder::new()
             .name("taskforge-sled-writer".into())
             .spawn(move || {
@@ -99,13 +105,22 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    applying.store(true, Ordering::Relaxed);
                     apply(&events, &runs, &steps, &idx, flushes.as_ref(), batch);
+                    applying.store(false, Ordering::Relaxed);
                 }
             })?;
         Ok(Self {
             queue: Some(queue),
+            busy,
             thread: Some(thread),
         })
+    }
+
+    /// Whether the thread is applying a batch now. A sled call made
+    /// meanwhile would block until the batch is applied.
+    pub(crate) fn busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Queues `op` and waits until its batch is applied (not flushed).
