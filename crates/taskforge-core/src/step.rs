@@ -120,21 +120,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
 /// cheap to clone.
 #[derive(Clone)]
 pub struct StepContext {
-    inner: Arc<ContextInner>,
-}
-
-struct ContextInner {
-    run_id: RunId,
-    workflow_id: WorkflowId,
-    version_id: VersionId,
-    version: u32,
-    step_key: String,
-    attempt: u32,
-    input: Arc<Value>,
-    config: Value,
-    outputs: Arc<Vec<(String, Value)>>,
-    cancel: CancellationToken,
-    progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+    inner: Arc<StepContextParts>,
 }
 
 /// The parts of a [`StepContext`], for executors and tests that build one.
@@ -178,33 +164,8 @@ impl StepContext {
     /// A context from its parts.
     #[must_use]
     pub fn new(parts: StepContextParts) -> Self {
-        let StepContextParts {
-            run_id,
-            workflow_id,
-            version_id,
-            version,
-            step_key,
-            attempt,
-            input,
-            config,
-            outputs,
-            cancel,
-            progress,
-        } = parts;
         Self {
-            inner: Arc::new(ContextInner {
-                run_id,
-                workflow_id,
-                version_id,
-                version,
-                step_key,
-                attempt,
-                input,
-                config,
-                outputs,
-                cancel,
-                progress,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
