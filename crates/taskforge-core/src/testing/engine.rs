@@ -36,6 +36,20 @@ async fn wait<S: Store>(engine: &Engine<S, StepRegistry>, id: RunId) -> Workflow
         .expect("wait for run")
 }
 
+/// Creates the workflow `name` and publishes `definition` as its first version.
+async fn published<S: Store, X: crate::StepExecutor>(
+    engine: &Engine<S, X>,
+    name: &str,
+    definition: WorkflowDefinition,
+) -> crate::Workflow {
+    let workflow = engine.create_workflow(name).await.expect("create");
+    engine
+        .publish(workflow.id, definition)
+        .await
+        .expect("publish");
+    workflow
+}
+
 fn ok(value: Value) -> Result<Value, StepError> {
     Ok(value)
 }
@@ -137,15 +151,13 @@ async fn run_flaky<S: Store>(
         flaky_registry(failures, Arc::clone(&calls), terminal),
     );
     engine.start();
-    let wf = engine.create_workflow("flaky").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("flaky", "flaky")])
-                .retry(RetryPolicy::fixed(max_attempts, Duration::from_millis(5))),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "flaky",
+        WorkflowDefinition::new(vec![StepDefinition::new("flaky", "flaky")])
+            .retry(RetryPolicy::fixed(max_attempts, Duration::from_millis(5))),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     let done = wait(&engine, run.id).await;
     let steps = engine.run(run.id).await.expect("details").steps;
@@ -226,17 +238,15 @@ fn hanging_registry(started: Arc<Notify>) -> StepRegistry {
 pub async fn step_timeout_times_out_the_run<S: Store>(store: S) {
     let engine = engine(store, hanging_registry(Arc::new(Notify::new())));
     engine.start();
-    let wf = engine.create_workflow("slow").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![
-                StepDefinition::new("hang", "hang").timeout(Duration::from_millis(50)),
-                StepDefinition::new("never", "never"),
-            ]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "slow",
+        WorkflowDefinition::new(vec![
+            StepDefinition::new("hang", "hang").timeout(Duration::from_millis(50)),
+            StepDefinition::new("never", "never"),
+        ]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     let done = wait(&engine, run.id).await;
     assert_eq!(done.status, RunStatus::TimedOut);
@@ -249,15 +259,13 @@ pub async fn step_timeout_times_out_the_run<S: Store>(store: S) {
 pub async fn run_timeout_times_out_the_run<S: Store>(store: S) {
     let engine = engine(store, hanging_registry(Arc::new(Notify::new())));
     engine.start();
-    let wf = engine.create_workflow("slow").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("hang", "hang")])
-                .timeout(Duration::from_millis(100)),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "slow",
+        WorkflowDefinition::new(vec![StepDefinition::new("hang", "hang")])
+            .timeout(Duration::from_millis(100)),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     let done = wait(&engine, run.id).await;
     assert_eq!(done.status, RunStatus::TimedOut);
@@ -271,17 +279,15 @@ pub async fn cancel_stops_a_running_run<S: Store>(store: S) {
     let started = Arc::new(Notify::new());
     let engine = engine(store, hanging_registry(Arc::clone(&started)));
     engine.start();
-    let wf = engine.create_workflow("cancel-me").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![
-                StepDefinition::new("hang", "hang"),
-                StepDefinition::new("never", "never"),
-            ]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "cancel-me",
+        WorkflowDefinition::new(vec![
+            StepDefinition::new("hang", "hang"),
+            StepDefinition::new("never", "never"),
+        ]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     tokio::time::timeout(PATIENCE, started.notified())
         .await
@@ -322,14 +328,12 @@ pub async fn handlers_see_cancellation<S: Store>(store: S) {
     }
     let engine = engine(store, registry);
     engine.start();
-    let wf = engine.create_workflow("watcher").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("watch", "watch")]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "watcher",
+        WorkflowDefinition::new(vec![StepDefinition::new("watch", "watch")]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     tokio::time::timeout(PATIENCE, started.notified())
         .await
@@ -343,14 +347,12 @@ pub async fn handlers_see_cancellation<S: Store>(store: S) {
 /// A queued run is cancelled at once and never executes.
 pub async fn cancel_a_queued_run<S: Store>(store: S) {
     let engine = engine(store, hanging_registry(Arc::new(Notify::new())));
-    let wf = engine.create_workflow("queued").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("never", "never")]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "queued",
+        WorkflowDefinition::new(vec![StepDefinition::new("never", "never")]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     let cancelled = engine.cancel_run(run.id).await.expect("cancel");
     assert_eq!(cancelled.status, RunStatus::Cancelled);
@@ -435,14 +437,12 @@ pub async fn inactive_workflows_refuse_runs<S: Store>(store: S) {
     }
     let engine = engine(store, registry);
     engine.start();
-    let wf = engine.create_workflow("pausable").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("gate", "gate")]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "pausable",
+        WorkflowDefinition::new(vec![StepDefinition::new("gate", "gate")]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     tokio::time::timeout(PATIENCE, entered.notified())
         .await
@@ -512,14 +512,12 @@ pub async fn idempotency_keys_start_one_run<S: Store>(store: S) {
         .expect("register");
     let engine = engine(store, registry);
     engine.start();
-    let wf = engine.create_workflow("once").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![StepDefinition::new("noop", "noop")]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "once",
+        WorkflowDefinition::new(vec![StepDefinition::new("noop", "noop")]),
+    )
+    .await;
     let options = RunOptions {
         idempotency_key: Some("order-42".into()),
         ..RunOptions::default()
@@ -558,17 +556,15 @@ pub async fn subscribers_see_every_transition<S: Store>(store: S) {
     let engine = engine(store, registry);
     let mut updates = engine.subscribe();
     engine.start();
-    let wf = engine.create_workflow("watched").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![
-                StepDefinition::new("one", "noop"),
-                StepDefinition::new("two", "noop"),
-            ]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "watched",
+        WorkflowDefinition::new(vec![
+            StepDefinition::new("one", "noop"),
+            StepDefinition::new("two", "noop"),
+        ]),
+    )
+    .await;
     let run = engine.start_run(wf.id, json!({})).await.expect("start");
     let mut seen = Vec::new();
     loop {
@@ -795,18 +791,16 @@ pub async fn a_thousand_concurrent_runs_finish<S: Store>(store: S) {
         .max_concurrent_runs(256)
         .build();
     engine.start();
-    let wf = engine.create_workflow("many").await.expect("create");
-    engine
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![
-                StepDefinition::new("a", "noop"),
-                StepDefinition::new("b", "noop"),
-                StepDefinition::new("c", "noop"),
-            ]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &engine,
+        "many",
+        WorkflowDefinition::new(vec![
+            StepDefinition::new("a", "noop"),
+            StepDefinition::new("b", "noop"),
+            StepDefinition::new("c", "noop"),
+        ]),
+    )
+    .await;
     let starts = (0..1000).map(|i| {
         let engine = engine.clone();
         async move { engine.start_run(wf.id, json!({ "i": i })).await }
@@ -854,17 +848,15 @@ pub async fn shutdown_finishes_or_leaves_runs_to_recovery<S: Store + Clone>(stor
         registry(Arc::clone(&entered), Arc::clone(&calls)),
     );
     first.start();
-    let wf = first.create_workflow("draining").await.expect("create");
-    first
-        .publish(
-            wf.id,
-            WorkflowDefinition::new(vec![
-                StepDefinition::new("quick", "quick"),
-                StepDefinition::new("slow", "slow"),
-            ]),
-        )
-        .await
-        .expect("publish");
+    let wf = published(
+        &first,
+        "draining",
+        WorkflowDefinition::new(vec![
+            StepDefinition::new("quick", "quick"),
+            StepDefinition::new("slow", "slow"),
+        ]),
+    )
+    .await;
     let run = first.start_run(wf.id, json!({})).await.expect("start");
     tokio::time::timeout(PATIENCE, entered.notified())
         .await
