@@ -47,6 +47,15 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+impl<T, C> Page<T, C> {
+    /// A page of `items`; when `more` match after them, `next` is the
+    /// cursor of the last item.
+    pub fn new(items: Vec<T>, more: bool, cursor: impl Fn(&T) -> C) -> Self {
+        let next = if more { items.last().map(cursor) } else { None };
+        Self { items, next }
+    }
+}
+
 /// Which runs to list, and which page of them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RunQuery {

@@ -159,14 +159,7 @@ impl Data {
             }
         }
         let (events, more) = pager.finish();
-        Page {
-            next: if more {
-                events.last().map(|e| e.id)
-            } else {
-                None
-            },
-            items: events.into_iter().cloned().collect(),
-        }
+        Page::new(events.into_iter().cloned().collect(), more, |e| e.id)
     }
 
     // ----- runs -----
@@ -242,14 +235,7 @@ impl Data {
             }
         }
         let (runs, more) = pager.finish();
-        Page {
-            next: if more {
-                runs.last().map(|r| r.id)
-            } else {
-                None
-            },
-            items: runs.into_iter().cloned().collect(),
-        }
+        Page::new(runs.into_iter().cloned().collect(), more, |r| r.id)
     }
 
     /// Claimable queued and running runs, merged by id. Walks only the

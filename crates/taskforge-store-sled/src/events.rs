@@ -156,12 +156,7 @@ impl EventStore for SledStore {
                 },
                 keep,
             )?;
-            let next = if more {
-                items.last().map(|e| e.id)
-            } else {
-                None
-            };
-            Ok(Page { items, next })
+            Ok(Page::new(items, more, |e| e.id))
         })
         .await
     }

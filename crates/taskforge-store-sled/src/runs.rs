@@ -144,12 +144,7 @@ impl RunStore for SledStore {
                 },
                 keep,
             )?;
-            let next = if more {
-                items.last().map(|r| r.id)
-            } else {
-                None
-            };
-            Ok(Page { items, next })
+            Ok(Page::new(items, more, |r| r.id))
         })
         .await
     }
