@@ -1,7 +1,7 @@
 //! Helpers shared by the Taskforge examples: printing runs as tables.
 
 use serde_json::Value;
-use taskforge_core::{RunDetails, StepRun};
+use taskforge::{RunDetails, StepRun};
 
 /// Prints a run and every step attempt as a table.
 pub fn print_run(details: &RunDetails) {

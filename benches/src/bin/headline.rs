@@ -497,7 +497,7 @@ struct Peer {
 }
 
 fn run_peer(runs: usize, repeat: usize) -> Result<Peer, String> {
-    let manifest = root().join("peer/apalis-bench/Cargo.toml");
+    let manifest = root().join("benches/peer/apalis-bench/Cargo.toml");
     eprintln!("building and running the peer ({})", manifest.display());
     let output = cargo()
         .args(["run", "--release", "--manifest-path"])

@@ -13,21 +13,21 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use taskforge_core::{
+use taskforge::{
     github_signature, DedupSource, Delivery, Engine, Filter, Headers, SignatureScheme, StepContext,
     StepDefinition, StepError, StepRegistry, TriggerKind, WebhookConfig, WebhookRequest,
     WorkflowDefinition,
 };
 use taskforge_examples::print_run;
-use taskforge_store_sled::SledStore;
+use taskforge::sled::SledStore;
 
 /// The body of a GitHub `release` delivery with `action: published`.
 const RELEASE: &[u8] =
-    include_bytes!("../../../crates/taskforge-core/tests/fixtures/release-published.json");
+    include_bytes!("../../../taskforge-core/tests/fixtures/release-published.json");
 
 const PATH: &str = "github/releases";
 
-fn registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
+fn registry() -> Result<StepRegistry, taskforge::RegistryError> {
     let mut registry = StepRegistry::new();
     registry
         .step("build", |_ctx: StepContext, delivery: Value| async move {
@@ -179,5 +179,5 @@ fn describe(outcome: &Delivery) -> String {
 
 /// A fresh delivery id, shaped like GitHub's.
 fn uuid_like() -> String {
-    taskforge_core::EventId::new().to_string()
+    taskforge::EventId::new().to_string()
 }

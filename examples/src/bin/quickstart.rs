@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use taskforge_core::{
+use taskforge::{
     Engine, RetryPolicy, RunQuery, StepContext, StepDefinition, StepError, StepRegistry, Store,
     WorkflowDefinition,
 };
 use taskforge_examples::print_run;
-use taskforge_store_sled::SledStore;
+use taskforge::sled::SledStore;
 
 /// The part of a release the steps need.
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ struct Build {
     digest: String,
 }
 
-fn registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
+fn registry() -> Result<StepRegistry, taskforge::RegistryError> {
     let mut registry = StepRegistry::new();
     registry
         .step("build", |_ctx: StepContext, release: Release| async move {
@@ -136,7 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .start_run_with(
                 workflow.id,
                 input.clone(),
-                taskforge_core::RunOptions {
+                taskforge::RunOptions {
                     version: Some(version.number),
                     ..Default::default()
                 },
@@ -151,14 +151,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn print_history<S: Store, X: taskforge_core::StepExecutor>(
+async fn print_history<S: Store, X: taskforge::StepExecutor>(
     engine: &Engine<S, X>,
-    workflow_id: taskforge_core::WorkflowId,
-) -> Result<(), taskforge_core::EngineError> {
+    workflow_id: taskforge::WorkflowId,
+) -> Result<(), taskforge::EngineError> {
     let page = engine
         .list_runs(&RunQuery {
             workflow_id: Some(workflow_id),
-            order: taskforge_core::Order::NewestFirst,
+            order: taskforge::Order::NewestFirst,
             limit: 20,
             ..Default::default()
         })
