@@ -28,7 +28,7 @@ mod run;
 mod schedule;
 mod scheduler;
 mod step;
-mod store;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trigger;

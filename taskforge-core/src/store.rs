@@ -17,10 +17,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::StoreError;
+pub use crate::error::StoreError;
+pub use crate::run::{Fence, Lease};
 use crate::event::{Event, OutcomeKind};
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
-use crate::run::{Fence, RunStatus, StepRun, WorkflowRun};
+use crate::run::{RunStatus, StepRun, WorkflowRun};
 use crate::trigger::Trigger;
 use crate::workflow::{Workflow, WorkflowVersion};
 
