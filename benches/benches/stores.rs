@@ -9,9 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use taskforge_benches::{catalog, definition, payload, webhook_event, NOOP};
-use taskforge_core::{
-    EventInsert, Fence, RunStatus, StepRun, Store, TriggerId, WorkflowRun, WorkflowVersion,
-};
+use taskforge_core::{RunStatus, StepRun, Store, TriggerId, WorkflowRun, WorkflowVersion};
+use taskforge_core::store::{EventInsert, Fence};
 use taskforge_store_memory::MemoryStore;
 use taskforge_store_sled::{Durability, SledConfig, SledStore};
 use tokio::runtime::Runtime;
@@ -37,7 +36,7 @@ fn setup<S: Store>(rt: &Runtime, store: &S) -> (WorkflowVersion, Fence) {
             .await
             .expect("claim");
         let fence = run.fence();
-        run.transition(taskforge_core::RunTransition::Start, now)
+        run.transition(taskforge_core::store::RunTransition::Start, now)
             .expect("start");
         store
             .commit(fence, Some(&run), &[])

@@ -17,11 +17,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use taskforge_core::{
-    Engine, EngineError, Event, EventId, EventOutcome, EventSource, Fence, RunQuery, RunStatus,
-    StepContext, StepDefinition, StepError, StepRegistry, StepRun, StepTransition, Store,
-    StoreError, TriggerId, Workflow, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion,
-};
+use taskforge_core::{Engine, EngineError, Event, EventId, EventOutcome, EventSource, RunQuery, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepRun, Store, StoreError, TriggerId, Workflow, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion};
+use taskforge_core::store::{Fence, StepTransition};
 use tokio::sync::{Notify, Semaphore};
 
 /// The handler name of the no-op step every benchmark workflow uses.
@@ -38,7 +35,7 @@ pub const PAYLOAD_BYTES: usize = 200;
 ///
 /// # Errors
 /// Never in practice: the name is valid and registered once.
-pub fn noop_registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
+pub fn noop_registry() -> Result<StepRegistry, taskforge_core::error::RegistryError> {
     let mut registry = StepRegistry::new();
     registry.step(NOOP, |_ctx: StepContext, _input: Value| async {
         Ok::<_, StepError>(())
@@ -52,7 +49,7 @@ pub fn noop_registry() -> Result<StepRegistry, taskforge_core::RegistryError> {
 /// Never in practice: the names are valid and registered once.
 pub fn closed_loop_registry(
     completion: &Arc<Completion>,
-) -> Result<StepRegistry, taskforge_core::RegistryError> {
+) -> Result<StepRegistry, taskforge_core::error::RegistryError> {
     let mut registry = noop_registry()?;
     let completion = Arc::clone(completion);
     registry.step(NOOP_LAST, move |_ctx: StepContext, _input: Value| {
@@ -140,7 +137,7 @@ pub async fn prefill<S: taskforge_core::Store>(
             attempt.output = Some(Value::Null);
             steps.push(attempt);
         }
-        run.transition(taskforge_core::RunTransition::Succeed, now)
+        run.transition(taskforge_core::store::RunTransition::Succeed, now)
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         run.output = Some(Value::Null);
         store.commit(fence, Some(&run), &steps).await?;
@@ -451,7 +448,8 @@ mod tests {
 
     #[tokio::test]
     async fn prefill_leaves_finished_runs() {
-        use taskforge_core::{RunQuery, RunStore};
+        use taskforge_core::RunQuery;
+use taskforge_core::store::RunStore;
         let store = taskforge_store_memory::MemoryStore::new();
         let (_, version) = catalog(&store, "prefill", definition(3, NOOP))
             .await

@@ -1,8 +1,16 @@
 //! Error types, one per concern, each with variants a caller can act on.
+//! Every error type of the crate is here, whichever module defines it.
 
 use crate::id::RunId;
-use crate::run::{RunStatus, RunTransition, StepStatus, StepTransition};
-use crate::workflow::DefinitionProblem;
+use crate::run::RunStatus;
+
+pub use crate::run::IllegalTransition;
+pub use crate::step::RegistryError;
+pub use crate::trigger::cron::ScheduleError;
+pub use crate::trigger::request::Rejection;
+pub use crate::trigger::webhook::InvalidWebhookConfig;
+pub use crate::trigger::InvalidTrigger;
+pub use crate::workflow::{DefinitionProblem, InvalidDefinition, NameError};
 
 /// What a store answers when it cannot do what was asked.
 ///
@@ -103,44 +111,6 @@ impl StoreError {
     }
 }
 
-/// A workflow definition was rejected; every problem found is listed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid workflow definition: {}", join(.problems))]
-pub struct InvalidDefinition {
-    /// Every problem found, in definition order.
-    pub problems: Vec<DefinitionProblem>,
-}
-
-fn join(problems: &[DefinitionProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// A lifecycle transition that the state machine does not allow.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum IllegalTransition {
-    /// A run transition that its current status does not allow.
-    #[error("illegal run transition {transition:?} from {from:?}")]
-    Run {
-        /// The status the run is in.
-        from: RunStatus,
-        /// The transition asked for.
-        transition: RunTransition,
-    },
-    /// A step transition that its current status does not allow.
-    #[error("illegal step transition {transition:?} from {from:?}")]
-    Step {
-        /// The status the step attempt is in.
-        from: StepStatus,
-        /// The transition asked for.
-        transition: StepTransition,
-    },
-}
-
 /// Why the engine refused or failed a request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,13 +125,8 @@ pub enum EngineError {
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     /// A workflow name is invalid.
-    #[error("invalid workflow name {name:?}: {reason}")]
-    InvalidName {
-        /// The name given.
-        name: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     /// The workflow is inactive and takes no new runs.
     #[error("workflow {0} is inactive and takes no new runs")]
     WorkflowInactive(String),
@@ -181,8 +146,5 @@ pub enum EngineError {
     InvalidInput(String),
     /// A trigger's configuration is invalid.
     #[error(transparent)]
-    InvalidTrigger(#[from] crate::trigger::InvalidTrigger),
-    /// The engine is shutting down and takes no new work.
-    #[error("engine is shutting down")]
-    ShuttingDown,
+    InvalidTrigger(#[from] InvalidTrigger),
 }

@@ -1,5 +1,6 @@
 //! Taskforge core: the domain model, the run and step state machine, the
-//! storage contract, and the engine that runs workflows of Rust closures.
+//! storage contract, the triggers, and the engine that runs workflows of
+//! Rust closures.
 //!
 //! Taskforge is an embeddable workflow engine. A host application registers
 //! step handlers as closures, publishes immutable workflow versions that
@@ -7,66 +8,107 @@
 //! run is pinned to one version, and its whole history (each step attempt,
 //! its output or error) is kept in a store.
 //!
-//! Storage is pluggable: this crate defines [`WorkflowStore`], [`EventStore`]
-//! and [`RunStore`], and backend crates implement them
-//! (`taskforge-store-memory`, `taskforge-store-sled`). With the `testing`
-//! feature, this crate also provides the conformance suite every backend runs.
+//! ```
+//! use serde_json::{json, Value};
+//! use taskforge_core::{Engine, StepContext, StepDefinition, StepError, StepRegistry, WorkflowDefinition};
+//! use taskforge_store_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = StepRegistry::new();
+//! registry.step("greet", |_ctx: StepContext, input: Value| async move {
+//!     Ok::<_, StepError>(json!({ "greeting": format!("hello, {}", input["name"].as_str().unwrap_or("you")) }))
+//! })?;
+//! let engine = Engine::builder(MemoryStore::new(), registry).build();
+//! engine.start();
+//!
+//! let workflow = engine.ensure_workflow("greeter").await?;
+//! engine
+//!     .publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::new("greet", "greet")]))
+//!     .await?;
+//! let run = engine.start_run(workflow.id, json!({ "name": "world" })).await?;
+//! let finished = engine.wait_for_run(run.id).await?;
+//! assert_eq!(finished.output, Some(json!({ "greeting": "hello, world" })));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The examples here use the in-memory store; `taskforge-store-sled` is the
+//! durable default, and the `taskforge` crate brings both.
+//!
+//! # Where things are
+//!
+//! The crate root holds what a host application uses. The rest is in
+//! modules by audience:
+//!
+//! - [`store`]: the storage contract, for backend authors: the traits, each
+//!   method with its `# Contract`, and [`store::rules`], the checks every
+//!   backend applies the same way;
+//! - [`webhook`]: what an HTTP layer needs to hand deliveries to the engine;
+//! - [`cron`]: cron schedules and their policies;
+//! - [`error`]: every error type; [`limits`]: every bound on input;
+//! - [`clock`]: the engine's clock, and a manual one for tests;
+//! - `testing` (feature `testing`): the conformance suite every backend runs.
+//!
+//! Inside, the code is layered, and imports run one way: the domain
+//! ([`Workflow`], [`WorkflowRun`] and its state machine, [`Event`], step
+//! handlers), the triggers (webhook verification, cron), the store contract,
+//! and the runtime (`engine/`: the facade, the shared state background tasks
+//! hold, admission, the dispatcher, the worker, webhook intake, the cron
+//! loop).
 
 #![warn(missing_docs)]
 
-mod auth;
-mod clock;
+pub mod clock;
 mod duration_ms;
 mod engine;
-mod error;
+pub mod error;
 mod event;
-mod filter;
 mod id;
-mod ingest;
 mod retry;
 mod run;
-mod schedule;
-mod scheduler;
 mod step;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trigger;
-mod webhook;
-mod worker;
 mod workflow;
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate};
-pub use error::{EngineError, IllegalTransition, InvalidDefinition, StoreError};
-pub use event::{Event, EventOutcome, EventSource, OutcomeKind};
-pub use filter::{glob_match, matches, Filter, FilterMiss, Predicate, MAX_GLOB_LEN};
+pub use engine::{Delivery, Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate};
+pub use error::{EngineError, StoreError};
+pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
-pub use ingest::Delivery;
-pub use retry::{Backoff, RetryDecision, RetryPolicy};
-pub use run::{
-    idempotency_key, replay_run, Fence, Lease, RunError, RunStatus, RunTransition, StepFailure,
-    StepRun, StepStatus, StepTransition, WorkflowRun,
-};
-pub use schedule::{
-    tick_dedup_key, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy, ScheduleError,
-    MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE,
-};
-pub use scheduler::{CronFiring, SCHEDULED_AT};
-pub use step::{
-    RegistryError, StepContext, StepContextParts, StepError, StepExecutor, StepFuture, StepRegistry,
-};
-pub use store::{
-    page_limit, EventInsert, EventQuery, EventStore, Order, Page, RunQuery, RunStore, RunStoreExt,
-    Store, WorkflowStore, MAX_PAGE_SIZE,
-};
-pub use trigger::{CronConfig, InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
-pub use webhook::{
-    github_signature, DedupSource, Headers, InvalidWebhookConfig, Rejection, SignatureScheme,
-    TokenHash, VerifiedDelivery, WebhookRequest, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_TIMESTAMP_TOLERANCE, GITHUB_SIGNATURE_HEADER, MAX_DEDUP_KEY_LEN, MAX_JSON_DEPTH,
-};
-pub use workflow::{
-    validate_name, DefinitionProblem, NameError, StepDefinition, Workflow, WorkflowDefinition,
-    WorkflowVersion, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES,
-};
+pub use retry::{Backoff, RetryPolicy};
+pub use run::{RunError, RunStatus, StepFailure, StepRun, StepStatus, WorkflowRun};
+pub use step::{StepContext, StepError, StepExecutor, StepRegistry};
+pub use store::{EventQuery, Order, Page, RunQuery, Store};
+pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
+pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
+
+/// Webhook deliveries, for HTTP layers: the request the engine verifies,
+/// why a delivery may be refused, and the parts of a webhook trigger's
+/// configuration (signatures, payload filters, dedup).
+pub mod webhook {
+    pub use crate::trigger::auth::{github_signature, SignatureScheme, TokenHash};
+    pub use crate::trigger::filter::{Filter, FilterMiss, Predicate};
+    pub use crate::trigger::request::{
+        Headers, Rejection, VerifiedDelivery, WebhookRequest, GITHUB_SIGNATURE_HEADER,
+    };
+    pub use crate::trigger::webhook::{DedupSource, WebhookConfig};
+}
+
+/// Cron triggers: schedules, their policies, and what a tick did.
+pub mod cron {
+    pub use crate::engine::cron::{CronFiring, SCHEDULED_AT};
+    pub use crate::trigger::cron::{CronConfig, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy};
+}
+
+/// Every bound the engine puts on input, in one place.
+pub mod limits {
+    pub use crate::store::MAX_PAGE_SIZE;
+    pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};
+    pub use crate::trigger::filter::MAX_GLOB_LEN;
+    pub use crate::trigger::request::{DEFAULT_TIMESTAMP_TOLERANCE, MAX_JSON_DEPTH};
+    pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
+    pub use crate::workflow::{MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};
+}

@@ -17,6 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::id::{RunId, VersionId, WorkflowId};
 use crate::run::{idempotency_key, StepFailure};
+use crate::workflow::NameError;
 
 /// Why a step attempt failed.
 ///
@@ -123,31 +124,31 @@ pub struct StepContext {
     inner: Arc<StepContextParts>,
 }
 
-/// The parts of a [`StepContext`], for executors and tests that build one.
+/// The parts of a [`StepContext`], filled in by the worker.
 #[derive(Clone)]
-pub struct StepContextParts {
+pub(crate) struct StepContextParts {
     /// The run.
-    pub run_id: RunId,
+    pub(crate) run_id: RunId,
     /// Its workflow.
-    pub workflow_id: WorkflowId,
+    pub(crate) workflow_id: WorkflowId,
     /// Its pinned version.
-    pub version_id: VersionId,
+    pub(crate) version_id: VersionId,
     /// That version's number.
-    pub version: u32,
+    pub(crate) version: u32,
     /// The step's key.
-    pub step_key: String,
+    pub(crate) step_key: String,
     /// The attempt, from 1.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// The run's input.
-    pub input: Arc<Value>,
+    pub(crate) input: Arc<Value>,
     /// The step's config.
-    pub config: Value,
+    pub(crate) config: Value,
     /// Earlier steps' outputs, in step order.
-    pub outputs: Arc<Vec<(String, Value)>>,
+    pub(crate) outputs: Arc<Vec<(String, Value)>>,
     /// Cancelled when the run is cancelled.
-    pub cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     /// Receives progress reports.
-    pub progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+    pub(crate) progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
 }
 
 impl fmt::Debug for StepContextParts {
@@ -163,7 +164,7 @@ impl fmt::Debug for StepContextParts {
 impl StepContext {
     /// A context from its parts.
     #[must_use]
-    pub fn new(parts: StepContextParts) -> Self {
+    pub(crate) fn new(parts: StepContextParts) -> Self {
         Self {
             inner: Arc::new(parts),
         }
@@ -380,13 +381,8 @@ pub enum RegistryError {
     #[error("a step handler named {0:?} is registered already")]
     Duplicate(String),
     /// The name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
-    #[error("invalid step handler name {name:?}: {reason}")]
-    InvalidName {
-        /// The name.
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
 }
 
 /// Step handlers registered as closures, by name.
@@ -403,7 +399,7 @@ pub enum RegistryError {
 ///     })?
 ///     .step("noop", |_ctx, _input: Value| async { Ok::<_, StepError>(()) })?;
 /// assert!(registry.step("noop", |_ctx, _input: Value| async { Ok::<_, StepError>(()) }).is_err());
-/// # Ok::<(), taskforge_core::RegistryError>(())
+/// # Ok::<(), taskforge_core::error::RegistryError>(())
 /// ```
 #[derive(Default)]
 pub struct StepRegistry {
@@ -432,10 +428,7 @@ impl StepRegistry {
         O: Serialize + 'static,
         E: Into<StepError> + 'static,
     {
-        crate::workflow::validate_name(name).map_err(|e| RegistryError::InvalidName {
-            name: e.name,
-            reason: e.reason,
-        })?;
+        crate::workflow::validate_name("step handler", name)?;
         if self.handlers.contains_key(name) {
             return Err(RegistryError::Duplicate(name.to_owned()));
         }

@@ -10,7 +10,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::duration_ms;
-use crate::error::InvalidDefinition;
 use crate::id::{VersionId, WorkflowId};
 use crate::retry::{Backoff, RetryPolicy};
 
@@ -41,7 +40,7 @@ impl Workflow {
     /// A new, active workflow. The name is checked by [`validate_name`].
     pub fn new(name: impl Into<String>, now: DateTime<Utc>) -> Result<Self, NameError> {
         let name = name.into();
-        validate_name(&name)?;
+        validate_name("workflow", &name)?;
         Ok(Self {
             id: WorkflowId::new(),
             name,
@@ -413,19 +412,22 @@ fn step_suffix(step: &Option<String>) -> String {
         .map_or_else(String::new, |key| format!(" on step {key:?}"))
 }
 
-/// A workflow name was rejected.
+/// A name (of a workflow, a step handler) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid workflow name {name:?}: {reason}")]
+#[error("invalid {kind} name {name:?}: {reason}")]
 pub struct NameError {
+    /// What the name was for (`workflow`, `step handler`).
+    pub kind: &'static str,
     /// The name given.
     pub name: String,
     /// What is wrong.
     pub reason: String,
 }
 
-/// Checks a workflow name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
+/// Checks a name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`.
+pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<(), NameError> {
     check_identifier(name).map_err(|reason| NameError {
+        kind,
         name: name.to_owned(),
         reason,
     })
@@ -451,6 +453,22 @@ impl fmt::Display for WorkflowVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "v{}", self.number)
     }
+}
+
+/// A workflow definition was rejected; every problem found is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid workflow definition: {}", join(.problems))]
+pub struct InvalidDefinition {
+    /// Every problem found, in definition order.
+    pub problems: Vec<DefinitionProblem>,
+}
+
+fn join(problems: &[DefinitionProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -545,9 +563,9 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        assert!(validate_name("deploy-api_v2.1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("héllo").is_err());
-        assert!(validate_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(validate_name("workflow", "deploy-api_v2.1").is_ok());
+        assert!(validate_name("workflow", "").is_err());
+        assert!(validate_name("workflow", "héllo").is_err());
+        assert!(validate_name("workflow", &"a".repeat(MAX_NAME_LEN + 1)).is_err());
     }
 }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::America::New_York;
 use proptest::prelude::*;
-use taskforge_core::{
-    tick_dedup_key, CronConfig, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy,
-    ScheduleError, TriggerId, TriggerKind, SKIP_GRACE,
-};
+use taskforge_core::{CronConfig, TriggerKind};
+use taskforge_core::cron::{CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy};
+use taskforge_core::error::ScheduleError;
+use taskforge_core::limits::SKIP_GRACE;
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
@@ -350,42 +350,22 @@ fn due_slots_across_dst_agree_with_next_after() {
 }
 
 #[test]
-fn tick_dedup_keys_collide_for_one_slot_only() {
-    let trigger = TriggerId::new();
-    let slot = utc(2026, 3, 8, 7, 0, 0);
-    assert_eq!(tick_dedup_key(trigger, slot), tick_dedup_key(trigger, slot));
-    assert_ne!(
-        tick_dedup_key(trigger, slot),
-        tick_dedup_key(trigger, slot + TimeDelta::seconds(1))
-    );
-    assert_ne!(
-        tick_dedup_key(trigger, slot),
-        tick_dedup_key(TriggerId::new(), slot)
-    );
-    assert!(tick_dedup_key(trigger, slot).ends_with(":2026-03-08T07:00:00Z"));
-}
-
-#[test]
 fn overlap_policies_decide() {
     assert_eq!(
-        OverlapPolicy::Skip.decide(false, false),
+        OverlapPolicy::Skip.decide(false),
         OverlapAction::Start
     );
     assert_eq!(
-        OverlapPolicy::Allow.decide(true, false),
+        OverlapPolicy::Allow.decide(true),
         OverlapAction::Start
     );
-    assert_eq!(OverlapPolicy::Skip.decide(true, false), OverlapAction::Skip);
+    assert_eq!(OverlapPolicy::Skip.decide(true), OverlapAction::Skip);
     assert_eq!(
-        OverlapPolicy::QueueOne.decide(true, false),
+        OverlapPolicy::QueueOne.decide(true),
         OverlapAction::Queue
     );
     assert_eq!(
-        OverlapPolicy::QueueOne.decide(true, true),
-        OverlapAction::Skip
-    );
-    assert_eq!(
-        OverlapPolicy::CancelPrevious.decide(true, false),
+        OverlapPolicy::CancelPrevious.decide(true),
         OverlapAction::CancelPreviousAndStart
     );
 }

@@ -3,10 +3,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::json;
-use taskforge_core::{
-    replay_run, IllegalTransition, Lease, RunId, RunStatus, RunTransition, StepDefinition, StepRun,
-    StepStatus, StepTransition, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion,
-};
+use taskforge_core::{RunId, RunStatus, StepDefinition, StepRun, StepStatus, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion};
+use taskforge_core::error::IllegalTransition;
+use taskforge_core::store::{Lease, RunTransition, StepTransition};
 
 fn run_transition() -> impl Strategy<Value = RunTransition> {
     prop_oneof![
@@ -93,9 +92,9 @@ proptest! {
                 status = next;
             }
         }
-        prop_assert_eq!(replay_run(&accepted), Ok(status));
+        prop_assert_eq!(RunStatus::replay(&accepted), Ok(status));
         for len in 0..accepted.len() {
-            prop_assert!(replay_run(&accepted[..len]).is_ok());
+            prop_assert!(RunStatus::replay(&accepted[..len]).is_ok());
         }
     }
 
@@ -117,8 +116,8 @@ proptest! {
             }
         }
         match first_refusal {
-            Some(e) => prop_assert_eq!(replay_run(&transitions), Err(e)),
-            None => prop_assert_eq!(replay_run(&transitions), Ok(status)),
+            Some(e) => prop_assert_eq!(RunStatus::replay(&transitions), Err(e)),
+            None => prop_assert_eq!(RunStatus::replay(&transitions), Ok(status)),
         }
     }
 

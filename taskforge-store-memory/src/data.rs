@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use taskforge_core::{
-    Event, EventId, EventInsert, EventQuery, Fence, Lease, Order, Page, RunId, RunQuery, RunStatus,
-    StepRun, StoreError, TriggerId, WorkflowId, WorkflowRun,
-};
+use taskforge_core::store::rules::{self, RunState, StepState};
+use taskforge_core::store::{EventInsert, Fence, StoreError};
+use taskforge_core::{Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, StepRun, TriggerId, WorkflowId, WorkflowRun};
 
 use crate::page::{bounds, Pager};
 
@@ -24,11 +23,9 @@ struct RunEntry {
 }
 
 impl RunEntry {
-    fn step_position(&self, step: &StepRun) -> Result<usize, usize> {
+    fn step_position(&self, index: u32, attempt: u32) -> Result<usize, usize> {
         self.steps
-            .binary_search_by_key(&(step.step_index, step.attempt), |s| {
-                (s.step_index, s.attempt)
-            })
+            .binary_search_by_key(&(index, attempt), |s| (s.step_index, s.attempt))
     }
 }
 
@@ -53,15 +50,7 @@ pub(crate) struct Data {
 /// a claimed run stays queued until its owner commits `Start`, and a second
 /// claim in that window would give the run two owners.
 fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
-    matches!(run.status, RunStatus::Queued | RunStatus::Running)
-        && run
-            .lease
-            .as_ref()
-            .is_none_or(|lease| lease.expires_at <= now)
-}
-
-fn run_conflict(id: RunId, reason: impl Into<String>) -> StoreError {
-    StoreError::conflict("run", id, reason)
+    rules::is_claimable(run.status, run.lease.as_ref(), now)
 }
 
 impl Data {
@@ -135,7 +124,7 @@ impl Data {
         let mut pager = Pager::new(q.limit);
         let accept = |id: EventId| {
             let event = self.events.get(&id)?;
-            event_matches(event, q).then_some(event)
+            rules::event_matches(event, q).then_some(event)
         };
         // A trigger belongs to one workflow, so its index is the narrower.
         if let Some(trigger_id) = q.trigger_id {
@@ -200,7 +189,7 @@ impl Data {
         let mut pager = Pager::new(q.limit);
         let accept = |id: RunId| {
             let run = &self.runs.get(&id)?.run;
-            run_matches(run, q).then_some(run)
+            rules::run_matches(run, q).then_some(run)
         };
         let (order, after) = (q.order, q.after);
         // The most selective index that the query pins down.
@@ -274,30 +263,8 @@ impl Data {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<&WorkflowRun, StoreError> {
-        let run = &mut self
-            .runs
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::not_found("run", id))?
-            .run;
-        if !claimable(run, now) {
-            return Err(run_conflict(
-                id,
-                match &run.lease {
-                    Some(lease) if !run.status.is_terminal() => {
-                        format!("leased by {:?} until {}", lease.owner, lease.expires_at)
-                    }
-                    _ => format!("run is {}", run.status),
-                },
-            ));
-        }
-        run.lease_epoch = run
-            .lease_epoch
-            .checked_add(1)
-            .ok_or_else(|| run_conflict(id, "lease epoch exhausted"))?;
-        run.lease = Some(Lease {
-            owner: owner.to_owned(),
-            expires_at,
-        });
+        let run = &mut self.entry_mut(id)?.run;
+        *run = rules::claim(run, owner, now, expires_at)?;
         Ok(run)
     }
 
@@ -307,28 +274,15 @@ impl Data {
         epoch: u64,
         expires_at: DateTime<Utc>,
     ) -> Result<&WorkflowRun, StoreError> {
-        let run = &mut self
-            .runs
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::not_found("run", id))?
-            .run;
-        if run.lease_epoch != epoch {
-            return Err(run_conflict(
-                id,
-                format!("lease epoch is {}, not {epoch}", run.lease_epoch),
-            ));
-        }
-        if run.status.is_terminal() {
-            return Err(run_conflict(
-                id,
-                format!("run is finished ({})", run.status),
-            ));
-        }
-        match &mut run.lease {
-            Some(lease) => lease.expires_at = expires_at,
-            None => return Err(run_conflict(id, "run holds no lease")),
-        }
+        let run = &mut self.entry_mut(id)?.run;
+        *run = rules::renew(run, epoch, expires_at)?;
         Ok(run)
+    }
+
+    fn entry_mut(&mut self, id: RunId) -> Result<&mut RunEntry, StoreError> {
+        self.runs
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::not_found("run", id))
     }
 
     pub(crate) fn commit(
@@ -338,87 +292,31 @@ impl Data {
         steps: Vec<StepRun>,
     ) -> Result<(), StoreError> {
         let id = fence.run_id;
-        let entry = self
-            .runs
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::not_found("run", id))?;
-        let stored = &entry.run;
-        if fence.status.is_terminal() {
-            return Err(run_conflict(
-                id,
-                format!("a finished run ({}) is never rewritten", fence.status),
-            ));
-        }
-        if stored.lease_epoch != fence.epoch {
-            return Err(run_conflict(
-                id,
-                format!(
-                    "lease epoch is {}, fence expects {}",
-                    stored.lease_epoch, fence.epoch
-                ),
-            ));
-        }
-        if stored.status != fence.status {
-            return Err(run_conflict(
-                id,
-                format!(
-                    "status is {}, fence expects {}",
-                    stored.status, fence.status
-                ),
-            ));
-        }
-        if let Some(run) = &run {
-            if run.id != id {
-                return Err(StoreError::Invalid(format!(
-                    "commit fenced on run {id} writes run {}",
-                    run.id
-                )));
-            }
-            if run.workflow_id != stored.workflow_id
-                || run.version_id != stored.version_id
-                || run.event_id != stored.event_id
-            {
-                return Err(StoreError::Invalid(format!(
-                    "commit changes the workflow, version or event of run {id}"
-                )));
-            }
-        }
-        for (i, step) in steps.iter().enumerate() {
-            if step.run_id != id {
-                return Err(StoreError::Invalid(format!(
-                    "commit fenced on run {id} writes a step of run {}",
-                    step.run_id
-                )));
-            }
-            let key = (step.step_index, step.attempt);
-            let terminal = match entry.step_position(step) {
-                Ok(pos) => entry.steps[pos].status.is_terminal(),
-                Err(_) => false,
-            } || steps[..i]
-                .iter()
-                .any(|s| (s.step_index, s.attempt) == key && s.status.is_terminal());
-            if terminal {
-                return Err(StoreError::conflict(
-                    "step",
-                    format!("{id}/{}/{}", step.step_index, step.attempt),
-                    "a finished step attempt is never rewritten",
-                ));
-            }
-        }
+        rules::check_commit_request(fence, run.as_ref(), &steps)?;
+        let entry = self.entry_mut(id)?;
+        let stored = RunState::from(&entry.run);
+        rules::check_fence(fence, &stored, run.as_ref().map(RunState::from).as_ref())?;
+        let states: Vec<StepState> = steps.iter().map(StepState::from).collect();
+        let checked = rules::check_steps(id, &states, |index, attempt| {
+            Ok::<_, StoreError>(
+                entry
+                    .step_position(index, attempt)
+                    .ok()
+                    .map(|pos| entry.steps[pos].status),
+            )
+        })?;
+        checked?;
 
         // Checked: from here on nothing fails, so the commit is all or nothing.
         for step in steps {
-            match entry.step_position(&step) {
+            match entry.step_position(step.step_index, step.attempt) {
                 Ok(pos) => entry.steps[pos] = step,
                 Err(pos) => entry.steps.insert(pos, step),
             }
         }
         if let Some(mut run) = run {
             let old = entry.run.status;
-            // The flag is set by any engine at any time; the owner's copy
-            // may predate it. The epoch belongs to claims alone.
-            run.cancel_requested |= entry.run.cancel_requested;
-            run.lease_epoch = entry.run.lease_epoch;
+            rules::merge_committed(&stored, &mut run);
             let new = run.status;
             let workflow_id = run.workflow_id;
             entry.run = run;
@@ -433,13 +331,9 @@ impl Data {
     }
 
     pub(crate) fn request_cancel(&mut self, id: RunId) -> Result<&WorkflowRun, StoreError> {
-        let run = &mut self
-            .runs
-            .get_mut(&id)
-            .ok_or_else(|| StoreError::not_found("run", id))?
-            .run;
-        if !run.status.is_terminal() {
-            run.cancel_requested = true;
+        let run = &mut self.entry_mut(id)?.run;
+        if let Some(cancelled) = rules::request_cancel(run) {
+            *run = cancelled;
         }
         Ok(run)
     }
@@ -449,20 +343,4 @@ impl Data {
             .get(&run_id)
             .map_or(&[], |entry| entry.steps.as_slice())
     }
-}
-
-fn run_matches(run: &WorkflowRun, q: &RunQuery) -> bool {
-    q.workflow_id.is_none_or(|w| run.workflow_id == w)
-        && q.status.is_none_or(|s| run.status == s)
-        && q.event_id.is_none_or(|e| run.event_id == Some(e))
-        && q.created_from.is_none_or(|t| run.created_at >= t)
-        && q.created_until.is_none_or(|t| run.created_at < t)
-}
-
-fn event_matches(event: &Event, q: &EventQuery) -> bool {
-    q.workflow_id.is_none_or(|w| event.workflow_id == w)
-        && q.trigger_id.is_none_or(|t| event.trigger_id == Some(t))
-        && q.outcome.is_none_or(|o| event.outcome.kind() == o)
-        && q.received_from.is_none_or(|t| event.received_at >= t)
-        && q.received_until.is_none_or(|t| event.received_at < t)
 }

@@ -9,10 +9,8 @@
 //! ```
 //! use chrono::Utc;
 //! use serde_json::json;
-//! use taskforge_core::{
-//!     RunStore, StepDefinition, Workflow, WorkflowDefinition, WorkflowRun, WorkflowStore,
-//!     WorkflowVersion,
-//! };
+//! use taskforge_core::store::{RunStore, WorkflowStore};
+//! use taskforge_core::{StepDefinition, Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion};
 //! use taskforge_store_memory::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -68,9 +66,9 @@
 //! - Listings give `next` only when another matching item exists when the
 //!   page is read, so the last page always has `next: None`.
 //!
-//! [`WorkflowStore`]: taskforge_core::WorkflowStore
-//! [`EventStore`]: taskforge_core::EventStore
-//! [`RunStore`]: taskforge_core::RunStore
+//! [`WorkflowStore`]: taskforge_core::store::WorkflowStore
+//! [`EventStore`]: taskforge_core::store::EventStore
+//! [`RunStore`]: taskforge_core::store::RunStore
 
 #![warn(missing_docs)]
 
@@ -84,11 +82,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
-use taskforge_core::{
-    Event, EventId, EventInsert, EventQuery, EventStore, Fence, Page, RunId, RunQuery, RunStore,
-    StepRun, StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowRun,
-    WorkflowStore, WorkflowVersion,
-};
+use taskforge_core::{Event, EventId, EventQuery, Page, RunId, RunQuery, StepRun, StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowRun, WorkflowVersion};
+use taskforge_core::store::{EventInsert, EventStore, Fence, RunStore, WorkflowStore};
 
 use crate::catalog::Catalog;
 use crate::data::Data;

@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use taskforge_core::{page_limit, Order};
+use taskforge_core::store::rules::page_limit;
+use taskforge_core::Order;
 
 /// The range of an index to walk for a page: the whole prefix, cut at the
 /// cursor on the side the order walks away from.

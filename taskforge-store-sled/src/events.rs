@@ -1,10 +1,9 @@
 //! [`EventStore`] over sled.
 
 use async_trait::async_trait;
-use taskforge_core::{
-    page_limit, Event, EventId, EventInsert, EventQuery, EventStore, Page, StoreError, WorkflowId,
-    WorkflowRun,
-};
+use taskforge_core::store::rules::{self, page_limit};
+use taskforge_core::{Event, EventId, EventQuery, Page, StoreError, WorkflowId, WorkflowRun};
+use taskforge_core::store::{EventInsert, EventStore};
 
 use crate::error::backend;
 use crate::keys::{self, tag};
@@ -135,13 +134,7 @@ impl EventStore for SledStore {
             } else {
                 Source::Primary
             };
-            let keep = |e: &Event| {
-                query.workflow_id.is_none_or(|w| e.workflow_id == w)
-                    && query.trigger_id.is_none_or(|t| e.trigger_id == Some(t))
-                    && query.outcome.is_none_or(|o| e.outcome.kind() == o)
-                    && query.received_from.is_none_or(|t| e.received_at >= t)
-                    && query.received_until.is_none_or(|t| e.received_at < t)
-            };
+            let keep = |e: &Event| rules::event_matches(e, &query);
             let limit = page_limit(query.limit);
             let after = query.after.map(|id| id.to_bytes());
             let (items, more) = page(

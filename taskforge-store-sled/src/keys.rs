@@ -9,9 +9,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use taskforge_core::{
-    Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun,
-};
+use taskforge_core::store::rules::RunState;
+use taskforge_core::{Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun};
 
 /// Tags of the secondary indexes in the `idx` tree.
 pub(crate) mod tag {
@@ -148,6 +147,19 @@ pub(crate) struct LeaseHead {
 #[derive(Debug, Deserialize)]
 pub(crate) struct StepHead {
     pub(crate) status: StepStatus,
+}
+
+impl From<&RunHead> for RunState {
+    fn from(run: &RunHead) -> Self {
+        Self {
+            status: run.status,
+            lease_epoch: run.lease_epoch,
+            cancel_requested: run.cancel_requested,
+            workflow_id: run.workflow_id,
+            version_id: run.version_id,
+            event_id: run.event_id,
+        }
+    }
 }
 
 impl From<&WorkflowRun> for RunHead {

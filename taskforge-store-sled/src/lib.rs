@@ -2,9 +2,9 @@
 //!
 //! [`SledStore`] keeps workflows, versions, triggers, events, runs and step
 //! attempts in one embedded sled database, and implements the three store
-//! traits of `taskforge-core` ([`WorkflowStore`](taskforge_core::WorkflowStore),
-//! [`EventStore`](taskforge_core::EventStore),
-//! [`RunStore`](taskforge_core::RunStore)) with their contracts.
+//! traits of `taskforge-core` ([`WorkflowStore`](taskforge_core::store::WorkflowStore),
+//! [`EventStore`](taskforge_core::store::EventStore),
+//! [`RunStore`](taskforge_core::store::RunStore)) with their contracts.
 //!
 //! # Layout
 //!
@@ -60,7 +60,8 @@
 //!
 //! ```
 //! use chrono::Utc;
-//! use taskforge_core::{Workflow, WorkflowStore};
+//! use taskforge_core::store::WorkflowStore;
+//! use taskforge_core::Workflow;
 //! use taskforge_store_sled::SledStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -97,5 +98,5 @@ mod writer;
 
 pub use config::{Durability, SledConfig};
 pub use error::OpenError;
-pub use prune::PruneReport;
+pub use writer::PruneReport;
 pub use store::{SledStore, FORMAT_VERSION};

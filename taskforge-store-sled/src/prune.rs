@@ -7,18 +7,7 @@ use taskforge_core::{Event, StoreError, WorkflowRun};
 use crate::error::backend;
 use crate::keys::{self, tag};
 use crate::store::{op_load, Inner, SledStore};
-use crate::writer::{Op, Outcome, Tx};
-
-/// What [`SledStore::prune`] removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PruneReport {
-    /// Finished runs removed.
-    pub runs: u64,
-    /// Step attempts of those runs removed.
-    pub step_runs: u64,
-    /// Events removed.
-    pub events: u64,
-}
+use crate::writer::{Op, Outcome, PruneReport, Tx};
 
 impl SledStore {
     /// Removes history older than `cutoff`:

@@ -4,10 +4,9 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use taskforge_core::{
-    page_limit, Fence, Lease, Page, RunId, RunQuery, RunStatus, RunStore, StepRun, StoreError,
-    WorkflowRun,
-};
+use taskforge_core::store::rules::{self, page_limit, RunState, StepState};
+use taskforge_core::{Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun};
+use taskforge_core::store::{Fence, RunStore};
 
 use crate::error::backend;
 use crate::keys::{self, tag, RunHead, StepHead};
@@ -15,13 +14,8 @@ use crate::scan::{page, PageRequest, Source};
 use crate::store::{decode, encode, load, op_load, tx_reindex, SledStore};
 use crate::writer::{Op, Outcome, Tx};
 
-/// Whether a claim at `now` may take the run: it is queued or running,
-/// and holds no lease or one that lapsed at or before `now`. A queued run
-/// that was just claimed is not claimable again until its lease lapses,
-/// so of concurrent claims exactly one wins.
 fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
-    matches!(run.status, RunStatus::Queued | RunStatus::Running)
-        && run.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+    rules::is_claimable(run.status, run.lease.as_ref(), now)
 }
 
 impl SledStore {
@@ -123,13 +117,7 @@ impl RunStore for SledStore {
                 }
                 (None, None, None) => Source::Primary,
             };
-            let keep = |r: &WorkflowRun| {
-                query.workflow_id.is_none_or(|w| r.workflow_id == w)
-                    && query.status.is_none_or(|s| r.status == s)
-                    && query.event_id.is_none_or(|e| r.event_id == Some(e))
-                    && query.created_from.is_none_or(|t| r.created_at >= t)
-                    && query.created_until.is_none_or(|t| r.created_at < t)
-            };
+            let keep = |r: &WorkflowRun| rules::run_matches(r, &query);
             let limit = page_limit(query.limit);
             let after = query.after.map(|id| id.to_bytes());
             let (items, more) = page(
@@ -214,25 +202,7 @@ impl RunStore for SledStore {
         let owner = owner.to_owned();
         let run = self
             .update_run(id, false, move |stored| {
-                if !claimable(stored, now) {
-                    let reason = match &stored.lease {
-                        Some(lease) if !stored.status.is_terminal() => {
-                            format!("leased by {:?} until {}", lease.owner, lease.expires_at)
-                        }
-                        _ => format!("the run is {}", stored.status),
-                    };
-                    return Err(StoreError::conflict("run", id, reason));
-                }
-                let mut claimed = stored.clone();
-                claimed.lease = Some(Lease {
-                    owner: owner.clone(),
-                    expires_at,
-                });
-                claimed.lease_epoch = stored
-                    .lease_epoch
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::conflict("run", id, "lease epoch exhausted"))?;
-                Ok(Some(claimed))
+                rules::claim(stored, &owner, now, expires_at).map(Some)
             })
             .await?;
         // Not waited for: a claim lost in a crash is lost with its claimer,
@@ -249,28 +219,7 @@ impl RunStore for SledStore {
         // Not waited for: a renewal lost in a crash only shortens the lease.
         let run = self
             .update_run(id, false, move |stored| {
-                if stored.status.is_terminal() {
-                    return Err(StoreError::conflict("run", id, "the run is finished"));
-                }
-                if stored.lease_epoch != epoch {
-                    return Err(StoreError::conflict(
-                        "run",
-                        id,
-                        format!(
-                            "lease epoch {epoch} is stale; the run was claimed again (epoch {})",
-                            stored.lease_epoch
-                        ),
-                    ));
-                }
-                let Some(lease) = &stored.lease else {
-                    return Err(StoreError::conflict("run", id, "the run holds no lease"));
-                };
-                let mut renewed = stored.clone();
-                renewed.lease = Some(Lease {
-                    owner: lease.owner.clone(),
-                    expires_at,
-                });
-                Ok(Some(renewed))
+                rules::renew(stored, epoch, expires_at).map(Some)
             })
             .await?;
         Ok(run)
@@ -283,20 +232,7 @@ impl RunStore for SledStore {
         steps: &[StepRun],
     ) -> Result<(), StoreError> {
         let id = fence.run_id;
-        if let Some(run) = run {
-            if run.id != id {
-                return Err(StoreError::Invalid(format!(
-                    "commit fenced on run {id} writes run {}",
-                    run.id
-                )));
-            }
-        }
-        if let Some(step) = steps.iter().find(|s| s.run_id != id) {
-            return Err(StoreError::Invalid(format!(
-                "commit fenced on run {id} writes a step of run {}",
-                step.run_id
-            )));
-        }
+        rules::check_commit_request(fence, run, steps)?;
         // Serialized once; the write only copies bytes.
         let run = match run {
             Some(run) => Some((RunHead::from(run), run.clone(), encode("run", run)?)),
@@ -305,11 +241,7 @@ impl RunStore for SledStore {
         let steps = steps
             .iter()
             .map(|s| {
-                Ok((
-                    keys::step(s),
-                    (s.step_index, s.attempt, s.status),
-                    encode("step run", s)?,
-                ))
+                Ok((keys::step(s), StepState::from(s), encode("step run", s)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let key = id.to_bytes();
@@ -320,52 +252,29 @@ impl RunStore for SledStore {
                 Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
                 Err(e) => return Ok(Err(e)),
             };
-            if fence.status.is_terminal() {
-                return Ok(Err(StoreError::conflict(
-                    "run",
-                    id,
-                    format!("a finished run ({}) is never rewritten", fence.status),
-                )));
+            let state = RunState::from(&stored);
+            let head = run.as_ref().map(|(head, _, _)| RunState::from(head));
+            if let Err(e) = rules::check_fence(fence, &state, head.as_ref()) {
+                return Ok(Err(e));
             }
-            if stored.lease_epoch != fence.epoch || stored.status != fence.status {
-                return Ok(Err(StoreError::conflict(
-                    "run",
-                    id,
-                    format!(
-                        "fence expects epoch {} and status {}, stored are epoch {} and status {}",
-                        fence.epoch, fence.status, stored.lease_epoch, stored.status
-                    ),
-                )));
-            }
-            if let Some((head, _, _)) = &run {
-                if head.workflow_id != stored.workflow_id
-                    || head.version_id != stored.version_id
-                    || head.event_id != stored.event_id
-                {
-                    return Ok(Err(StoreError::Invalid(format!(
-                        "commit changes the workflow, version or event of run {id}"
-                    ))));
-                }
-            }
-            for (i, (step_key, (index, attempt, _), _)) in steps.iter().enumerate() {
-                // An attempt finished earlier in this same commit counts too.
-                let earlier = steps[..i]
-                    .iter()
-                    .any(|(k, (_, _, status), _)| k == step_key && status.is_terminal());
-                let stored_status = match tx.steps.get(step_key)? {
+            let states: Vec<StepState> = steps.iter().map(|(_, state, _)| *state).collect();
+            let mut stored_steps = Vec::with_capacity(steps.len());
+            for (step_key, state, _) in &steps {
+                let status = match tx.steps.get(step_key)? {
                     Some(old) => match decode::<StepHead>("step run", &old) {
                         Ok(old) => Some(old.status),
                         Err(e) => return Ok(Err(e)),
                     },
                     None => None,
                 };
-                if earlier || stored_status.is_some_and(|s| s.is_terminal()) {
-                    return Ok(Err(StoreError::conflict(
-                        "step",
-                        format!("{id}/{index}/{attempt}"),
-                        "a finished step attempt is never rewritten",
-                    )));
-                }
+                stored_steps.push(((state.index, state.attempt), status));
+            }
+            let Ok(checked) = rules::check_steps(id, &states, |index, attempt| {
+                let stored = stored_steps.iter().find(|(key, _)| *key == (index, attempt));
+                Ok::<_, std::convert::Infallible>(stored.and_then(|(_, status)| *status))
+            });
+            if let Err(e) = checked {
+                return Ok(Err(e));
             }
             for (step_key, _, bytes) in &steps {
                 tx.steps.insert(step_key, bytes.clone())?;
@@ -374,12 +283,8 @@ impl RunStore for SledStore {
                 // The flag is set by any engine at any time, and the
                 // owner's copy may predate it; the epoch belongs to claims
                 // alone. Re-serialized only in those rare cases.
-                let (bytes, index) = if (stored.cancel_requested && !head.cancel_requested)
-                    || stored.lease_epoch != head.lease_epoch
-                {
-                    let mut kept = run.clone();
-                    kept.cancel_requested |= stored.cancel_requested;
-                    kept.lease_epoch = stored.lease_epoch;
+                let mut kept = run.clone();
+                let (bytes, index) = if rules::merge_committed(&state, &mut kept) {
                     match encode("run", &kept) {
                         Ok(bytes) => (bytes, keys::run_index(&kept)),
                         Err(e) => return Ok(Err(e)),
@@ -398,15 +303,8 @@ impl RunStore for SledStore {
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
         // Waited for also when the flag was set already (its writer may
         // still be waiting for the flush) or the run is finished.
-        self.update_run(id, true, |stored| {
-            if stored.status.is_terminal() || stored.cancel_requested {
-                return Ok(None);
-            }
-            let mut cancelled = stored.clone();
-            cancelled.cancel_requested = true;
-            Ok(Some(cancelled))
-        })
-        .await
+        self.update_run(id, true, |stored| Ok(rules::request_cancel(stored)))
+            .await
     }
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {

@@ -28,9 +28,9 @@ const MARKER: &[u8] = b"taskforge";
 const FORMAT_KEY: &[u8] = b"format";
 
 /// A Taskforge store in a sled database: implements
-/// [`WorkflowStore`](taskforge_core::WorkflowStore),
-/// [`EventStore`](taskforge_core::EventStore) and
-/// [`RunStore`](taskforge_core::RunStore).
+/// [`WorkflowStore`](taskforge_core::store::WorkflowStore),
+/// [`EventStore`](taskforge_core::store::EventStore) and
+/// [`RunStore`](taskforge_core::store::RunStore).
 ///
 /// Cloning is cheap and shares the database. The database closes when the
 /// last clone is dropped, after a final flush. See the [crate docs](crate)

@@ -25,7 +25,6 @@ use tokio::sync::oneshot;
 
 use crate::error::backend;
 use crate::group_commit::Flushes;
-use crate::prune::PruneReport;
 
 /// The most writes one transaction applies.
 const MAX_BATCH: usize = 512;
@@ -36,6 +35,17 @@ pub(crate) struct Tx<'a> {
     pub(crate) runs: &'a TransactionalTree,
     pub(crate) steps: &'a TransactionalTree,
     pub(crate) idx: &'a TransactionalTree,
+}
+
+/// What [`SledStore::prune`](crate::SledStore::prune) removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Finished runs removed.
+    pub runs: u64,
+    /// Step attempts of those runs removed.
+    pub step_runs: u64,
+    /// Events removed.
+    pub events: u64,
 }
 
 /// What a queued write returns.

@@ -62,12 +62,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use taskforge_core::{
-    DedupSource, Delivery, Engine, Event, EventId, EventOutcome, EventQuery, EventStore, Headers,
-    RunId, RunOptions, RunQuery, RunStatus, RunStore, RunStoreExt, StepContext, StepDefinition,
-    StepError, StepRegistry, StepRun, StepStatus, TriggerId, TriggerKind, WebhookConfig,
-    WebhookRequest, WorkflowDefinition, WorkflowRun, WorkflowStore, MAX_PAGE_SIZE,
-};
+use taskforge_core::{Delivery, Engine, Event, EventId, EventOutcome, EventQuery, RunId, RunOptions, RunQuery, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepRun, StepStatus, TriggerId, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowRun};
+use taskforge_core::store::{EventStore, RunStore, RunStoreExt, WorkflowStore, MAX_PAGE_SIZE};
+use taskforge_core::webhook::{DedupSource, Headers, WebhookRequest};
 use taskforge_store_sled::SledStore;
 
 /// Set in the child's environment: the directory it works in.
@@ -310,10 +307,7 @@ async fn child(paths: Paths, seed: u64) {
         tokio::spawn(async move {
             loop {
                 let key = format!("m{}", pick(&mut rng, &mut next));
-                let options = RunOptions {
-                    idempotency_key: Some(key.clone()),
-                    ..RunOptions::default()
-                };
+                let options = RunOptions::new().idempotency_key(key.clone());
                 let run = engine
                     .start_run_with(workflow.id, json!({ "key": key }), options)
                     .await

@@ -13,11 +13,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use taskforge::{
-    github_signature, DedupSource, Delivery, Engine, Filter, Headers, SignatureScheme, StepContext,
-    StepDefinition, StepError, StepRegistry, TriggerKind, WebhookConfig, WebhookRequest,
-    WorkflowDefinition,
-};
+use taskforge::{Delivery, Engine, StepContext, StepDefinition, StepError, StepRegistry, TriggerKind, WebhookConfig, WorkflowDefinition};
+use taskforge::webhook::{github_signature, DedupSource, Filter, Headers, SignatureScheme, WebhookRequest};
 use taskforge_examples::print_run;
 use taskforge::sled::SledStore;
 
@@ -27,7 +24,7 @@ const RELEASE: &[u8] =
 
 const PATH: &str = "github/releases";
 
-fn registry() -> Result<StepRegistry, taskforge::RegistryError> {
+fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
     let mut registry = StepRegistry::new();
     registry
         .step("build", |_ctx: StepContext, delivery: Value| async move {

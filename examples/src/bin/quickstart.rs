@@ -17,10 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use taskforge::{
-    Engine, RetryPolicy, RunQuery, StepContext, StepDefinition, StepError, StepRegistry, Store,
-    WorkflowDefinition,
-};
+use taskforge::{Engine, RetryPolicy, RunQuery, StepContext, StepDefinition, StepError, StepRegistry, Store, WorkflowDefinition};
 use taskforge_examples::print_run;
 use taskforge::sled::SledStore;
 
@@ -37,7 +34,7 @@ struct Build {
     digest: String,
 }
 
-fn registry() -> Result<StepRegistry, taskforge::RegistryError> {
+fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
     let mut registry = StepRegistry::new();
     registry
         .step("build", |_ctx: StepContext, release: Release| async move {
@@ -136,10 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .start_run_with(
                 workflow.id,
                 input.clone(),
-                taskforge::RunOptions {
-                    version: Some(version.number),
-                    ..Default::default()
-                },
+                taskforge::RunOptions::new().version(version.number),
             )
             .await?;
         engine.wait_for_run(run.id).await?;

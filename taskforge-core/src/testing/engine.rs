@@ -14,10 +14,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::{
-    Engine, EngineError, RetryPolicy, RunId, RunOptions, RunStatus, RunUpdate, StepContext,
-    StepDefinition, StepError, StepRegistry, StepStatus, Store, WorkflowDefinition, WorkflowRun,
-};
+use crate::{Engine, EngineError, RetryPolicy, RunId, RunOptions, RunStatus, RunUpdate, StepContext, StepDefinition, StepError, StepRegistry, StepStatus, Store, WorkflowDefinition, WorkflowRun};
 
 /// How long a case waits for a run before it fails.
 const PATIENCE: Duration = Duration::from_secs(60);

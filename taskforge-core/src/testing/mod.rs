@@ -1,8 +1,8 @@
 //! Test support for backends: the store conformance suite.
 //!
 //! Every backend runs the same suite, one `#[tokio::test]` per clause of the
-//! contracts in [`WorkflowStore`](crate::WorkflowStore),
-//! [`EventStore`](crate::EventStore) and [`RunStore`](crate::RunStore), with
+//! contracts in [`WorkflowStore`](crate::store::WorkflowStore),
+//! [`EventStore`](crate::store::EventStore) and [`RunStore`](crate::store::RunStore), with
 //! one line in its `tests/conformance.rs`:
 //!
 //! ```ignore

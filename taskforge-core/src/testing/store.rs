@@ -1,6 +1,6 @@
 //! The store conformance suite: one case per clause of the `# Contract`s of
-//! [`WorkflowStore`](crate::WorkflowStore), [`EventStore`](crate::EventStore)
-//! and [`RunStore`](crate::RunStore).
+//! [`WorkflowStore`](crate::store::WorkflowStore), [`EventStore`](crate::store::EventStore)
+//! and [`RunStore`](crate::store::RunStore).
 //!
 //! Each case is an `async fn(store)` that panics when the store breaks the
 //! contract. Each takes a fresh, empty store; cases that race spawn tasks

@@ -8,12 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::{
-    github_signature, CronConfig, Delivery, Engine, EngineError, EventOutcome, EventQuery, Filter,
-    Headers, ManualClock, MissedRunPolicy, OutcomeKind, OverlapPolicy, Rejection, RunStatus,
-    SignatureScheme, StepContext, StepDefinition, StepError, StepRegistry, Store, TriggerKind,
-    WebhookConfig, WebhookRequest, WorkflowDefinition, WorkflowId,
-};
+use crate::{CronConfig, Delivery, Engine, EngineError, EventOutcome, EventQuery, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, Store, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowId};
+use crate::clock::ManualClock;
+use crate::cron::{MissedRunPolicy, OverlapPolicy};
+use crate::store::OutcomeKind;
+use crate::webhook::{github_signature, Filter, Headers, Rejection, SignatureScheme, WebhookRequest};
 
 /// A real GitHub `release` delivery body (`action: published`).
 pub const GITHUB_RELEASE: &[u8] = include_bytes!("../../tests/fixtures/release-published.json");
@@ -46,7 +45,7 @@ fn github_hook(path: &str) -> TriggerKind {
     TriggerKind::Webhook(
         WebhookConfig::new(path)
             .with_signature(SignatureScheme::github(SECRET))
-            .with_dedup(crate::DedupSource::Header("x-github-delivery".into()))
+            .with_dedup(crate::webhook::DedupSource::Header("x-github-delivery".into()))
             .with_filter(Filter::equals("/action", "published"))
             .keep_header("x-github-event"),
     )
@@ -280,7 +279,7 @@ pub async fn dedup_window_expires<S: Store>(store: S) {
             wf,
             TriggerKind::Webhook(
                 WebhookConfig::new("windowed")
-                    .with_dedup(crate::DedupSource::JsonPointer("/id".into()))
+                    .with_dedup(crate::webhook::DedupSource::JsonPointer("/id".into()))
                     .with_dedup_window(Duration::from_secs(60)),
             ),
         )
@@ -406,7 +405,7 @@ pub async fn daily_cron_fires_once_a_day_across_dst<S: Store>(store: S) {
         .expect("trigger");
     let end = new_york(2027, 1, 1, 0);
     let mut days = Vec::new();
-    while crate::Clock::now(&clock) < end {
+    while crate::clock::Clock::now(&clock) < end {
         clock.advance(TimeDelta::hours(1));
         for firing in engine.fire_due_cron().await.expect("fire") {
             assert!(firing.outcome.run_id().is_some(), "{firing:?}");

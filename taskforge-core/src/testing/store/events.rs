@@ -1,4 +1,4 @@
-//! Cases for [`EventStore`](crate::EventStore) writes and lookups.
+//! Cases for [`EventStore`](crate::store::EventStore) writes and lookups.
 
 use crate::id::TriggerId;
 use crate::store::{EventInsert, EventQuery, RunQuery};

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use crate::event::OutcomeKind;
 use crate::id::{TriggerId, WorkflowId};
-use crate::store::{page_limit, EventQuery, Order, RunQuery, MAX_PAGE_SIZE};
+use crate::store::rules::page_limit;
+use crate::store::{EventQuery, Order, RunQuery, MAX_PAGE_SIZE};
 
 use super::*;
 

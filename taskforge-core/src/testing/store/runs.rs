@@ -1,4 +1,4 @@
-//! Cases for [`RunStore`](crate::RunStore): claims, leases, fenced commits,
+//! Cases for [`RunStore`](crate::store::RunStore): claims, leases, fenced commits,
 //! cancellation and step attempts; plus not-found and payload cases that
 //! span the three traits.
 

@@ -1,4 +1,4 @@
-//! Cases for [`WorkflowStore`](crate::WorkflowStore): workflows, versions, triggers.
+//! Cases for [`WorkflowStore`](crate::store::WorkflowStore): workflows, versions, triggers.
 
 use chrono::TimeDelta;
 

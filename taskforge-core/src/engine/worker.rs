@@ -1,124 +1,46 @@
-//! Executing runs: the dispatcher that claims them, and the worker that
-//! drives one run's steps inline in its own task.
+//! The worker: drives one run's steps inline in its own task. It does the
+//! I/O (claims, commits, lease renewals, calling handlers); what it does
+//! next is decided by the state machine and the pure functions of
+//! [`crate::run::decide`].
 
 use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::engine::{Inner, RunUpdate};
+use super::shared::Shared;
+use super::update::RunUpdate;
 use crate::error::StoreError;
 use crate::id::RunId;
-use crate::retry::RetryDecision;
+use crate::run::decide::{self, AfterFailure, Resume};
 use crate::run::{
-    Fence, RunError, RunStatus, RunTransition, StepRun, StepStatus, StepTransition, WorkflowRun,
+    Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun,
+    StepStatus, StepTransition, WorkflowRun,
 };
 use crate::step::{StepContext, StepContextParts, StepError, StepExecutor};
 use crate::store::Store;
 use crate::workflow::WorkflowVersion;
 
-/// Claims runs while the engine runs: those it is woken for, and on every
-/// poll those nobody announced (other engines' runs, lapsed leases).
-pub(crate) async fn dispatch<S: Store, X: StepExecutor>(inner: Arc<Inner<S, X>>) {
-    loop {
-        if let Err(error) = fill(&inner).await {
-            tracing::warn!(%error, "looking for claimable runs failed");
-        }
-        tokio::select! {
-            biased;
-            () = inner.kill.cancelled() => return,
-            () = inner.stop_claiming.cancelled() => return,
-            () = inner.wake.notified() => {}
-            () = tokio::time::sleep(inner.config.poll_interval) => {}
-        }
-    }
-}
-
-/// Claims claimable runs until the engine is at its concurrency limit or
-/// none are left.
-async fn fill<S: Store, X: StepExecutor>(inner: &Arc<Inner<S, X>>) -> Result<(), StoreError> {
-    loop {
-        let available = inner.permits.available_permits();
-        if available == 0 || inner.stop_claiming.is_cancelled() {
-            return Ok(());
-        }
-        let ids = inner.store.list_claimable(inner.now(), available).await?;
-        let mut spawned = 0;
-        for &id in &ids {
-            match try_spawn(inner, id) {
-                Spawn::Spawned => spawned += 1,
-                Spawn::AlreadyLocal => {}
-                Spawn::NoCapacity => return Ok(()),
-            }
-        }
-        if ids.len() < available || spawned == 0 {
-            return Ok(());
-        }
-    }
-}
-
-pub(crate) enum Spawn {
-    Spawned,
-    AlreadyLocal,
-    NoCapacity,
-}
-
-/// Spawns a worker task for run `id` if this engine has a free slot and is
-/// not executing it already.
-pub(crate) fn try_spawn<S: Store, X: StepExecutor>(inner: &Arc<Inner<S, X>>, id: RunId) -> Spawn {
-    let Ok(permit) = Arc::clone(&inner.permits).try_acquire_owned() else {
-        return Spawn::NoCapacity;
-    };
-    let token = CancellationToken::new();
-    {
-        let mut local = inner.local.lock();
-        if local.contains_key(&id) {
-            return Spawn::AlreadyLocal;
-        }
-        local.insert(id, token.clone());
-    }
-    let span = tracing::info_span!("run", run_id = %id);
-    inner
-        .tracker
-        .spawn(run_task(Arc::clone(inner), id, token, permit).instrument(span));
-    Spawn::Spawned
-}
-
-async fn run_task<S: Store, X: StepExecutor>(
-    inner: Arc<Inner<S, X>>,
-    id: RunId,
-    cancel: CancellationToken,
-    permit: OwnedSemaphorePermit,
-) {
-    tokio::select! {
-        biased;
-        // Dropping the worker mid-await is exactly what a crash does: the
-        // store keeps the last committed state, and the lease lapses.
-        () = inner.kill.cancelled() => {}
-        result = execute(&inner, id, cancel) => match result {
-            Ok(()) | Err(Halt::LeaseLost) => {}
-            Err(Halt::Store(error)) => {
-                tracing::error!(%error, "store failed; the run is left to recovery");
-            }
-        },
-    }
-    inner.local.lock().remove(&id);
-    drop(permit);
-    inner.wake.notify_one();
-}
-
 /// Why a worker stopped before its run finished.
 #[derive(Debug)]
-enum Halt {
+pub(crate) enum Halt {
     /// Another worker owns the run now (or it finished): write nothing more.
     LeaseLost,
     /// The store failed; the run is left for recovery once the lease lapses.
     Store(StoreError),
+    /// The state machine refused a transition the worker asked for: a bug,
+    /// or a store that returned a record it should not have.
+    Illegal(IllegalTransition),
+}
+
+impl From<IllegalTransition> for Halt {
+    fn from(error: IllegalTransition) -> Self {
+        Self::Illegal(error)
+    }
 }
 
 impl From<StoreError> for Halt {
@@ -131,20 +53,21 @@ impl From<StoreError> for Halt {
     }
 }
 
-async fn execute<S: Store, X: StepExecutor>(
-    inner: &Arc<Inner<S, X>>,
+/// Claims run `id` and drives it until it finishes or this worker must stop.
+pub(crate) async fn execute<S: Store, X: StepExecutor>(
+    shared: &Arc<Shared<S, X>>,
     id: RunId,
     cancel: CancellationToken,
 ) -> Result<(), Halt> {
-    let now = inner.now();
-    let run = inner
+    let now = shared.now();
+    let run = shared
         .store
-        .claim_run(id, &inner.config.owner, now, inner.lease_until(now))
+        .claim_run(id, &shared.config.owner, now, shared.lease_until(now))
         .await?;
-    let version = load_version(inner, &run).await?;
+    let version = shared.version_of(&run).await?;
     let lease_expires = run.lease.as_ref().map_or(now, |l| l.expires_at);
     Worker {
-        inner,
+        shared,
         fence: run.fence(),
         input: Arc::clone(&run.input),
         run,
@@ -158,21 +81,6 @@ async fn execute<S: Store, X: StepExecutor>(
     }
     .drive()
     .await
-}
-
-async fn load_version<S: Store, X>(
-    inner: &Inner<S, X>,
-    run: &WorkflowRun,
-) -> Result<Arc<WorkflowVersion>, StoreError> {
-    if let Some(version) = inner.versions.lock().get(&run.version_id) {
-        return Ok(Arc::clone(version));
-    }
-    let version = Arc::new(inner.store.get_version(run.version_id).await?);
-    inner
-        .versions
-        .lock()
-        .insert(run.version_id, Arc::clone(&version));
-    Ok(version)
 }
 
 /// How a guarded wait ended.
@@ -189,15 +97,15 @@ enum Attempt {
     Failed(StepError, StepTransition),
 }
 
-/// Where to resume a run: the step, its next attempt, and when it is due.
-struct Resume {
+/// The next attempt to run: the step, its attempt number, and when it is due.
+struct Next {
     index: usize,
     attempt: u32,
     due: Option<DateTime<Utc>>,
 }
 
 struct Worker<'a, S, X> {
-    inner: &'a Inner<S, X>,
+    shared: &'a Shared<S, X>,
     run: WorkflowRun,
     /// The fence of every write: the claimed epoch, status `Running` once started.
     fence: Fence,
@@ -230,21 +138,21 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     .finish(RunTransition::Cancel, cancelled(None), Vec::new())
                     .await;
             }
-            let now = self.inner.now();
+            let now = self.shared.now();
             self.transition(RunTransition::Start)?;
             self.run.deadline = self
                 .version
                 .definition
                 .timeout
                 .and_then(|t| TimeDelta::from_std(t).ok())
-                .map(|t| now + t);
+                .and_then(|t| now.checked_add_signed(t));
             // Written together with the first step's start.
             self.run_dirty = true;
             self.announce_start = true;
         }
         if resumed {
             let run_id = self.run.id;
-            self.inner
+            self.shared
                 .emit(|| RunUpdate::RunStarted { run_id, resumed });
         }
         let mut next = if resumed {
@@ -253,7 +161,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 None => return Ok(()),
             }
         } else {
-            Resume {
+            Next {
                 index: 0,
                 attempt: 1,
                 due: None,
@@ -273,82 +181,42 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         self.finish(RunTransition::Succeed, None, Vec::new()).await
     }
 
-    /// Rebuilds a resumed run's position from its stored step attempts:
-    /// succeeded steps keep their outputs and are never run again; an
-    /// attempt left running by a lost worker is marked interrupted.
-    async fn recover(&mut self) -> Result<Option<Resume>, Halt> {
-        let history = self.inner.store.list_step_runs(self.run.id).await?;
-        let mut outputs = Vec::new();
-        let mut next = Resume {
-            index: 0,
-            attempt: 1,
-            due: None,
-        };
-        let mut latest: Vec<Option<StepRun>> = vec![None; self.version.definition.steps.len()];
-        for step in history {
-            if let Some(slot) = latest.get_mut(step.step_index as usize) {
-                if slot.as_ref().is_none_or(|s| s.attempt < step.attempt) {
-                    *slot = Some(step);
-                }
-            }
-        }
-        for (index, slot) in latest.into_iter().enumerate() {
-            let Some(mut step) = slot else {
-                next.index = index;
-                break;
-            };
-            next = Resume {
+    /// Rebuilds a resumed run's position from its stored step attempts, as
+    /// [`decide::resume`] says: an attempt left running by a lost worker is
+    /// recorded as interrupted, a run whose last attempt ended it is
+    /// finished, and the rest goes on from its next attempt.
+    async fn recover(&mut self) -> Result<Option<Next>, Halt> {
+        let history = self.shared.store.list_step_runs(self.run.id).await?;
+        let (resume, outputs) = decide::resume(self.version.definition.steps.len(), &history);
+        self.outputs = Arc::new(outputs);
+        match resume {
+            Resume::Step {
                 index,
-                attempt: step.attempt + 1,
-                due: None,
-            };
-            match step.status {
-                StepStatus::Succeeded => {
-                    outputs.push((step.step_key, step.output.unwrap_or(Value::Null)));
-                    next.index = index + 1;
-                    next.attempt = 1;
-                    continue;
-                }
-                StepStatus::Running => {
+                attempt,
+                due,
+                interrupt,
+            } => {
+                if let Some(mut step) = interrupt {
                     tracing::info!(step = %step.step_key, attempt = step.attempt, "interrupting an attempt whose worker was lost");
-                    step.transition(StepTransition::Interrupt, self.inner.now())
-                        .map_err(|e| Halt::Store(StoreError::Invalid(e.to_string())))?;
+                    step.transition(StepTransition::Interrupt, self.shared.now())?;
                     self.commit(vec![step]).await?;
                 }
-                StepStatus::Interrupted => {}
-                StepStatus::Failed | StepStatus::TimedOut if step.retry_at.is_some() => {
-                    next.due = step.retry_at;
-                }
-                // The last attempt gave up or was cancelled, but the run's
-                // terminal write did not land with it: finish it now.
-                StepStatus::Failed | StepStatus::TimedOut => {
-                    let error = step.error.clone().map(|f| RunError {
-                        message: f.message,
-                        step: Some(step.step_key.clone()),
-                        detail: f.detail,
-                    });
-                    self.finish(RunTransition::Fail, error, Vec::new()).await?;
-                    return Ok(None);
-                }
-                StepStatus::Cancelled => {
-                    self.finish(
-                        RunTransition::Cancel,
-                        cancelled(Some(&step.step_key)),
-                        Vec::new(),
-                    )
-                    .await?;
-                    return Ok(None);
-                }
+                Ok(Some(Next {
+                    index,
+                    attempt,
+                    due,
+                }))
             }
-            break;
+            Resume::Finish { transition, error } => {
+                self.finish(transition, error, Vec::new()).await?;
+                Ok(None)
+            }
         }
-        self.outputs = Arc::new(outputs);
-        Ok(Some(next))
     }
 
     /// Runs attempts of step `next.index` until it succeeds (returning the
     /// next step) or the run ends (returning `None`).
-    async fn run_step(&mut self, mut next: Resume) -> Result<Option<Resume>, Halt> {
+    async fn run_step(&mut self, mut next: Next) -> Result<Option<Next>, Halt> {
         let index = next.index;
         let version = Arc::clone(&self.version);
         let definition = &version.definition;
@@ -356,7 +224,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let last = index + 1 == definition.steps.len();
         loop {
             if let Some(due) = next.due.take() {
-                let wait = (due - self.inner.now()).to_std().unwrap_or_default();
+                let wait = (due - self.shared.now()).to_std().unwrap_or_default();
                 match self.guard(tokio::time::sleep(wait)).await? {
                     Guarded::Done(()) => {}
                     other => return self.interrupted(other, None).await,
@@ -367,7 +235,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     .await?;
                 return Ok(None);
             }
-            let now = self.inner.now();
+            let now = self.shared.now();
             if self.run.deadline.is_some_and(|d| d <= now) {
                 self.finish(RunTransition::TimeOut, run_timed_out(None), Vec::new())
                     .await?;
@@ -377,14 +245,14 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             let mut record = StepRun::start(self.run.id, &step.key, index as u32, attempt, now);
             self.commit(vec![record.clone()]).await?;
             let run_id = self.run.id;
-            self.inner.emit(|| RunUpdate::StepStarted {
+            self.shared.emit(|| RunUpdate::StepStarted {
                 run_id,
                 step_key: step.key.clone(),
                 attempt,
             });
 
             let ctx = self.context(&step.key, &step.config, attempt);
-            let call = self.inner.executor.execute(&step.handler, ctx);
+            let call = self.shared.executor.execute(&step.handler, ctx);
             let span = tracing::info_span!("step", step = %step.key, attempt);
             let limit = step.timeout;
             let call = async move {
@@ -408,10 +276,10 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 ),
                 other => return self.interrupted(other, Some(record)).await,
             };
-            let now = self.inner.now();
+            let now = self.shared.now();
             match attempt_result {
                 Attempt::Succeeded(output) => {
-                    self.step_transition(&mut record, StepTransition::Succeed, now)?;
+                    record.transition(StepTransition::Succeed, now)?;
                     record.output = Some(output);
                     if last {
                         self.run.output.clone_from(&record.output);
@@ -420,61 +288,55 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                         return Ok(None);
                     }
                     self.pending.push(record);
-                    return Ok(Some(Resume {
+                    return Ok(Some(Next {
                         index: index + 1,
                         attempt: 1,
                         due: None,
                     }));
                 }
                 Attempt::Failed(error, transition) => {
-                    self.step_transition(&mut record, transition, now)?;
+                    record.transition(transition, now)?;
                     record.error = Some(error.to_failure());
-                    let decision =
-                        definition
-                            .retry_policy(step)
-                            .map_or(RetryDecision::GiveUp, |policy| {
-                                policy.decide(
-                                    attempt,
-                                    error.is_terminal(),
-                                    error.retry_after_hint(),
-                                    fastrand::f64(),
-                                )
-                            });
+                    let decision = decide::after_failure(
+                        definition.retry_policy(step),
+                        attempt,
+                        transition,
+                        error.is_terminal(),
+                        error.retry_after_hint(),
+                        now,
+                        fastrand::f64(),
+                    );
                     let retry_at = match decision {
-                        RetryDecision::RetryAfter(delay) => {
-                            Some(now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX))
-                        }
-                        RetryDecision::GiveUp => None,
+                        AfterFailure::Retry(at) => Some(at),
+                        AfterFailure::Finish(_) => None,
                     };
-                    self.inner.emit(|| RunUpdate::StepFailed {
+                    self.shared.emit(|| RunUpdate::StepFailed {
                         run_id,
                         step_key: step.key.clone(),
                         attempt,
                         error: error.message().to_owned(),
                         retry_at,
                     });
-                    if let Some(at) = retry_at {
-                        record.retry_at = Some(at);
-                        self.commit(vec![record]).await?;
-                        next = Resume {
-                            index,
-                            attempt: attempt + 1,
-                            due: Some(at),
-                        };
-                        continue;
+                    match decision {
+                        AfterFailure::Retry(at) => {
+                            record.retry_at = Some(at);
+                            self.commit(vec![record]).await?;
+                            next = Next {
+                                index,
+                                attempt: attempt + 1,
+                                due: Some(at),
+                            };
+                        }
+                        AfterFailure::Finish(run_transition) => {
+                            let failure = record.error.clone().map(|f| RunError {
+                                message: f.message,
+                                step: Some(step.key.clone()),
+                                detail: f.detail,
+                            });
+                            self.finish(run_transition, failure, vec![record]).await?;
+                            return Ok(None);
+                        }
                     }
-                    let run_transition = if transition == StepTransition::TimeOut {
-                        RunTransition::TimeOut
-                    } else {
-                        RunTransition::Fail
-                    };
-                    let failure = record.error.clone().map(|f| RunError {
-                        message: f.message,
-                        step: Some(step.key.clone()),
-                        detail: f.detail,
-                    });
-                    self.finish(run_transition, failure, vec![record]).await?;
-                    return Ok(None);
                 }
             }
         }
@@ -486,7 +348,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         &mut self,
         how: Guarded<T>,
         record: Option<StepRun>,
-    ) -> Result<Option<Resume>, Halt> {
+    ) -> Result<Option<Next>, Halt> {
         let (run_transition, step_transition, error) = match how {
             Guarded::Done(_) | Guarded::LeaseLost => return Err(Halt::LeaseLost),
             Guarded::Cancelled => (
@@ -502,8 +364,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         };
         let mut steps = Vec::new();
         if let Some(mut record) = record {
-            self.step_transition(&mut record, step_transition, self.inner.now())?;
-            record.error = error.as_ref().map(|e| crate::run::StepFailure {
+            record.transition(step_transition, self.shared.now())?;
+            record.error = error.as_ref().map(|e| StepFailure {
                 message: e.message.clone(),
                 terminal: true,
                 detail: None,
@@ -526,28 +388,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         self.run_dirty = true;
         self.commit(steps).await?;
         let (run_id, status) = (self.run.id, self.run.status);
-        self.inner
+        self.shared
             .emit(|| RunUpdate::RunFinished { run_id, status });
         tracing::info!(status = %status, "run finished");
         Ok(())
     }
 
     fn transition(&mut self, transition: RunTransition) -> Result<(), Halt> {
-        let now = self.inner.now();
-        self.run
-            .transition(transition, now)
-            .map_err(|e| Halt::Store(StoreError::Invalid(e.to_string())))
-    }
-
-    fn step_transition(
-        &self,
-        record: &mut StepRun,
-        transition: StepTransition,
-        now: DateTime<Utc>,
-    ) -> Result<(), Halt> {
-        record
-            .transition(transition, now)
-            .map_err(|e| Halt::Store(StoreError::Invalid(e.to_string())))
+        let now = self.shared.now();
+        Ok(self.run.transition(transition, now)?)
     }
 
     /// Writes `steps`, with the pending succeeded attempts and the run
@@ -557,14 +406,14 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let mut batch = std::mem::take(&mut self.pending);
         batch.extend(steps);
         let run = self.run_dirty.then_some(&self.run);
-        self.inner.store.commit(self.fence, run, &batch).await?;
+        self.shared.store.commit(self.fence, run, &batch).await?;
         if self.run_dirty {
             self.run_dirty = false;
             self.fence = self.run.fence();
         }
         let run_id = self.run.id;
         if std::mem::take(&mut self.announce_start) {
-            self.inner.emit(|| RunUpdate::RunStarted {
+            self.shared.emit(|| RunUpdate::RunStarted {
                 run_id,
                 resumed: false,
             });
@@ -573,7 +422,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             if step.status != StepStatus::Succeeded {
                 continue;
             }
-            self.inner.emit(|| RunUpdate::StepSucceeded {
+            self.shared.emit(|| RunUpdate::StepSucceeded {
                 run_id,
                 step_key: step.step_key.clone(),
                 attempt: step.attempt,
@@ -585,8 +434,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     }
 
     fn context(&self, step_key: &str, config: &Value, attempt: u32) -> StepContext {
-        let progress = (self.inner.updates.receiver_count() > 0).then(|| {
-            let updates = self.inner.updates.clone();
+        let progress = (self.shared.updates.receiver_count() > 0).then(|| {
+            let updates = self.shared.updates.clone();
             let (run_id, step_key) = (self.run.id, step_key.to_owned());
             Arc::new(move |progress: Value| {
                 let _ = updates.send(RunUpdate::StepProgress {
@@ -616,7 +465,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     async fn guard<F: Future>(&mut self, fut: F) -> Result<Guarded<F::Output>, Halt> {
         tokio::pin!(fut);
         let deadline = self.run.deadline.map(|d| self.instant_at(d));
-        let ttl = self.inner.config.lease_ttl;
+        let ttl = self.shared.config.lease_ttl;
         loop {
             // Renew a third of the way into the lease, so two renewals can
             // fail before it lapses.
@@ -637,10 +486,10 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
 
     /// Renews the lease; `false` once it is lost.
     async fn renew(&mut self) -> Result<bool, Halt> {
-        let now = self.inner.now();
-        let until = self.inner.lease_until(now);
+        let now = self.shared.now();
+        let until = self.shared.lease_until(now);
         match self
-            .inner
+            .shared
             .store
             .renew_lease(self.run.id, self.fence.epoch, until)
             .await
@@ -660,18 +509,22 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 // Keep going while the lease still holds; past it, another
                 // engine may already own the run.
                 let margin =
-                    TimeDelta::from_std(self.inner.config.lease_ttl / 10).unwrap_or_default();
+                    TimeDelta::from_std(self.shared.config.lease_ttl / 10).unwrap_or_default();
                 Ok(now + margin < self.lease_expires)
             }
         }
     }
 
+    /// The monotonic instant of wall-clock time `at`: now if it is past, a
+    /// year ahead at most (a timer that far out is re-armed long before).
     fn instant_at(&self, at: DateTime<Utc>) -> Instant {
-        let delta = at - self.inner.now();
-        match delta.to_std() {
-            Ok(ahead) => Instant::now() + ahead,
-            Err(_) => Instant::now(),
-        }
+        const FAR: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 60 * 60);
+        let ahead = at
+            .signed_duration_since(self.shared.now())
+            .to_std()
+            .unwrap_or_default()
+            .min(FAR);
+        Instant::now() + ahead
     }
 }
 

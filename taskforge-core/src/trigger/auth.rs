@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::webhook::{Headers, Rejection, DEFAULT_TIMESTAMP_TOLERANCE, GITHUB_SIGNATURE_HEADER};
+use super::request::{Headers, Rejection, DEFAULT_TIMESTAMP_TOLERANCE, GITHUB_SIGNATURE_HEADER};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -137,14 +137,13 @@ pub enum OverlapAction {
 
 impl OverlapPolicy {
     /// What to do with a tick, given whether a run of the trigger is still
-    /// going and whether a tick is queued already.
+    /// going. A queued tick is the slot left due, so at most one waits.
     #[must_use]
-    pub fn decide(self, previous_running: bool, tick_queued: bool) -> OverlapAction {
+    pub fn decide(self, previous_running: bool) -> OverlapAction {
         match self {
             _ if !previous_running => OverlapAction::Start,
             Self::Allow => OverlapAction::Start,
             Self::Skip => OverlapAction::Skip,
-            Self::QueueOne if tick_queued => OverlapAction::Skip,
             Self::QueueOne => OverlapAction::Queue,
             Self::CancelPrevious => OverlapAction::CancelPreviousAndStart,
         }
@@ -461,7 +460,7 @@ impl CronSchedule {
 /// The dedup key of a cron tick: the same for every engine that fires
 /// `slot` of `trigger_id`, so the store keeps one event per slot.
 #[must_use]
-pub fn tick_dedup_key(trigger_id: TriggerId, slot: DateTime<Utc>) -> String {
+pub(crate) fn tick_dedup_key(trigger_id: TriggerId, slot: DateTime<Utc>) -> String {
     format!(
         "cron:{trigger_id}:{}",
         slot.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -578,6 +577,26 @@ fn weekday(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid utc time")
+    }
+
+    #[test]
+    fn tick_dedup_keys_collide_for_one_slot_only() {
+        let trigger = TriggerId::new();
+        let slot = utc(2026, 3, 8, 7, 0, 0);
+        assert_eq!(tick_dedup_key(trigger, slot), tick_dedup_key(trigger, slot));
+        assert_ne!(
+            tick_dedup_key(trigger, slot),
+            tick_dedup_key(trigger, slot + TimeDelta::seconds(1))
+        );
+        assert_ne!(
+            tick_dedup_key(trigger, slot),
+            tick_dedup_key(TriggerId::new(), slot)
+        );
+        assert!(tick_dedup_key(trigger, slot).ends_with(":2026-03-08T07:00:00Z"));
+    }
 
     #[test]
     fn weekday_translation() {

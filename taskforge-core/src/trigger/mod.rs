@@ -1,13 +1,28 @@
-//! Triggers: the entrypoints that start runs.
+//! Triggers: the entrypoints that start runs, and the code that checks
+//! what reaches them.
+//!
+//! - [`webhook`](self::webhook): a webhook trigger's configuration and the
+//!   verification of a delivery, with its parts in their own files:
+//!   [`request`](self::request) (what the HTTP layer hands over, and why a
+//!   delivery is refused), [`auth`](self::auth) (bearer tokens and
+//!   signatures) and [`filter`](self::filter) (payload filters);
+//! - [`cron`](self::cron): cron expressions, time zones and the slots due.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{TriggerId, WorkflowId};
-pub use crate::schedule::CronConfig;
-use crate::schedule::ScheduleError;
-use crate::webhook::InvalidWebhookConfig;
-pub use crate::webhook::WebhookConfig;
+
+pub(crate) mod auth;
+pub(crate) mod cron;
+pub(crate) mod filter;
+pub(crate) mod request;
+pub(crate) mod webhook;
+
+pub use self::cron::CronConfig;
+use self::cron::ScheduleError;
+use self::webhook::InvalidWebhookConfig;
+pub use self::webhook::WebhookConfig;
 
 /// An entrypoint that starts runs of one workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

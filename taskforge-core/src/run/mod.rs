@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::IllegalTransition;
 use crate::id::{EventId, RunId, StepRunId, VersionId, WorkflowId};
 use crate::workflow::WorkflowVersion;
+
+pub(crate) mod decide;
 
 /// Where a run is in its lifecycle.
 ///
@@ -102,6 +103,14 @@ impl RunStatus {
                 transition,
             }),
         }
+    }
+
+    /// The status a recorded history of transitions leads to from
+    /// `Queued`, or the first transition it does not allow.
+    pub fn replay(history: &[RunTransition]) -> Result<Self, IllegalTransition> {
+        history
+            .iter()
+            .try_fold(Self::Queued, |status, &t| status.apply(t))
     }
 
     /// Whether no transition leaves this status.
@@ -232,12 +241,6 @@ impl fmt::Display for StepStatus {
     }
 }
 
-/// Replays a recorded history of run transitions from `Queued`.
-pub fn replay_run(history: &[RunTransition]) -> Result<RunStatus, IllegalTransition> {
-    history
-        .iter()
-        .try_fold(RunStatus::Queued, |status, &t| status.apply(t))
-}
 
 /// The claim a worker holds on a run while it executes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,12 +382,6 @@ impl WorkflowRun {
         }
     }
 
-    /// Whether a worker may claim it at `now`: it is queued or running, and
-    /// holds no lease or one that lapsed at or before `now`.
-    #[must_use]
-    pub fn is_claimable(&self, now: DateTime<Utc>) -> bool {
-        !self.status.is_terminal() && self.lease.as_ref().is_none_or(|l| l.expires_at <= now)
-    }
 }
 
 /// Why a step attempt failed, stored so it survives restarts.
@@ -477,8 +474,30 @@ impl StepRun {
 
 /// The idempotency key of step `step_key` of run `run_id`.
 #[must_use]
-pub fn idempotency_key(run_id: RunId, step_key: &str) -> String {
+pub(crate) fn idempotency_key(run_id: RunId, step_key: &str) -> String {
     format!("{run_id}/{step_key}")
+}
+
+/// A lifecycle transition that the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IllegalTransition {
+    /// A run transition that its current status does not allow.
+    #[error("illegal run transition {transition:?} from {from:?}")]
+    Run {
+        /// The status the run is in.
+        from: RunStatus,
+        /// The transition asked for.
+        transition: RunTransition,
+    },
+    /// A step transition that its current status does not allow.
+    #[error("illegal step transition {transition:?} from {from:?}")]
+    Step {
+        /// The status the step attempt is in.
+        from: StepStatus,
+        /// The transition asked for.
+        transition: StepTransition,
+    },
 }
 
 #[cfg(test)]
@@ -506,7 +525,7 @@ mod tests {
     #[test]
     fn the_happy_path_and_cancellation_are_legal() {
         assert_eq!(
-            replay_run(&[
+            RunStatus::replay(&[
                 RunTransition::Start,
                 RunTransition::Resume,
                 RunTransition::Succeed
@@ -514,11 +533,11 @@ mod tests {
             Ok(RunStatus::Succeeded)
         );
         assert_eq!(
-            replay_run(&[RunTransition::Cancel]),
+            RunStatus::replay(&[RunTransition::Cancel]),
             Ok(RunStatus::Cancelled)
         );
         assert_eq!(
-            replay_run(&[RunTransition::Succeed]),
+            RunStatus::replay(&[RunTransition::Succeed]),
             Err(IllegalTransition::Run {
                 from: RunStatus::Queued,
                 transition: RunTransition::Succeed

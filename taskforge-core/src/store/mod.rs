@@ -1,5 +1,9 @@
-//! The storage contract: small traits that every backend implements, and the
-//! conformance suite (behind the `testing` feature) checks.
+//! The storage contract, for backend authors: small traits that every
+//! backend implements, the [`rules`] they all apply, and the conformance
+//! suite (core's `testing` feature) that checks them.
+//!
+//! `Arc<T>` implements the traits whenever `T` does, `Arc<dyn Store>`
+//! included, so a host can choose its backend at run time.
 //!
 //! A backend implements all three traits over one database, because some
 //! writes span them (an event and the run it starts are stored atomically).
@@ -18,8 +22,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use crate::error::StoreError;
-pub use crate::run::{Fence, Lease};
-use crate::event::{Event, OutcomeKind};
+pub use crate::event::OutcomeKind;
+pub use crate::run::{Fence, Lease, RunTransition, StepTransition};
+
+mod arc;
+pub mod rules;
+use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{RunStatus, StepRun, WorkflowRun};
 use crate::trigger::Trigger;
@@ -97,15 +105,6 @@ pub struct EventQuery {
     pub after: Option<EventId>,
     /// The most events to return, from 1 to [`MAX_PAGE_SIZE`]; 0 means 100.
     pub limit: usize,
-}
-
-/// The effective page size of a query's `limit`.
-#[must_use]
-pub fn page_limit(limit: usize) -> usize {
-    match limit {
-        0 => 100,
-        n => n.min(MAX_PAGE_SIZE),
-    }
 }
 
 /// The result of [`EventStore::insert_event`].
@@ -298,7 +297,7 @@ pub trait RunStore: Send + Sync + 'static {
     /// # Contract
     /// Atomic compare-and-set: succeeds only if the run is queued or
     /// running, with no lease or a lease that lapsed at or before `now`
-    /// (see [`WorkflowRun::is_claimable`]). Of concurrent claims exactly one
+    /// (see [`rules::is_claimable`]). Of concurrent claims exactly one
     /// succeeds; the others get `Conflict` and change nothing. `NotFound` if
     /// absent. The status is not changed; the new owner changes it with a
     /// fenced [`commit`](Self::commit). Need not be durable on return, as

@@ -152,7 +152,7 @@ pub struct FilterMiss {
 
 /// Whether `payload` passes every filter; the first one that misses is
 /// reported. No filters at all always pass.
-pub fn matches(filters: &[Filter], payload: &Value) -> Result<(), FilterMiss> {
+pub(crate) fn check_all(filters: &[Filter], payload: &Value) -> Result<(), FilterMiss> {
     filters.iter().try_for_each(|filter| filter.check(payload))
 }
 
@@ -162,7 +162,7 @@ pub fn matches(filters: &[Filter], payload: &Value) -> Result<(), FilterMiss> {
 /// character further: an earlier star can never do better than a later one,
 /// so there is no exponential backtracking.
 #[must_use]
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);
@@ -262,7 +262,7 @@ mod tests {
         assert!(Filter::exists("/absent").check(&payload).is_err());
         assert!(Filter::glob("/tag", "v1.*").check(&payload).is_ok());
         assert!(Filter::glob("/n", "*").check(&payload).is_err());
-        assert!(matches(&[], &payload).is_ok());
+        assert!(check_all(&[], &payload).is_ok());
     }
 
     #[test]

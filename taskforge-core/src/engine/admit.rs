@@ -1,0 +1,163 @@
+//! Admission: the one way into the engine. A manual start, a webhook
+//! delivery, a cron tick and a replay all end here, so dedup windows,
+//! outcomes and wake-ups are the same whichever way work came in.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+
+use super::dispatch::{self, Spawn};
+use super::shared::Shared;
+use super::update::RunUpdate;
+use crate::error::{EngineError, StoreError};
+use crate::event::{Event, EventOutcome};
+use crate::run::WorkflowRun;
+use crate::step::StepExecutor;
+use crate::store::{EventInsert, Store};
+use crate::workflow::{Workflow, WorkflowVersion};
+
+/// What comes into the engine.
+pub(crate) struct Admission {
+    /// The event to record, if the request is a new one. `None` for a run
+    /// of an event recorded already (a replay) and for a manual start
+    /// without an idempotency key, which nothing could deduplicate.
+    pub(crate) event: Option<Event>,
+    /// The run it starts, if any; stored atomically with the event.
+    pub(crate) run: Option<WorkflowRun>,
+    /// How long a repeat of the event's dedup key counts as a duplicate;
+    /// `None`: forever.
+    pub(crate) dedup_window: Option<TimeDelta>,
+}
+
+/// What came of an [`Admission`].
+pub(crate) enum Admitted {
+    /// Stored; the run (if any) is queued and the dispatcher woken.
+    Stored {
+        /// The queued run.
+        run: Option<WorkflowRun>,
+    },
+    /// A repeat of a stored event within its dedup window: nothing was
+    /// stored; this is the original.
+    Duplicate(Event),
+}
+
+/// Stores an admission's event and run in one atomic write, unless the
+/// event repeats a stored one within the dedup window; then announces the
+/// run. A repeat older than the window is stored under the key's next
+/// generation (`key#2`, ...), so repeats of *it* are duplicates again.
+pub(crate) async fn admit<S: Store, X: StepExecutor>(
+    shared: &Arc<Shared<S, X>>,
+    admission: Admission,
+) -> Result<Admitted, EngineError> {
+    let Admission {
+        event,
+        run,
+        dedup_window,
+    } = admission;
+    match event {
+        Some(mut event) => {
+            if let Some(original) = record(shared, &mut event, run.as_ref(), dedup_window).await? {
+                return Ok(Admitted::Duplicate(original));
+            }
+            if let Some(run) = &run {
+                enqueued(shared, run);
+            }
+            Ok(Admitted::Stored { run })
+        }
+        None => {
+            if let Some(run) = &run {
+                shared.store.insert_run(run).await?;
+                enqueued(shared, run);
+            }
+            Ok(Admitted::Stored { run })
+        }
+    }
+}
+
+/// Stores `event` with `run`; the original if it is a duplicate.
+async fn record<S: Store, X>(
+    shared: &Shared<S, X>,
+    event: &mut Event,
+    run: Option<&WorkflowRun>,
+    window: Option<TimeDelta>,
+) -> Result<Option<Event>, EngineError> {
+    let base = event.dedup_key.clone();
+    for generation in 1u32.. {
+        if generation > 1 {
+            event.dedup_key = base.as_ref().map(|key| format!("{key}#{generation}"));
+        }
+        match shared.store.insert_event(event, run).await? {
+            EventInsert::Inserted => return Ok(None),
+            EventInsert::Duplicate(original) => {
+                let expired = window.is_some_and(|w| {
+                    event.received_at.signed_duration_since(original.received_at) >= w
+                });
+                if !expired {
+                    return Ok(Some(*original));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Announces a freshly stored run: subscribers hear of it, and this engine
+/// takes it at once when it has a free slot (no dispatcher round trip, no
+/// store query to find it again), or wakes the dispatcher.
+fn enqueued<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, run: &WorkflowRun) {
+    shared.emit(|| RunUpdate::RunQueued {
+        run_id: run.id,
+        workflow_id: run.workflow_id,
+    });
+    if !shared.is_claiming() {
+        return;
+    }
+    match dispatch::try_spawn(shared, run.id) {
+        Spawn::NoCapacity => shared.wake.notify_one(),
+        Spawn::Spawned | Spawn::AlreadyLocal => {}
+    }
+}
+
+/// A queued run of the workflow's latest version, caused by `event`, whose
+/// outcome becomes "started this run".
+pub(crate) async fn run_for_event<S: Store, X>(
+    shared: &Shared<S, X>,
+    workflow: &Workflow,
+    event: &mut Event,
+) -> Result<WorkflowRun, EngineError> {
+    let version = latest_version(shared, workflow).await?;
+    let mut run = WorkflowRun::new(&version, Arc::clone(&event.payload), event.received_at);
+    run.event_id = Some(event.id);
+    event.outcome = EventOutcome::RunStarted { run_id: run.id };
+    Ok(run)
+}
+
+/// The workflow's latest version; `NoVersion` if it has none.
+pub(crate) async fn latest_version<S: Store, X>(
+    shared: &Shared<S, X>,
+    workflow: &Workflow,
+) -> Result<WorkflowVersion, EngineError> {
+    shared
+        .store
+        .latest_version(workflow.id)
+        .await?
+        .ok_or_else(|| EngineError::NoVersion(workflow.name.clone()))
+}
+
+/// The run an admitted duplicate started, read back from the store.
+pub(crate) async fn original_run<S: Store, X>(
+    shared: &Shared<S, X>,
+    original: &Event,
+    key: &str,
+) -> Result<WorkflowRun, EngineError> {
+    let run_id = original.outcome.run_id().ok_or_else(|| {
+        EngineError::InvalidInput(format!(
+            "idempotency key {key:?} was used by an event that started no run"
+        ))
+    })?;
+    shared
+        .store
+        .get_run(run_id)
+        .await
+        .map_err(|e: StoreError| e.into())
+}

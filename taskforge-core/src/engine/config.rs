@@ -1,0 +1,68 @@
+//! The engine's settings, and the options of a manual start.
+
+use std::time::Duration;
+
+/// Engine settings; set them through [`EngineBuilder`](crate::EngineBuilder).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// The name this engine claims runs under; unique per engine instance.
+    pub owner: String,
+    /// The most runs this engine executes at once.
+    pub max_concurrent_runs: usize,
+    /// How long a claim lasts unless renewed. A crashed engine's runs are
+    /// picked up this long after its last renewal.
+    pub lease_ttl: Duration,
+    /// How often the dispatcher looks for queued runs and lapsed leases
+    /// that it was not told about (other engines' runs, crash recovery).
+    pub poll_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            owner: format!("engine-{}", uuid::Uuid::now_v7()),
+            max_concurrent_runs: 256,
+            lease_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Options of [`Engine::start_run_with`](crate::Engine::start_run_with).
+///
+/// ```
+/// use taskforge_core::RunOptions;
+///
+/// let options = RunOptions::new().version(2).idempotency_key("deploy-v1.4.0");
+/// assert_eq!(options.version, Some(2));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct RunOptions {
+    /// Run this version number instead of the latest.
+    pub version: Option<u32>,
+    /// Starting twice with the same key gives the same run.
+    pub idempotency_key: Option<String>,
+}
+
+impl RunOptions {
+    /// The defaults: the latest version, no idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs version `number` instead of the latest.
+    pub fn version(mut self, number: u32) -> Self {
+        self.version = Some(number);
+        self
+    }
+
+    /// Makes the start idempotent: starting again with the same key
+    /// returns the first run.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}

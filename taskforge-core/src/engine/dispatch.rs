@@ -1,0 +1,109 @@
+//! The dispatcher: claims runs and hands each to a worker task of its own.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::shared::Shared;
+use super::worker::{self, Halt};
+use crate::error::StoreError;
+use crate::id::RunId;
+use crate::step::StepExecutor;
+use crate::store::Store;
+
+/// Claims runs while the engine runs: those it is woken for, and on every
+/// poll those nobody announced (other engines' runs, lapsed leases).
+pub(crate) async fn dispatch<S: Store, X: StepExecutor>(shared: Arc<Shared<S, X>>) {
+    loop {
+        if let Err(error) = fill(&shared).await {
+            tracing::warn!(%error, "looking for claimable runs failed");
+        }
+        tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => return,
+            () = shared.stop_claiming.cancelled() => return,
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep(shared.config.poll_interval) => {}
+        }
+    }
+}
+
+/// Claims claimable runs until the engine is at its concurrency limit or
+/// none are left.
+async fn fill<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>) -> Result<(), StoreError> {
+    loop {
+        let available = shared.permits.available_permits();
+        if available == 0 || shared.stop_claiming.is_cancelled() {
+            return Ok(());
+        }
+        let ids = shared.store.list_claimable(shared.now(), available).await?;
+        let mut spawned = 0;
+        for &id in &ids {
+            match try_spawn(shared, id) {
+                Spawn::Spawned => spawned += 1,
+                Spawn::AlreadyLocal => {}
+                Spawn::NoCapacity => return Ok(()),
+            }
+        }
+        if ids.len() < available || spawned == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// What came of [`try_spawn`].
+pub(crate) enum Spawn {
+    Spawned,
+    AlreadyLocal,
+    NoCapacity,
+}
+
+/// Spawns a worker task for run `id` if this engine has a free slot and is
+/// not executing it already.
+pub(crate) fn try_spawn<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, id: RunId) -> Spawn {
+    let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
+        return Spawn::NoCapacity;
+    };
+    let token = CancellationToken::new();
+    {
+        let mut local = shared.local.lock();
+        if local.contains_key(&id) {
+            return Spawn::AlreadyLocal;
+        }
+        local.insert(id, token.clone());
+    }
+    let span = tracing::info_span!("run", run_id = %id);
+    shared
+        .tracker
+        .spawn(run_task(Arc::clone(shared), id, token, permit).instrument(span));
+    Spawn::Spawned
+}
+
+async fn run_task<S: Store, X: StepExecutor>(
+    shared: Arc<Shared<S, X>>,
+    id: RunId,
+    cancel: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    tokio::select! {
+        biased;
+        // Dropping the worker mid-await is exactly what a crash does: the
+        // store keeps the last committed state, and the lease lapses.
+        () = shared.kill.cancelled() => {}
+        result = worker::execute(&shared, id, cancel) => match result {
+            Ok(()) | Err(Halt::LeaseLost) => {}
+            Err(Halt::Store(error)) => {
+                tracing::error!(%error, "store failed; the run is left to recovery");
+            }
+            Err(Halt::Illegal(error)) => {
+                tracing::error!(%error, "the state machine refused the worker; the run is left to recovery");
+            }
+        },
+    }
+    shared.local.lock().remove(&id);
+    drop(permit);
+    shared.wake.notify_one();
+}
+

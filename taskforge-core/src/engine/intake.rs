@@ -1,0 +1,237 @@
+//! Webhook intake: verifying a delivery, turning it into an event (and
+//! the run it starts) and admitting it.
+//!
+//! Every delivery that passes verification is stored as an [`Event`]
+//! together with the run it starts, in one atomic write, so a delivery
+//! starts its run exactly once: a repeat (same dedup key) is answered with
+//! the original event and run, and stores nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+
+use super::admit::{self, Admission, Admitted};
+use super::shared::Shared;
+use crate::error::{EngineError, StoreError};
+use crate::event::{Event, EventOutcome, EventSource};
+use crate::id::{EventId, RunId, TriggerId, WorkflowId};
+use crate::step::StepExecutor;
+use crate::store::Store;
+use crate::trigger::request::{Rejection, WebhookRequest};
+use crate::trigger::{Trigger, TriggerKind};
+
+/// What came of a webhook delivery, and what the HTTP layer should answer
+/// ([`Delivery::http_status`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Stored as an event that started a run. HTTP 202.
+    Accepted {
+        /// The stored event.
+        event_id: EventId,
+        /// The run it started.
+        run_id: RunId,
+    },
+    /// Stored as an event, but no run was started because the workflow is
+    /// inactive or the trigger disabled (the event's outcome says which).
+    /// HTTP 202: the delivery was taken; retrying would not change it.
+    Recorded {
+        /// The stored event.
+        event_id: EventId,
+        /// Why no run started.
+        outcome: EventOutcome,
+    },
+    /// A repeat of a stored delivery: nothing was stored. HTTP 200, so the
+    /// sender stops retrying.
+    Duplicate {
+        /// The original event.
+        event_id: EventId,
+        /// The run the original started, if any.
+        run_id: Option<RunId>,
+    },
+    /// Stored as an event, but its payload missed the trigger's filters.
+    /// HTTP 204.
+    Filtered {
+        /// The stored event.
+        event_id: EventId,
+        /// Which filter missed.
+        reason: String,
+    },
+    /// Refused before anything was stored (too large, unauthenticated,
+    /// malformed, ...). HTTP status from [`Rejection::http_status`].
+    Rejected(Rejection),
+    /// No enabled or disabled webhook trigger has this path. HTTP 404.
+    UnknownPath,
+}
+
+impl Delivery {
+    /// The HTTP status an HTTP layer should answer with.
+    #[must_use]
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Accepted { .. } | Self::Recorded { .. } => 202,
+            Self::Duplicate { .. } => 200,
+            Self::Filtered { .. } => 204,
+            Self::Rejected(rejection) => rejection.http_status(),
+            Self::UnknownPath => 404,
+        }
+    }
+}
+
+/// Creates an enabled trigger for a workflow, after checking its
+/// configuration (a cron expression that parses, a webhook path that is
+/// free, ...).
+pub(crate) async fn create_trigger<S: Store, X>(
+    shared: &Shared<S, X>,
+    workflow_id: WorkflowId,
+    kind: TriggerKind,
+) -> Result<Trigger, EngineError> {
+    kind.validate()?;
+    if let TriggerKind::Webhook(config) = &kind {
+        if webhook_trigger(shared, &config.path, true).await?.is_some() {
+            return Err(StoreError::already_exists("webhook path", &config.path).into());
+        }
+    }
+    let trigger = Trigger::new(workflow_id, kind, shared.now());
+    shared.store.insert_trigger(&trigger).await?;
+    shared.webhooks.paths.lock().take();
+    Ok(trigger)
+}
+
+/// Takes a webhook delivery for the trigger at `path`: verifies it (size,
+/// token, signature, JSON), stores it as an event, and starts a run unless
+/// it is a duplicate, filtered out, or its workflow or trigger is off.
+pub(crate) async fn deliver<S: Store, X: StepExecutor>(
+    shared: &Arc<Shared<S, X>>,
+    path: &str,
+    request: &WebhookRequest,
+) -> Result<Delivery, EngineError> {
+    let Some(trigger) = webhook_trigger(shared, path, false).await? else {
+        return Ok(Delivery::UnknownPath);
+    };
+    let TriggerKind::Webhook(config) = &trigger.kind else {
+        return Ok(Delivery::UnknownPath);
+    };
+    let now = shared.now();
+    let delivery = match config.verify(request, now) {
+        Ok(delivery) => delivery,
+        Err(rejection) => {
+            *shared
+                .webhooks
+                .rejections
+                .lock()
+                .entry(trigger.id)
+                .or_default() += 1;
+            tracing::info!(trigger_id = %trigger.id, %rejection, "webhook delivery rejected");
+            return Ok(Delivery::Rejected(rejection));
+        }
+    };
+    let workflow = shared.store.get_workflow(trigger.workflow_id).await?;
+    let filtered = config.matches(&delivery.payload).err();
+    let mut event = Event {
+        id: EventId::new(),
+        workflow_id: trigger.workflow_id,
+        trigger_id: Some(trigger.id),
+        source: EventSource::Webhook,
+        received_at: now,
+        // Scoped by trigger: two hooks of one workflow may see equal bodies.
+        dedup_key: Some(format!("webhook:{}:{}", trigger.id, delivery.dedup_key)),
+        payload: Arc::new(delivery.payload),
+        metadata: delivery.metadata,
+        outcome: EventOutcome::WorkflowInactive,
+    };
+    let run = match (&filtered, trigger.enabled, workflow.active) {
+        (Some(miss), _, _) => {
+            event.outcome = EventOutcome::Filtered {
+                reason: miss.to_string(),
+            };
+            None
+        }
+        (None, false, _) => {
+            event.outcome = EventOutcome::TriggerDisabled;
+            None
+        }
+        (None, true, false) => None,
+        (None, true, true) => Some(admit::run_for_event(shared, &workflow, &mut event).await?),
+    };
+    let (event_id, outcome) = (event.id, event.outcome.clone());
+    let admission = Admission {
+        event: Some(event),
+        run,
+        dedup_window: config
+            .dedup_window
+            .and_then(|w| TimeDelta::from_std(w).ok()),
+    };
+    Ok(match admit::admit(shared, admission).await? {
+        Admitted::Duplicate(original) => Delivery::Duplicate {
+            event_id: original.id,
+            run_id: original.outcome.run_id(),
+        },
+        Admitted::Stored { run: Some(run) } => Delivery::Accepted {
+            event_id,
+            run_id: run.id,
+        },
+        Admitted::Stored { run: None } => match outcome {
+            EventOutcome::Filtered { reason } => Delivery::Filtered { event_id, reason },
+            outcome => Delivery::Recorded { event_id, outcome },
+        },
+    })
+}
+
+/// How many deliveries to a trigger were rejected since this engine started.
+pub(crate) fn rejected_deliveries<S, X>(shared: &Shared<S, X>, trigger_id: TriggerId) -> u64 {
+    shared
+        .webhooks
+        .rejections
+        .lock()
+        .get(&trigger_id)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The webhook trigger at `path`, read fresh from the store (so a trigger
+/// disabled by another engine is seen as disabled).
+async fn webhook_trigger<S: Store, X>(
+    shared: &Shared<S, X>,
+    path: &str,
+    refresh: bool,
+) -> Result<Option<Trigger>, EngineError> {
+    let cached = {
+        let paths = shared.webhooks.paths.lock();
+        paths
+            .as_ref()
+            .and_then(|(paths, read_at)| match paths.get(path) {
+                Some(&id) => Some(Some(id)),
+                None if read_at.elapsed() < PATH_MISS_TTL => Some(None),
+                None => None,
+            })
+    };
+    let id = match cached {
+        Some(found) if !refresh => found,
+        _ => {
+            let triggers = shared.store.list_triggers(None).await?;
+            let paths: HashMap<String, TriggerId> = triggers
+                .into_iter()
+                .filter_map(|t| match t.kind {
+                    TriggerKind::Webhook(config) => Some((config.path, t.id)),
+                    _ => None,
+                })
+                .collect();
+            let found = paths.get(path).copied();
+            *shared.webhooks.paths.lock() = Some((paths, Instant::now()));
+            found
+        }
+    };
+    match id {
+        Some(id) => Ok(Some(shared.store.get_trigger(id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// How long the path cache may answer "no such path" before the triggers
+/// are read again: long enough that a flood of deliveries to unknown paths
+/// costs one listing a second, short enough that a trigger created by
+/// another engine is found promptly.
+const PATH_MISS_TTL: Duration = Duration::from_secs(1);

@@ -1,0 +1,76 @@
+//! The live stream of what happens in runs.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::id::{RunId, WorkflowId};
+use crate::run::RunStatus;
+
+/// What happened in a run, as it happens. Delivered to
+/// [`Engine::subscribe`]rs; the store keeps the durable history.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RunUpdate {
+    /// A run was queued.
+    RunQueued {
+        /// The run.
+        run_id: RunId,
+        /// Its workflow.
+        workflow_id: WorkflowId,
+    },
+    /// A worker started (or, after a crash, resumed) a run.
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// Whether it was resumed from an earlier worker.
+        resumed: bool,
+    },
+    /// A step attempt started.
+    StepStarted {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_key: String,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A step attempt succeeded.
+    StepSucceeded {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_key: String,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A step attempt failed; `retry_at` says when the next one starts,
+    /// `None` if none will.
+    StepFailed {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_key: String,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+        /// When the next attempt is due.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// A handler reported progress.
+    StepProgress {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_key: String,
+        /// What it reported.
+        progress: Value,
+    },
+    /// A run reached a terminal status.
+    RunFinished {
+        /// The run.
+        run_id: RunId,
+        /// Its terminal status.
+        status: RunStatus,
+    },
+}

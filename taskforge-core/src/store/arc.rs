@@ -1,0 +1,136 @@
+//! The store traits for shared pointers: `Arc<T>` is a store whenever `T`
+//! is, `Arc<dyn Store>` included, so a host can pick its backend at run
+//! time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError,
+    WorkflowStore,
+};
+use crate::event::Event;
+use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
+use crate::run::{StepRun, WorkflowRun};
+use crate::trigger::Trigger;
+use crate::workflow::{Workflow, WorkflowVersion};
+
+
+#[async_trait]
+impl<T: WorkflowStore + ?Sized> WorkflowStore for Arc<T> {
+    async fn insert_workflow(&self, workflow: &Workflow) -> Result<(), StoreError> {
+        (**self).insert_workflow(workflow).await
+    }
+
+    async fn update_workflow(&self, workflow: &Workflow) -> Result<(), StoreError> {
+        (**self).update_workflow(workflow).await
+    }
+
+    async fn get_workflow(&self, id: WorkflowId) -> Result<Workflow, StoreError> {
+        (**self).get_workflow(id).await
+    }
+
+    async fn find_workflow(&self, name: &str) -> Result<Option<Workflow>, StoreError> {
+        (**self).find_workflow(name).await
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<Workflow>, StoreError> {
+        (**self).list_workflows().await
+    }
+
+    async fn insert_version(&self, version: &WorkflowVersion) -> Result<(), StoreError> {
+        (**self).insert_version(version).await
+    }
+
+    async fn get_version(&self, id: VersionId) -> Result<WorkflowVersion, StoreError> {
+        (**self).get_version(id).await
+    }
+
+    async fn get_version_by_number(&self, workflow_id: WorkflowId, number: u32,) -> Result<WorkflowVersion, StoreError> {
+        (**self).get_version_by_number(workflow_id, number).await
+    }
+
+    async fn latest_version(&self, workflow_id: WorkflowId,) -> Result<Option<WorkflowVersion>, StoreError> {
+        (**self).latest_version(workflow_id).await
+    }
+
+    async fn list_versions(&self, workflow_id: WorkflowId,) -> Result<Vec<WorkflowVersion>, StoreError> {
+        (**self).list_versions(workflow_id).await
+    }
+
+    async fn insert_trigger(&self, trigger: &Trigger) -> Result<(), StoreError> {
+        (**self).insert_trigger(trigger).await
+    }
+
+    async fn update_trigger(&self, trigger: &Trigger) -> Result<(), StoreError> {
+        (**self).update_trigger(trigger).await
+    }
+
+    async fn get_trigger(&self, id: TriggerId) -> Result<Trigger, StoreError> {
+        (**self).get_trigger(id).await
+    }
+
+    async fn list_triggers(&self, workflow_id: Option<WorkflowId>,) -> Result<Vec<Trigger>, StoreError> {
+        (**self).list_triggers(workflow_id).await
+    }
+}
+
+#[async_trait]
+impl<T: EventStore + ?Sized> EventStore for Arc<T> {
+    async fn insert_event(&self, event: &Event, run: Option<&WorkflowRun>,) -> Result<EventInsert, StoreError> {
+        (**self).insert_event(event, run).await
+    }
+
+    async fn get_event(&self, id: EventId) -> Result<Event, StoreError> {
+        (**self).get_event(id).await
+    }
+
+    async fn find_event_by_dedup_key(&self, workflow_id: WorkflowId, dedup_key: &str,) -> Result<Option<Event>, StoreError> {
+        (**self).find_event_by_dedup_key(workflow_id, dedup_key).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Page<Event, EventId>, StoreError> {
+        (**self).list_events(query).await
+    }
+}
+
+#[async_trait]
+impl<T: RunStore + ?Sized> RunStore for Arc<T> {
+    async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError> {
+        (**self).insert_run(run).await
+    }
+
+    async fn get_run(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
+        (**self).get_run(id).await
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError> {
+        (**self).list_runs(query).await
+    }
+
+    async fn list_claimable(&self, now: DateTime<Utc>, limit: usize,) -> Result<Vec<RunId>, StoreError> {
+        (**self).list_claimable(now, limit).await
+    }
+
+    async fn claim_run(&self, id: RunId, owner: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>,) -> Result<WorkflowRun, StoreError> {
+        (**self).claim_run(id, owner, now, expires_at).await
+    }
+
+    async fn renew_lease(&self, id: RunId, epoch: u64, expires_at: DateTime<Utc>,) -> Result<WorkflowRun, StoreError> {
+        (**self).renew_lease(id, epoch, expires_at).await
+    }
+
+    async fn commit(&self, fence: Fence, run: Option<&WorkflowRun>, steps: &[StepRun],) -> Result<(), StoreError> {
+        (**self).commit(fence, run, steps).await
+    }
+
+    async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
+        (**self).request_cancel(id).await
+    }
+
+    async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
+        (**self).list_step_runs(run_id).await
+    }
+}
