@@ -7,8 +7,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures::FutureExt;
 use taskforge_benches::{definition, noop_registry, payload, NOOP};
-use taskforge_core::{RunId, RunStatus, StepContext, StepExecutor, StepStatus};
 use taskforge_core::store::{RunTransition, StepTransition};
+use taskforge_core::{RunId, RunStatus, StepContext, StepExecutor, StepStatus};
 
 const RUN_TRANSITIONS: [RunTransition; 6] = [
     RunTransition::Start,

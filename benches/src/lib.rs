@@ -17,8 +17,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use taskforge_core::{Engine, EngineError, Event, EventId, EventOutcome, EventSource, RunQuery, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepRun, Store, StoreError, TriggerId, Workflow, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion};
 use taskforge_core::store::{Fence, StepTransition};
+use taskforge_core::{
+    Engine, EngineError, Event, EventId, EventOutcome, EventSource, RunQuery, RunStatus,
+    StepContext, StepDefinition, StepError, StepRegistry, StepRun, Store, StoreError, TriggerId,
+    Workflow, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion,
+};
 use tokio::sync::{Notify, Semaphore};
 
 /// The handler name of the no-op step every benchmark workflow uses.
@@ -448,8 +452,8 @@ mod tests {
 
     #[tokio::test]
     async fn prefill_leaves_finished_runs() {
+        use taskforge_core::store::RunStore;
         use taskforge_core::RunQuery;
-use taskforge_core::store::RunStore;
         let store = taskforge_store_memory::MemoryStore::new();
         let (_, version) = catalog(&store, "prefill", definition(3, NOOP))
             .await

@@ -14,6 +14,7 @@ use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventSource {
     /// A request made through the engine's API.
     Manual,

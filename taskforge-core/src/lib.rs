@@ -74,13 +74,15 @@ pub mod testing;
 mod trigger;
 mod workflow;
 
-pub use engine::{Delivery, Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate};
+pub use engine::{
+    Delivery, Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate,
+};
 pub use error::{EngineError, StoreError};
 pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
 pub use retry::{Backoff, RetryPolicy};
 pub use run::{RunError, RunStatus, StepFailure, StepRun, StepStatus, WorkflowRun};
-pub use step::{StepContext, StepError, StepExecutor, StepRegistry};
+pub use step::{StepContext, StepError, StepExecutor, StepFuture, StepRegistry};
 pub use store::{EventQuery, Order, Page, RunQuery, Store};
 pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
 pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
@@ -100,7 +102,9 @@ pub mod webhook {
 /// Cron triggers: schedules, their policies, and what a tick did.
 pub mod cron {
     pub use crate::engine::cron::{CronFiring, SCHEDULED_AT};
-    pub use crate::trigger::cron::{CronConfig, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy};
+    pub use crate::trigger::cron::{
+        CronConfig, CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy,
+    };
 }
 
 /// Every bound the engine puts on input, in one place.

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use taskforge_core::{Backoff, RetryPolicy, StepDefinition, WorkflowDefinition};
 use taskforge_core::error::DefinitionProblem;
 use taskforge_core::limits::MAX_NAME_LEN;
+use taskforge_core::{Backoff, RetryPolicy, StepDefinition, WorkflowDefinition};
 
 const KNOWN_HANDLERS: [&str; 4] = ["noop", "http.get", "send-mail", "deploy_v2"];
 

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::America::New_York;
 use proptest::prelude::*;
-use taskforge_core::{CronConfig, TriggerKind};
 use taskforge_core::cron::{CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy};
 use taskforge_core::error::ScheduleError;
 use taskforge_core::limits::SKIP_GRACE;
+use taskforge_core::{CronConfig, TriggerKind};
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
@@ -351,19 +351,10 @@ fn due_slots_across_dst_agree_with_next_after() {
 
 #[test]
 fn overlap_policies_decide() {
-    assert_eq!(
-        OverlapPolicy::Skip.decide(false),
-        OverlapAction::Start
-    );
-    assert_eq!(
-        OverlapPolicy::Allow.decide(true),
-        OverlapAction::Start
-    );
+    assert_eq!(OverlapPolicy::Skip.decide(false), OverlapAction::Start);
+    assert_eq!(OverlapPolicy::Allow.decide(true), OverlapAction::Start);
     assert_eq!(OverlapPolicy::Skip.decide(true), OverlapAction::Skip);
-    assert_eq!(
-        OverlapPolicy::QueueOne.decide(true),
-        OverlapAction::Queue
-    );
+    assert_eq!(OverlapPolicy::QueueOne.decide(true), OverlapAction::Queue);
     assert_eq!(
         OverlapPolicy::CancelPrevious.decide(true),
         OverlapAction::CancelPreviousAndStart

@@ -3,9 +3,12 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use serde_json::json;
-use taskforge_core::{RunId, RunStatus, StepDefinition, StepRun, StepStatus, WorkflowDefinition, WorkflowId, WorkflowRun, WorkflowVersion};
 use taskforge_core::error::IllegalTransition;
 use taskforge_core::store::{Lease, RunTransition, StepTransition};
+use taskforge_core::{
+    RunId, RunStatus, StepDefinition, StepRun, StepStatus, WorkflowDefinition, WorkflowId,
+    WorkflowRun, WorkflowVersion,
+};
 
 fn run_transition() -> impl Strategy<Value = RunTransition> {
     prop_oneof![

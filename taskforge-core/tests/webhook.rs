@@ -10,8 +10,10 @@ use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use serde_json::json;
 use sha2::Sha256;
+use taskforge_core::webhook::{
+    DedupSource, Filter, Headers, Rejection, SignatureScheme, WebhookRequest,
+};
 use taskforge_core::{TriggerKind, WebhookConfig};
-use taskforge_core::webhook::{DedupSource, Filter, Headers, Rejection, SignatureScheme, WebhookRequest};
 
 // A copy of /work/shared/fixtures/github/release-published.json, so a clean
 // clone of the repository is self-contained.
@@ -53,7 +55,10 @@ fn github_signed(secret: &str, body: &[u8], extra: &[(&str, &str)]) -> WebhookRe
 // GitHub's documented example: https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 
 /// Whether `payload` passes every filter, as a trigger applies them.
-fn matches(filters: &[Filter], payload: &serde_json::Value) -> Result<(), taskforge_core::webhook::FilterMiss> {
+fn matches(
+    filters: &[Filter],
+    payload: &serde_json::Value,
+) -> Result<(), taskforge_core::webhook::FilterMiss> {
     filters.iter().try_for_each(|filter| filter.check(payload))
 }
 

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use taskforge_core::{StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion};
+use taskforge_core::{
+    StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion,
+};
 
 const MIN_TRIGGER: TriggerId = TriggerId::from_bytes([0; 16]);
 const MAX_TRIGGER: TriggerId = TriggerId::from_bytes([0xff; 16]);

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use taskforge_core::store::rules::{self, RunState, StepState};
 use taskforge_core::store::{EventInsert, Fence, StoreError};
-use taskforge_core::{Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, StepRun, TriggerId, WorkflowId, WorkflowRun};
+use taskforge_core::{
+    Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, StepRun, TriggerId,
+    WorkflowId, WorkflowRun,
+};
 
 use crate::page::{bounds, Pager};
 
@@ -43,12 +46,7 @@ pub(crate) struct Data {
     runs_by_event: BTreeSet<(EventId, RunId)>,
 }
 
-/// Whether a worker may claim `run` at `now`: it is queued or running, and
-/// holds no lease or one that lapsed at or before `now`.
-///
-/// Stricter than [`WorkflowRun::is_claimable`], which takes every queued run:
-/// a claimed run stays queued until its owner commits `Start`, and a second
-/// claim in that window would give the run two owners.
+/// Whether a worker may claim `run` at `now`, by the contract's rule.
 fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
     rules::is_claimable(run.status, run.lease.as_ref(), now)
 }

@@ -42,25 +42,17 @@
 //! workflow, status, workflow and status, and event; events by workflow and
 //! trigger; `list_claimable` walks the queued and running runs only.
 //!
-//! # Decisions where the contract is silent
+//! # Rules
+//!
+//! Claims, renewals, the checks of a commit (fence, pinned version,
+//! finished attempts), the cancel merge, query filters and page sizes are
+//! core's [`rules`](taskforge_core::store::rules), applied under the data
+//! lock; this crate only keeps the records and their indexes. Where the
+//! contract leaves a choice:
 //!
 //! - `insert_event` checks the dedup key before the ids: inserting the very
 //!   same event twice gives `Duplicate`, not `AlreadyExists`.
 //! - `insert_version` checks the id before the number, for the same reason.
-//! - `commit` keeps the stored `lease_epoch` (only claims change it) and
-//!   ORs in the stored `cancel_requested`; every other field of `run`,
-//!   including `lease`, is written as given, so commit a copy that carries
-//!   your latest renewal. A `run` whose id is not the fence's, or that
-//!   changes the run's workflow or event, and a step of another run, are
-//!   `Invalid`. A step attempt may appear twice in one commit; the last
-//!   one wins, unless an earlier one is terminal (`Conflict`).
-//! - A run is claimable if it is queued or running and holds no lease or
-//!   one that lapsed at or before `now`. The contract's "succeeds if the
-//!   run is queued" would let a second worker claim a run that the first
-//!   claimed but has not started yet (it stays queued until the owner
-//!   commits `Start`); `list_claimable` uses the same rule.
-//! - `renew_lease` of a run that holds no lease is a `Conflict`; of a run
-//!   that does not exist, `NotFound`.
 //! - `list_claimable` takes `limit` as given: 0 returns nothing. Oldest
 //!   first means by id, which is creation order.
 //! - Listings give `next` only when another matching item exists when the
@@ -82,8 +74,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
-use taskforge_core::{Event, EventId, EventQuery, Page, RunId, RunQuery, StepRun, StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowRun, WorkflowVersion};
 use taskforge_core::store::{EventInsert, EventStore, Fence, RunStore, WorkflowStore};
+use taskforge_core::{
+    Event, EventId, EventQuery, Page, RunId, RunQuery, StepRun, StoreError, Trigger, TriggerId,
+    VersionId, Workflow, WorkflowId, WorkflowRun, WorkflowVersion,
+};
 
 use crate::catalog::Catalog;
 use crate::data::Data;

@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use taskforge_core::store::rules::{self, page_limit};
-use taskforge_core::{Event, EventId, EventQuery, Page, StoreError, WorkflowId, WorkflowRun};
 use taskforge_core::store::{EventInsert, EventStore};
+use taskforge_core::{Event, EventId, EventQuery, Page, StoreError, WorkflowId, WorkflowRun};
 
 use crate::error::backend;
 use crate::keys::{self, tag};

@@ -98,5 +98,5 @@ mod writer;
 
 pub use config::{Durability, SledConfig};
 pub use error::OpenError;
-pub use writer::PruneReport;
 pub use store::{SledStore, FORMAT_VERSION};
+pub use writer::PruneReport;

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskforge_core::store::rules::{self, page_limit, RunState, StepState};
-use taskforge_core::{Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun};
 use taskforge_core::store::{Fence, RunStore};
+use taskforge_core::{Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun};
 
 use crate::error::backend;
 use crate::keys::{self, tag, RunHead, StepHead};
@@ -240,9 +240,7 @@ impl RunStore for SledStore {
         };
         let steps = steps
             .iter()
-            .map(|s| {
-                Ok((keys::step(s), StepState::from(s), encode("step run", s)?))
-            })
+            .map(|s| Ok((keys::step(s), StepState::from(s), encode("step run", s)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         let key = id.to_bytes();
         let op: Op = Box::new(move |tx: &Tx<'_>| {
@@ -270,7 +268,9 @@ impl RunStore for SledStore {
                 stored_steps.push(((state.index, state.attempt), status));
             }
             let Ok(checked) = rules::check_steps(id, &states, |index, attempt| {
-                let stored = stored_steps.iter().find(|(key, _)| *key == (index, attempt));
+                let stored = stored_steps
+                    .iter()
+                    .find(|(key, _)| *key == (index, attempt));
                 Ok::<_, std::convert::Infallible>(stored.and_then(|(_, status)| *status))
             });
             if let Err(e) = checked {

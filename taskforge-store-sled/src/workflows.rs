@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 use sled::Transactional;
-use taskforge_core::{StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion};
 use taskforge_core::store::WorkflowStore;
+use taskforge_core::{
+    StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion,
+};
 
 use crate::error::{abort, backend, tx_error};
 use crate::keys::{self, tag};

@@ -62,9 +62,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use taskforge_core::{Delivery, Engine, Event, EventId, EventOutcome, EventQuery, RunId, RunOptions, RunQuery, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepRun, StepStatus, TriggerId, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowRun};
 use taskforge_core::store::{EventStore, RunStore, RunStoreExt, WorkflowStore, MAX_PAGE_SIZE};
 use taskforge_core::webhook::{DedupSource, Headers, WebhookRequest};
+use taskforge_core::{
+    Delivery, Engine, Event, EventId, EventOutcome, EventQuery, RunId, RunOptions, RunQuery,
+    RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepRun, StepStatus,
+    TriggerId, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowRun,
+};
 use taskforge_store_sled::SledStore;
 
 /// Set in the child's environment: the directory it works in.

@@ -7,8 +7,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
-use taskforge_core::{Event, EventOutcome, EventQuery, EventSource, Order, RunQuery, RunStatus, StepDefinition, StepRun, StoreError, Trigger, TriggerKind, Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion};
-use taskforge_core::store::{EventInsert, EventStore, Lease, RunStore, RunStoreExt, RunTransition, StepTransition, WorkflowStore};
+use taskforge_core::store::{
+    EventInsert, EventStore, Lease, RunStore, RunStoreExt, RunTransition, StepTransition,
+    WorkflowStore,
+};
+use taskforge_core::{
+    Event, EventOutcome, EventQuery, EventSource, Order, RunQuery, RunStatus, StepDefinition,
+    StepRun, StoreError, Trigger, TriggerKind, Workflow, WorkflowDefinition, WorkflowRun,
+    WorkflowVersion,
+};
 use taskforge_store_sled::{Durability, OpenError, SledConfig, SledStore, FORMAT_VERSION};
 use tempfile::TempDir;
 

@@ -20,8 +20,8 @@ use taskforge_benches::{
     catalog, copy_dir, definition, fdatasync_rate, median, noop_registry, payload, percentile,
     prefill_history, runs_per_s, webhook_event, NOOP,
 };
-use taskforge_core::{Engine, RunStatus, StepContext, StepExecutor, Store, TriggerId, WorkflowRun};
 use taskforge_core::store::EventInsert;
+use taskforge_core::{Engine, RunStatus, StepContext, StepExecutor, Store, TriggerId, WorkflowRun};
 use taskforge_store_memory::MemoryStore;
 use taskforge_store_sled::{Durability, SledConfig, SledStore};
 

@@ -13,10 +13,15 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use taskforge::{Delivery, Engine, StepContext, StepDefinition, StepError, StepRegistry, TriggerKind, WebhookConfig, WorkflowDefinition};
-use taskforge::webhook::{github_signature, DedupSource, Filter, Headers, SignatureScheme, WebhookRequest};
-use taskforge_examples::print_run;
 use taskforge::sled::SledStore;
+use taskforge::webhook::{
+    github_signature, DedupSource, Filter, Headers, SignatureScheme, WebhookRequest,
+};
+use taskforge::{
+    Delivery, Engine, StepContext, StepDefinition, StepError, StepRegistry, TriggerKind,
+    WebhookConfig, WorkflowDefinition,
+};
+use taskforge_examples::print_run;
 
 /// The body of a GitHub `release` delivery with `action: published`.
 const RELEASE: &[u8] =

@@ -17,9 +17,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use taskforge::{Engine, RetryPolicy, RunQuery, StepContext, StepDefinition, StepError, StepRegistry, Store, WorkflowDefinition};
-use taskforge_examples::print_run;
 use taskforge::sled::SledStore;
+use taskforge::{
+    Engine, RetryPolicy, RunQuery, StepContext, StepDefinition, StepError, StepRegistry, Store,
+    WorkflowDefinition,
+};
+use taskforge_examples::print_run;
 
 /// The part of a release the steps need.
 #[derive(Debug, Deserialize)]

@@ -90,7 +90,10 @@ async fn record<S: Store, X>(
             EventInsert::Inserted => return Ok(None),
             EventInsert::Duplicate(original) => {
                 let expired = window.is_some_and(|w| {
-                    event.received_at.signed_duration_since(original.received_at) >= w
+                    event
+                        .received_at
+                        .signed_duration_since(original.received_at)
+                        >= w
                 });
                 if !expired {
                     return Ok(Some(*original));

@@ -106,4 +106,3 @@ async fn run_task<S: Store, X: StepExecutor>(
     drop(permit);
     shared.wake.notify_one();
 }
-

@@ -92,7 +92,8 @@ impl<S, X> Shared<S, X> {
     /// When a lease taken or renewed at `now` lapses.
     pub(crate) fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let ttl = TimeDelta::from_std(self.config.lease_ttl).unwrap_or(TimeDelta::MAX);
-        now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        now.checked_add_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// Marks the engine started; `false` if it was already.

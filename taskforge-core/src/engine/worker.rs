@@ -18,8 +18,8 @@ use crate::error::StoreError;
 use crate::id::RunId;
 use crate::run::decide::{self, AfterFailure, Resume};
 use crate::run::{
-    Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun,
-    StepStatus, StepTransition, WorkflowRun,
+    Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
+    StepTransition, WorkflowRun,
 };
 use crate::step::{StepContext, StepContextParts, StepError, StepExecutor};
 use crate::store::Store;

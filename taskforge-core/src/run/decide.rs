@@ -168,7 +168,13 @@ mod tests {
     use crate::run::StepFailure;
 
     fn attempt(index: u32, attempt: u32, status: StepStatus) -> StepRun {
-        let mut step = StepRun::start(RunId::new(), format!("s{index}"), index, attempt, Utc::now());
+        let mut step = StepRun::start(
+            RunId::new(),
+            format!("s{index}"),
+            index,
+            attempt,
+            Utc::now(),
+        );
         step.status = status;
         if status == StepStatus::Succeeded {
             step.output = Some(Value::from(index));

@@ -40,6 +40,7 @@ pub(crate) mod decide;
 /// | `TimedOut`  | the run's timeout passed (terminal)                      |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Accepted and durable, waiting for a worker.
     Queued,
@@ -58,6 +59,7 @@ pub enum RunStatus {
 /// A change of a run's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunTransition {
     /// A worker claimed a queued run.
     Start,
@@ -160,6 +162,7 @@ impl fmt::Display for RunStatus {
 ///
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepStatus {
     /// The handler has been called and has not returned.
     Running,
@@ -178,6 +181,7 @@ pub enum StepStatus {
 /// A change of a step attempt's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepTransition {
     /// The handler returned output.
     Succeed,
@@ -240,7 +244,6 @@ impl fmt::Display for StepStatus {
         })
     }
 }
-
 
 /// The claim a worker holds on a run while it executes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,7 +384,6 @@ impl WorkflowRun {
             status: self.status,
         }
     }
-
 }
 
 /// Why a step attempt failed, stored so it survives restarts.

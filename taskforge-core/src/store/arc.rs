@@ -8,15 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError,
-    WorkflowStore,
+    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError, WorkflowStore,
 };
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
 use crate::trigger::Trigger;
 use crate::workflow::{Workflow, WorkflowVersion};
-
 
 #[async_trait]
 impl<T: WorkflowStore + ?Sized> WorkflowStore for Arc<T> {
@@ -48,15 +46,25 @@ impl<T: WorkflowStore + ?Sized> WorkflowStore for Arc<T> {
         (**self).get_version(id).await
     }
 
-    async fn get_version_by_number(&self, workflow_id: WorkflowId, number: u32,) -> Result<WorkflowVersion, StoreError> {
+    async fn get_version_by_number(
+        &self,
+        workflow_id: WorkflowId,
+        number: u32,
+    ) -> Result<WorkflowVersion, StoreError> {
         (**self).get_version_by_number(workflow_id, number).await
     }
 
-    async fn latest_version(&self, workflow_id: WorkflowId,) -> Result<Option<WorkflowVersion>, StoreError> {
+    async fn latest_version(
+        &self,
+        workflow_id: WorkflowId,
+    ) -> Result<Option<WorkflowVersion>, StoreError> {
         (**self).latest_version(workflow_id).await
     }
 
-    async fn list_versions(&self, workflow_id: WorkflowId,) -> Result<Vec<WorkflowVersion>, StoreError> {
+    async fn list_versions(
+        &self,
+        workflow_id: WorkflowId,
+    ) -> Result<Vec<WorkflowVersion>, StoreError> {
         (**self).list_versions(workflow_id).await
     }
 
@@ -72,14 +80,21 @@ impl<T: WorkflowStore + ?Sized> WorkflowStore for Arc<T> {
         (**self).get_trigger(id).await
     }
 
-    async fn list_triggers(&self, workflow_id: Option<WorkflowId>,) -> Result<Vec<Trigger>, StoreError> {
+    async fn list_triggers(
+        &self,
+        workflow_id: Option<WorkflowId>,
+    ) -> Result<Vec<Trigger>, StoreError> {
         (**self).list_triggers(workflow_id).await
     }
 }
 
 #[async_trait]
 impl<T: EventStore + ?Sized> EventStore for Arc<T> {
-    async fn insert_event(&self, event: &Event, run: Option<&WorkflowRun>,) -> Result<EventInsert, StoreError> {
+    async fn insert_event(
+        &self,
+        event: &Event,
+        run: Option<&WorkflowRun>,
+    ) -> Result<EventInsert, StoreError> {
         (**self).insert_event(event, run).await
     }
 
@@ -87,8 +102,14 @@ impl<T: EventStore + ?Sized> EventStore for Arc<T> {
         (**self).get_event(id).await
     }
 
-    async fn find_event_by_dedup_key(&self, workflow_id: WorkflowId, dedup_key: &str,) -> Result<Option<Event>, StoreError> {
-        (**self).find_event_by_dedup_key(workflow_id, dedup_key).await
+    async fn find_event_by_dedup_key(
+        &self,
+        workflow_id: WorkflowId,
+        dedup_key: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        (**self)
+            .find_event_by_dedup_key(workflow_id, dedup_key)
+            .await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Page<Event, EventId>, StoreError> {
@@ -110,19 +131,39 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
         (**self).list_runs(query).await
     }
 
-    async fn list_claimable(&self, now: DateTime<Utc>, limit: usize,) -> Result<Vec<RunId>, StoreError> {
+    async fn list_claimable(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RunId>, StoreError> {
         (**self).list_claimable(now, limit).await
     }
 
-    async fn claim_run(&self, id: RunId, owner: &str, now: DateTime<Utc>, expires_at: DateTime<Utc>,) -> Result<WorkflowRun, StoreError> {
+    async fn claim_run(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError> {
         (**self).claim_run(id, owner, now, expires_at).await
     }
 
-    async fn renew_lease(&self, id: RunId, epoch: u64, expires_at: DateTime<Utc>,) -> Result<WorkflowRun, StoreError> {
+    async fn renew_lease(
+        &self,
+        id: RunId,
+        epoch: u64,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError> {
         (**self).renew_lease(id, epoch, expires_at).await
     }
 
-    async fn commit(&self, fence: Fence, run: Option<&WorkflowRun>, steps: &[StepRun],) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        fence: Fence,
+        run: Option<&WorkflowRun>,
+        steps: &[StepRun],
+    ) -> Result<(), StoreError> {
         (**self).commit(fence, run, steps).await
     }
 

@@ -37,6 +37,7 @@ const LAST_YEAR: i32 = 2100;
 /// When a cron trigger fires, and what it does about missed slots and
 /// overlapping runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CronConfig {
     /// The cron expression; see [`CronSchedule`] for the forms
     /// accepted.
@@ -579,7 +580,9 @@ mod tests {
     use super::*;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid utc time")
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid utc time")
     }
 
     #[test]

@@ -11,9 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::{check_token, SignatureScheme, TokenHash};
 use super::filter::{self, Filter, FilterMiss};
-use super::request::{
-    Headers, Rejection, VerifiedDelivery, WebhookRequest, MAX_JSON_DEPTH,
-};
+use super::request::{Headers, Rejection, VerifiedDelivery, WebhookRequest, MAX_JSON_DEPTH};
 
 /// The default [`WebhookConfig::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -27,6 +25,7 @@ pub const MAX_DEDUP_KEY_LEN: usize = 200;
 /// Build it with [`WebhookConfig::new`] and the `with_*` methods, and check
 /// it with [`WebhookConfig::validate`] before storing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WebhookConfig {
     /// The path it is reachable under, unique among webhook triggers.
     pub path: String,
