@@ -112,7 +112,9 @@ pub mod limits {
     pub use crate::store::MAX_PAGE_SIZE;
     pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};
     pub use crate::trigger::filter::MAX_GLOB_LEN;
+    pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
     pub use crate::trigger::request::{DEFAULT_TIMESTAMP_TOLERANCE, MAX_JSON_DEPTH};
     pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
-    pub use crate::workflow::{MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};
+    pub use crate::engine::DEFAULT_STEP_TIMEOUT;
+    pub use crate::workflow::{MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};
 }

@@ -19,6 +19,10 @@ pub const MAX_STEP_CONFIG_BYTES: usize = 64 * 1024;
 pub const MAX_STEPS: usize = 1_000;
 /// The longest step key, workflow or handler name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
+/// The longest timeout or retry delay a definition may set: a year and a
+/// day. Longer ones are refused at publish time, so every deadline and
+/// retry time the engine computes is a real timestamp.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// A named automation: the stable identity that owns versions, triggers and
 /// run history.
@@ -248,6 +252,7 @@ impl WorkflowDefinition {
         if self.timeout == Some(Duration::ZERO) {
             problems.push(DefinitionProblem::ZeroTimeout { step: None });
         }
+        check_duration(None, "timeout", self.timeout, &mut problems);
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (index, step) in self.steps.iter().enumerate() {
             if let Err(reason) = check_identifier(&step.key) {
@@ -293,6 +298,7 @@ impl WorkflowDefinition {
                     step: Some(step.key.clone()),
                 });
             }
+            check_duration(Some(&step.key), "timeout", step.timeout, &mut problems);
         }
         if problems.is_empty() {
             Ok(())
@@ -302,7 +308,29 @@ impl WorkflowDefinition {
     }
 }
 
+fn check_duration(
+    step: Option<&str>,
+    what: &str,
+    duration: Option<Duration>,
+    problems: &mut Vec<DefinitionProblem>,
+) {
+    if duration.is_some_and(|d| d > MAX_DURATION) {
+        problems.push(DefinitionProblem::DurationTooLong {
+            step: step.map(str::to_owned),
+            what: what.to_owned(),
+            limit: MAX_DURATION,
+        });
+    }
+}
+
 fn check_policy(step: Option<&str>, policy: &RetryPolicy, problems: &mut Vec<DefinitionProblem>) {
+    match policy.backoff {
+        Backoff::Fixed { delay } => check_duration(step, "retry delay", Some(delay), problems),
+        Backoff::Exponential { initial, max, .. } => {
+            check_duration(step, "initial retry delay", Some(initial), problems);
+            check_duration(step, "maximum retry delay", Some(max), problems);
+        }
+    }
     let reason = if policy.max_attempts == 0 {
         Some("max_attempts must be at least 1")
     } else {
@@ -404,6 +432,16 @@ pub enum DefinitionProblem {
     ZeroTimeout {
         /// The step's key, or `None` for the run timeout.
         step: Option<String>,
+    },
+    /// A timeout or retry delay is longer than [`MAX_DURATION`].
+    #[error("{what}{} is longer than the limit of {} days", step_suffix(.step), .limit.as_secs() / 86_400)]
+    DurationTooLong {
+        /// The step's key, or `None` for the workflow's own settings.
+        step: Option<String>,
+        /// Which duration (`timeout`, `retry delay`, ...).
+        what: String,
+        /// The limit.
+        limit: Duration,
     },
 }
 

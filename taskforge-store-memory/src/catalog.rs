@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use taskforge_core::store::rules;
 use taskforge_core::{
     StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion,
 };
@@ -18,6 +19,9 @@ pub(crate) struct Catalog {
     numbers: HashMap<WorkflowId, Vec<VersionId>>,
     triggers: BTreeMap<TriggerId, Trigger>,
     triggers_by_workflow: BTreeSet<(WorkflowId, TriggerId)>,
+    /// Unique keys of triggers: `(workflow, name)` and webhook paths.
+    trigger_names: HashMap<(WorkflowId, String), TriggerId>,
+    webhook_paths: HashMap<String, TriggerId>,
 }
 
 impl Catalog {
@@ -152,6 +156,8 @@ impl Catalog {
         if self.triggers.contains_key(&trigger.id) {
             return Err(StoreError::already_exists("trigger", trigger.id));
         }
+        self.check_trigger_keys(&trigger)?;
+        self.index_trigger(&trigger);
         self.triggers_by_workflow
             .insert((trigger.workflow_id, trigger.id));
         self.triggers.insert(trigger.id, trigger);
@@ -161,20 +167,64 @@ impl Catalog {
     pub(crate) fn update_trigger(&mut self, trigger: Trigger) -> Result<(), StoreError> {
         let stored = self
             .triggers
-            .get_mut(&trigger.id)
+            .get(&trigger.id)
             .ok_or_else(|| StoreError::not_found("trigger", trigger.id))?;
-        if stored.workflow_id != trigger.workflow_id {
-            return Err(StoreError::conflict(
-                "trigger",
-                trigger.id,
-                format!(
-                    "workflow_id is immutable: stored {}, given {}",
-                    stored.workflow_id, trigger.workflow_id
-                ),
-            ));
-        }
-        *stored = trigger;
+        rules::check_trigger_update(stored, &trigger)?;
+        self.check_trigger_keys(&trigger)?;
+        let stored = stored.clone();
+        self.unindex_trigger(&stored);
+        self.index_trigger(&trigger);
+        self.triggers.insert(trigger.id, trigger);
         Ok(())
+    }
+
+    pub(crate) fn delete_trigger(&mut self, id: TriggerId) -> Result<(), StoreError> {
+        let stored = self
+            .triggers
+            .remove(&id)
+            .ok_or_else(|| StoreError::not_found("trigger", id))?;
+        self.unindex_trigger(&stored);
+        self.triggers_by_workflow.remove(&(stored.workflow_id, id));
+        Ok(())
+    }
+
+    /// `AlreadyExists` if another trigger holds `trigger`'s name or path.
+    fn check_trigger_keys(&self, trigger: &Trigger) -> Result<(), StoreError> {
+        let (name, path) = rules::trigger_keys(trigger);
+        let taken_by_other = |holder: Option<&TriggerId>| holder.is_some_and(|&id| id != trigger.id);
+        if let Some(name) = name {
+            if taken_by_other(self.trigger_names.get(&(trigger.workflow_id, name.to_owned()))) {
+                return Err(rules::name_taken(trigger));
+            }
+        }
+        if let Some(path) = path {
+            if taken_by_other(self.webhook_paths.get(path)) {
+                return Err(rules::path_taken(path));
+            }
+        }
+        Ok(())
+    }
+
+    fn index_trigger(&mut self, trigger: &Trigger) {
+        let (name, path) = rules::trigger_keys(trigger);
+        if let Some(name) = name {
+            self.trigger_names
+                .insert((trigger.workflow_id, name.to_owned()), trigger.id);
+        }
+        if let Some(path) = path {
+            self.webhook_paths.insert(path.to_owned(), trigger.id);
+        }
+    }
+
+    fn unindex_trigger(&mut self, trigger: &Trigger) {
+        let (name, path) = rules::trigger_keys(trigger);
+        if let Some(name) = name {
+            self.trigger_names
+                .remove(&(trigger.workflow_id, name.to_owned()));
+        }
+        if let Some(path) = path {
+            self.webhook_paths.remove(path);
+        }
     }
 
     pub(crate) fn trigger(&self, id: TriggerId) -> Result<&Trigger, StoreError> {

@@ -200,6 +200,10 @@ impl WorkflowStore for MemoryStore {
         self.inner.catalog.write().update_trigger(trigger)
     }
 
+    async fn delete_trigger(&self, id: TriggerId) -> Result<(), StoreError> {
+        self.inner.catalog.write().delete_trigger(id)
+    }
+
     async fn get_trigger(&self, id: TriggerId) -> Result<Trigger, StoreError> {
         self.inner.catalog.read().trigger(id).cloned()
     }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use taskforge_core::store::rules::RunState;
 use taskforge_core::{
-    Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun,
+    Trigger, Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun,
 };
 
 /// Tags of the secondary indexes in the `idx` tree.
@@ -24,6 +24,10 @@ pub(crate) mod tag {
     pub(crate) const LATEST_VERSION: u8 = 0x03;
     /// `workflow ++ trigger`.
     pub(crate) const TRIGGER_BY_WORKFLOW: u8 = 0x04;
+    /// `workflow ++ name` → trigger id: names are unique per workflow.
+    pub(crate) const TRIGGER_NAME: u8 = 0x05;
+    /// `path` → trigger id: webhook paths are unique.
+    pub(crate) const WEBHOOK_PATH: u8 = 0x06;
     /// `workflow ++ event`.
     pub(crate) const EVENT_BY_WORKFLOW: u8 = 0x10;
     /// `trigger ++ event`.
@@ -215,4 +219,22 @@ pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
         keys.push(key(tag::FINISHED, &[&time(finished), &id]));
     }
     keys
+}
+
+/// The index keys of a trigger's unique keys, per the contract's
+/// [`trigger_keys`](taskforge_core::store::rules::trigger_keys).
+#[derive(Debug)]
+pub(crate) struct TriggerUnique {
+    pub(crate) name: Option<Vec<u8>>,
+    pub(crate) path: Option<Vec<u8>>,
+}
+
+/// The unique index keys `trigger` holds.
+pub(crate) fn trigger_unique(trigger: &Trigger) -> TriggerUnique {
+    let (name, path) = taskforge_core::store::rules::trigger_keys(trigger);
+    let wf = trigger.workflow_id.to_bytes();
+    TriggerUnique {
+        name: name.map(|name| key(tag::TRIGGER_NAME, &[&wf, name.as_bytes()])),
+        path: path.map(|path| key(tag::WEBHOOK_PATH, &[path.as_bytes()])),
+    }
 }

@@ -165,6 +165,11 @@ impl SledStore {
         };
         let (events, runs, steps, idx) =
             (tree("events")?, tree("runs")?, tree("steps")?, tree("idx")?);
+        let triggers = tree("triggers")?;
+        crate::workflows::index_triggers(&triggers, &idx).map_err(|e| OpenError::Corrupt {
+            path: shown.clone(),
+            reason: format!("indexing triggers: {e}"),
+        })?;
         let writer = Writer::start(
             events.clone(),
             runs.clone(),
@@ -175,7 +180,7 @@ impl SledStore {
         let inner = Inner {
             workflows: tree("workflows")?,
             versions: tree("versions")?,
-            triggers: tree("triggers")?,
+            triggers,
             events,
             runs,
             steps,

@@ -1,7 +1,9 @@
 //! [`WorkflowStore`] over sled: workflows, versions and triggers.
 
 use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
+use taskforge_core::store::rules;
 use taskforge_core::store::WorkflowStore;
 use taskforge_core::{
     StoreError, Trigger, TriggerId, VersionId, Workflow, WorkflowId, WorkflowVersion,
@@ -186,6 +188,7 @@ impl WorkflowStore for SledStore {
         let id = trigger.id.to_bytes();
         let wf = trigger.workflow_id.to_bytes();
         let by_workflow = keys::key(tag::TRIGGER_BY_WORKFLOW, &[&wf, &id]);
+        let unique = keys::trigger_unique(trigger);
         let inner = &self.inner;
         (&inner.workflows, &inner.triggers, &inner.idx)
             .transaction(|(workflows, triggers, idx)| {
@@ -195,6 +198,7 @@ impl WorkflowStore for SledStore {
                 if triggers.get(id)?.is_some() {
                     return abort(StoreError::already_exists("trigger", trigger.id));
                 }
+                claim_unique(idx, trigger, &unique)?;
                 triggers.insert(&id, bytes.clone())?;
                 idx.insert(by_workflow.as_slice(), &[])?;
                 Ok(())
@@ -206,20 +210,37 @@ impl WorkflowStore for SledStore {
     async fn update_trigger(&self, trigger: &Trigger) -> Result<(), StoreError> {
         let bytes = encode("trigger", trigger)?;
         let id = trigger.id.to_bytes();
-        self.inner
-            .triggers
-            .transaction(|triggers| {
+        let unique = keys::trigger_unique(trigger);
+        let inner = &self.inner;
+        (&inner.triggers, &inner.idx)
+            .transaction(|(triggers, idx)| {
                 let Some(stored) = tx_load::<Trigger>(triggers, "trigger", &id)? else {
                     return abort(StoreError::not_found("trigger", trigger.id));
                 };
-                if stored.workflow_id != trigger.workflow_id {
-                    return abort(StoreError::conflict(
-                        "trigger",
-                        trigger.id,
-                        "workflow_id is immutable",
-                    ));
+                if let Err(e) = rules::check_trigger_update(&stored, trigger) {
+                    return abort(e);
                 }
+                release_unique(idx, &stored, &keys::trigger_unique(&stored))?;
+                claim_unique(idx, trigger, &unique)?;
                 triggers.insert(&id, bytes.clone())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.durable().await
+    }
+
+    async fn delete_trigger(&self, id: TriggerId) -> Result<(), StoreError> {
+        let key = id.to_bytes();
+        let inner = &self.inner;
+        (&inner.triggers, &inner.idx)
+            .transaction(|(triggers, idx)| {
+                let Some(stored) = tx_load::<Trigger>(triggers, "trigger", &key)? else {
+                    return abort(StoreError::not_found("trigger", id));
+                };
+                release_unique(idx, &stored, &keys::trigger_unique(&stored))?;
+                let wf = stored.workflow_id.to_bytes();
+                idx.remove(keys::key(tag::TRIGGER_BY_WORKFLOW, &[&wf, &key]))?;
+                triggers.remove(&key)?;
                 Ok(())
             })
             .map_err(tx_error)?;
@@ -256,4 +277,63 @@ impl WorkflowStore for SledStore {
         })
         .await
     }
+}
+
+/// Takes a trigger's unique keys (name, webhook path) in the index, or
+/// aborts with `AlreadyExists` if another trigger holds one.
+fn claim_unique(
+    idx: &TransactionalTree,
+    trigger: &Trigger,
+    unique: &keys::TriggerUnique,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let id = trigger.id.to_bytes();
+    let taken = |key: &[u8]| -> Result<bool, ConflictableTransactionError<StoreError>> {
+        Ok(idx.get(key)?.is_some_and(|holder| holder.as_ref() != id))
+    };
+    if let Some(key) = &unique.name {
+        if taken(key)? {
+            return abort(rules::name_taken(trigger));
+        }
+    }
+    if let (Some(key), Some(path)) = (&unique.path, trigger.webhook_path()) {
+        if taken(key)? {
+            return abort(rules::path_taken(path));
+        }
+    }
+    for key in unique.name.iter().chain(&unique.path) {
+        idx.insert(key.as_slice(), &id)?;
+    }
+    Ok(())
+}
+
+/// Frees a stored trigger's unique keys, where it still holds them.
+fn release_unique(
+    idx: &TransactionalTree,
+    stored: &Trigger,
+    unique: &keys::TriggerUnique,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    let id = stored.id.to_bytes();
+    for key in unique.name.iter().chain(&unique.path) {
+        if idx.get(key)?.is_some_and(|holder| holder.as_ref() == id) {
+            idx.remove(key.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Indexes the unique keys of triggers stored by an earlier release, which
+/// did not index them. Idempotent, and cheap (triggers are few): run on
+/// every open. A key held already is left to its holder.
+pub(crate) fn index_triggers(triggers: &sled::Tree, idx: &sled::Tree) -> Result<(), StoreError> {
+    for entry in triggers.iter().values() {
+        let trigger: Trigger = decode("trigger", &entry.map_err(backend)?)?;
+        let unique = keys::trigger_unique(&trigger);
+        let id = trigger.id.to_bytes();
+        for key in unique.name.iter().chain(&unique.path) {
+            idx.compare_and_swap(key.as_slice(), None as Option<&[u8]>, Some(&id[..]))
+                .map_err(backend)?
+                .ok();
+        }
+    }
+    Ok(())
 }

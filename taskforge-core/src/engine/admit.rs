@@ -75,6 +75,9 @@ pub(crate) async fn admit<S: Store, X: StepExecutor>(
 }
 
 /// Stores `event` with `run`; the original if it is a duplicate.
+///
+/// The event is stored under [`generation_key`] of its dedup key, so the
+/// key's later generations cannot collide with another key.
 async fn record<S: Store, X>(
     shared: &Shared<S, X>,
     event: &mut Event,
@@ -83,9 +86,7 @@ async fn record<S: Store, X>(
 ) -> Result<Option<Event>, EngineError> {
     let base = event.dedup_key.clone();
     for generation in 1u32.. {
-        if generation > 1 {
-            event.dedup_key = base.as_ref().map(|key| format!("{key}#{generation}"));
-        }
+        event.dedup_key = base.as_deref().map(|key| generation_key(key, generation));
         match shared.store.insert_event(event, run).await? {
             EventInsert::Inserted => return Ok(None),
             EventInsert::Duplicate(original) => {
@@ -102,6 +103,25 @@ async fn record<S: Store, X>(
         }
     }
     Ok(None)
+}
+
+/// The stored form of dedup key `key` in its `generation`th window
+/// (generations count from 1): every `#` of `key` doubled, then, from the
+/// second generation on, a single `#` and the generation number.
+///
+/// The encoding is injective: in the escaped key every run of `#` has even
+/// length, so a generation suffix (an odd run, then digits to the end) can
+/// only have been added here, and `k` in generation 2 (`k#2`) differs from
+/// the key `k#2` in generation 1 (`k##2`). Keys without `#` keep the form
+/// they were stored under before the escaping (`k`, `k#2`, ...), so events
+/// stored earlier still deduplicate.
+fn generation_key(key: &str, generation: u32) -> String {
+    let mut stored = key.replace('#', "##");
+    if generation > 1 {
+        stored.push('#');
+        stored.push_str(&generation.to_string());
+    }
+    stored
 }
 
 /// Announces a freshly stored run: subscribers hear of it, and this engine
@@ -163,4 +183,29 @@ pub(crate) async fn original_run<S: Store, X>(
         .get_run(run_id)
         .await
         .map_err(|e: StoreError| e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::generation_key;
+
+    #[test]
+    fn generation_keys_do_not_collide() {
+        assert_eq!(generation_key("k", 1), "k");
+        assert_eq!(generation_key("k", 2), "k#2");
+        assert_eq!(generation_key("k#2", 1), "k##2");
+        let keys = ["k", "k#", "k#2", "k##2", "k#2#2", "#", "##", "#2", ""];
+        let mut seen = HashSet::new();
+        for key in keys {
+            for generation in 1..=12 {
+                let stored = generation_key(key, generation);
+                assert!(
+                    seen.insert(stored.clone()),
+                    "{key:?} generation {generation} collides as {stored:?}"
+                );
+            }
+        }
+    }
 }

@@ -16,7 +16,18 @@ pub struct EngineConfig {
     /// How often the dispatcher looks for queued runs and lapsed leases
     /// that it was not told about (other engines' runs, crash recovery).
     pub poll_interval: Duration,
+    /// The timeout of a step attempt whose definition sets none, so a
+    /// handler that never returns (a forgotten await, a hung connection)
+    /// cannot hold a slot forever; `None` lets such attempts run unbounded.
+    pub default_step_timeout: Option<Duration>,
+    /// How often the owner of a running run checks the store for a
+    /// cancellation asked for by another engine. A cancel from any engine
+    /// stops the step within about this long, whatever the lease length.
+    pub cancel_check_interval: Duration,
 }
+
+/// The default [`EngineConfig::default_step_timeout`]: one hour.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -25,6 +36,8 @@ impl Default for EngineConfig {
             max_concurrent_runs: 256,
             lease_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            default_step_timeout: Some(DEFAULT_STEP_TIMEOUT),
+            cancel_check_interval: Duration::from_secs(1),
         }
     }
 }

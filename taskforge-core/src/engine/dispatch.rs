@@ -87,6 +87,14 @@ async fn run_task<S: Store, X: StepExecutor>(
     cancel: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) {
+    // Whatever ends the task (a finish, a halt, a kill, a panic that got
+    // past the handler guard), the run leaves this engine's books and its
+    // slot is freed, so the run is claimable again once its lease lapses.
+    let _slot = Slot {
+        shared: &shared,
+        id,
+        permit: Some(permit),
+    };
     tokio::select! {
         biased;
         // Dropping the worker mid-await is exactly what a crash does: the
@@ -102,7 +110,20 @@ async fn run_task<S: Store, X: StepExecutor>(
             }
         },
     }
-    shared.local.lock().remove(&id);
-    drop(permit);
-    shared.wake.notify_one();
+}
+
+/// A run's place on this engine: released when the worker task ends.
+struct Slot<'a, S, X> {
+    shared: &'a Shared<S, X>,
+    id: RunId,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<S, X> Drop for Slot<'_, S, X> {
+    fn drop(&mut self) {
+        self.shared.local.lock().remove(&self.id);
+        // Free the slot before waking the dispatcher, so it sees it free.
+        drop(self.permit.take());
+        self.shared.wake.notify_one();
+    }
 }

@@ -20,7 +20,7 @@ use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 use crate::step::StepExecutor;
 use crate::store::Store;
 use crate::trigger::request::{Rejection, WebhookRequest};
-use crate::trigger::{Trigger, TriggerKind};
+use crate::trigger::{validate_trigger_name, Trigger, TriggerKind};
 
 /// What came of a webhook delivery, and what the HTTP layer should answer
 /// ([`Delivery::http_status`]).
@@ -80,24 +80,90 @@ impl Delivery {
     }
 }
 
-/// Creates an enabled trigger for a workflow, after checking its
-/// configuration (a cron expression that parses, a webhook path that is
-/// free, ...).
+/// Stores a new trigger after checking its name and configuration (a cron
+/// expression that parses, a webhook path that is free, ...). The store
+/// enforces unique names and paths.
 pub(crate) async fn create_trigger<S: Store, X>(
     shared: &Shared<S, X>,
+    trigger: Trigger,
+) -> Result<Trigger, EngineError> {
+    validate_trigger_name(&trigger.name)?;
+    trigger.kind.validate()?;
+    shared.store.insert_trigger(&trigger).await?;
+    forget_paths(shared);
+    Ok(trigger)
+}
+
+/// Creates the trigger of `workflow_id` named `name`, or brings the
+/// stored one to `kind` (enabled) if it differs: what a host calls at
+/// every start-up to declare its triggers.
+pub(crate) async fn ensure_trigger<S: Store, X>(
+    shared: &Shared<S, X>,
     workflow_id: WorkflowId,
+    name: &str,
     kind: TriggerKind,
 ) -> Result<Trigger, EngineError> {
+    validate_trigger_name(name)?;
     kind.validate()?;
-    if let TriggerKind::Webhook(config) = &kind {
-        if webhook_trigger(shared, &config.path, true).await?.is_some() {
-            return Err(StoreError::already_exists("webhook path", &config.path).into());
+    for _ in 0..3 {
+        let stored = shared
+            .store
+            .list_triggers(Some(workflow_id))
+            .await?
+            .into_iter()
+            .find(|t| t.name == name);
+        let result = match stored {
+            Some(stored) if stored.kind == kind && stored.enabled => return Ok(stored),
+            Some(mut stored) => {
+                stored.kind = kind.clone();
+                stored.enabled = true;
+                stored.updated_at = shared.now();
+                shared.store.update_trigger(&stored).await.map(|()| stored)
+            }
+            None => {
+                let trigger = Trigger::new(workflow_id, kind.clone(), shared.now()).with_name(name);
+                shared.store.insert_trigger(&trigger).await.map(|()| trigger)
+            }
+        };
+        match result {
+            Ok(trigger) => {
+                forget_paths(shared);
+                return Ok(trigger);
+            }
+            // Another host declared it at the same moment: read it again.
+            Err(StoreError::AlreadyExists { kind: "trigger name", .. }) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
-    let trigger = Trigger::new(workflow_id, kind, shared.now());
-    shared.store.insert_trigger(&trigger).await?;
-    shared.webhooks.paths.lock().take();
+    Err(StoreError::conflict("trigger", name, "kept changing while it was declared").into())
+}
+
+/// Changes a trigger's configuration (name, kind, enabled).
+pub(crate) async fn update_trigger<S: Store, X>(
+    shared: &Shared<S, X>,
+    mut trigger: Trigger,
+) -> Result<Trigger, EngineError> {
+    validate_trigger_name(&trigger.name)?;
+    trigger.kind.validate()?;
+    trigger.updated_at = shared.now();
+    shared.store.update_trigger(&trigger).await?;
+    forget_paths(shared);
     Ok(trigger)
+}
+
+/// Removes a trigger; the events it received stay.
+pub(crate) async fn delete_trigger<S: Store, X>(
+    shared: &Shared<S, X>,
+    id: TriggerId,
+) -> Result<(), EngineError> {
+    shared.store.delete_trigger(id).await?;
+    forget_paths(shared);
+    Ok(())
+}
+
+/// Drops the cached path listing: the next delivery reads it again.
+fn forget_paths<S, X>(shared: &Shared<S, X>) {
+    shared.webhooks.paths.lock().take();
 }
 
 /// Takes a webhook delivery for the trigger at `path`: verifies it (size,

@@ -57,7 +57,7 @@ use self::admit::{Admission, Admitted};
 use self::cron::CronFiring;
 use self::shared::Shared;
 
-pub use self::config::{EngineConfig, RunOptions};
+pub use self::config::{EngineConfig, RunOptions, DEFAULT_STEP_TIMEOUT};
 pub use self::intake::Delivery;
 pub use self::update::RunUpdate;
 
@@ -105,6 +105,21 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
     /// How often to look for work nobody announced (default 1 s).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.config.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The timeout of step attempts whose definition sets none (default
+    /// one hour; `None`: unbounded).
+    pub fn default_step_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.default_step_timeout = timeout;
+        self
+    }
+
+    /// How often a running run's owner checks for a cancellation asked for
+    /// by another engine (default 1 s): the bound on how long such a cancel
+    /// takes to stop the step.
+    pub fn cancel_check_interval(mut self, interval: Duration) -> Self {
+        self.config.cancel_check_interval = interval.max(Duration::from_millis(10));
         self
     }
 
@@ -517,15 +532,66 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         }
     }
 
-    /// Creates an enabled trigger for a workflow, after checking its
-    /// configuration (a cron expression that parses, a webhook path that is
-    /// free, ...).
+    /// Creates an enabled trigger for a workflow, named after its kind (see
+    /// [`TriggerKind::default_name`]), after checking its configuration (a
+    /// cron expression that parses, a webhook path that is free, ...).
+    /// `AlreadyExists` if the workflow has a trigger of that name, or
+    /// another trigger has the webhook path; a host that declares its
+    /// triggers at every start-up wants [`ensure_trigger`](Self::ensure_trigger).
     pub async fn create_trigger(
         &self,
         workflow_id: WorkflowId,
         kind: TriggerKind,
     ) -> Result<Trigger, EngineError> {
-        intake::create_trigger(self.shared(), workflow_id, kind).await
+        let trigger = Trigger::new(workflow_id, kind, self.shared().now());
+        intake::create_trigger(self.shared(), trigger).await
+    }
+
+    /// The trigger of `workflow_id` named `name`, created with `kind` if it
+    /// does not exist, or updated to `kind` (and enabled) if it differs.
+    /// Run it at every start-up: a host launched N times keeps one trigger
+    /// of each name, so each cron slot fires once.
+    ///
+    /// ```
+    /// use taskforge_core::{CronConfig, Engine, StepRegistry, TriggerKind};
+    /// use taskforge_store_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder(MemoryStore::new(), StepRegistry::new()).build();
+    /// let workflow = engine.ensure_workflow("nightly").await?;
+    /// let hourly = TriggerKind::Cron(CronConfig::new("0 * * * *", "UTC"));
+    /// let first = engine.ensure_trigger(workflow.id, "hourly", hourly.clone()).await?;
+    /// let again = engine.ensure_trigger(workflow.id, "hourly", hourly).await?;
+    /// assert_eq!(first.id, again.id);
+    /// assert_eq!(engine.triggers(workflow.id).await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ensure_trigger(
+        &self,
+        workflow_id: WorkflowId,
+        name: &str,
+        kind: TriggerKind,
+    ) -> Result<Trigger, EngineError> {
+        intake::ensure_trigger(self.shared(), workflow_id, name, kind).await
+    }
+
+    /// Rewrites a trigger's name, configuration or enabled flag (its id and
+    /// workflow stay), after the same checks as at creation.
+    pub async fn update_trigger(&self, trigger: Trigger) -> Result<Trigger, EngineError> {
+        intake::update_trigger(self.shared(), trigger).await
+    }
+
+    /// Deletes a trigger, freeing its name and webhook path. The events it
+    /// received stay, and so do the runs they started.
+    pub async fn delete_trigger(&self, id: TriggerId) -> Result<(), EngineError> {
+        intake::delete_trigger(self.shared(), id).await
+    }
+
+    /// The trigger with this id.
+    pub async fn trigger(&self, id: TriggerId) -> Result<Trigger, EngineError> {
+        Ok(self.store().get_trigger(id).await?)
     }
 
     /// Enables or disables a trigger. A disabled trigger still records what
@@ -537,9 +603,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     ) -> Result<Trigger, EngineError> {
         let mut trigger = self.store().get_trigger(id).await?;
         trigger.enabled = enabled;
-        trigger.updated_at = self.shared().now();
-        self.store().update_trigger(&trigger).await?;
-        Ok(trigger)
+        intake::update_trigger(self.shared(), trigger).await
     }
 
     /// The triggers of a workflow.

@@ -4,7 +4,10 @@
 //! [`crate::run::decide`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
@@ -252,9 +255,9 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             });
 
             let ctx = self.context(&step.key, &step.config, attempt);
-            let call = self.shared.executor.execute(&step.handler, ctx);
+            let call = call_handler(&self.shared.executor, &step.handler, ctx);
             let span = tracing::info_span!("step", step = %step.key, attempt);
-            let limit = step.timeout;
+            let limit = step.timeout.or(self.shared.config.default_step_timeout);
             let call = async move {
                 match limit {
                     Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| limit),
@@ -469,7 +472,13 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         loop {
             // Renew a third of the way into the lease, so two renewals can
             // fail before it lapses.
-            let renew_at = self.instant_at(self.lease_expires) - ttl * 2 / 3;
+            let renew_at = self
+                .instant_at(self.lease_expires)
+                .checked_sub(ttl * 2 / 3)
+                .unwrap_or_else(Instant::now);
+            // A cancel asked for on another engine reaches this one through
+            // the store: look often, not only when renewing.
+            let check_at = Instant::now() + self.shared.config.cancel_check_interval;
             tokio::select! {
                 biased;
                 out = &mut fut => return Ok(Guarded::Done(out)),
@@ -480,7 +489,18 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                         return Ok(Guarded::LeaseLost);
                     }
                 }
+                () = tokio::time::sleep_until(check_at) => self.check_cancel().await,
             }
+        }
+    }
+
+    /// Reads whether another engine asked for this run to be cancelled.
+    async fn check_cancel(&self) {
+        match self.shared.store.get_run(self.run.id).await {
+            Ok(stored) if stored.cancel_requested => self.cancel.cancel(),
+            Ok(_) => {}
+            // The next check, or the next renewal, tries again.
+            Err(error) => tracing::debug!(%error, "checking for a cancellation failed"),
         }
     }
 
@@ -510,7 +530,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 // engine may already own the run.
                 let margin =
                     TimeDelta::from_std(self.shared.config.lease_ttl / 10).unwrap_or_default();
-                Ok(now + margin < self.lease_expires)
+                Ok(now.checked_add_signed(margin).is_some_and(|t| t < self.lease_expires))
             }
         }
     }
@@ -526,6 +546,35 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             .min(FAR);
         Instant::now() + ahead
     }
+}
+
+/// Calls a step handler, turning a panic (while it builds its future or
+/// while it runs) into a retryable error that carries the panic message,
+/// so the worker's bookkeeping always runs and the attempt is recorded as
+/// failed like any other.
+fn call_handler<X: StepExecutor>(
+    executor: &X,
+    handler: &str,
+    ctx: StepContext,
+) -> impl Future<Output = Result<Value, StepError>> + Send + 'static {
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| executor.execute(handler, ctx)));
+    async move {
+        let call = call.map_err(|panic| panicked(&*panic))?;
+        AssertUnwindSafe(call)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(panicked(&*panic)))
+    }
+}
+
+/// The error of an attempt whose handler panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> StepError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    StepError::retryable(format!("step handler panicked: {message}"))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -114,9 +114,10 @@ fn run_transition_after(status: StepStatus) -> RunTransition {
     }
 }
 
-/// The longest delay before a retry: a handler's hint or a policy asking
-/// for more is cut to this, so a retry time is always a real timestamp.
-pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// The longest delay before a retry: a handler's hint asking for more is
+/// cut to this (definitions cannot ask for more), so a retry time is always
+/// a real timestamp.
+pub(crate) const MAX_RETRY_DELAY: Duration = crate::workflow::MAX_DURATION;
 
 /// What follows a failed attempt, decided by [`after_failure`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,10 @@ impl<T: WorkflowStore + ?Sized> WorkflowStore for Arc<T> {
         (**self).update_trigger(trigger).await
     }
 
+    async fn delete_trigger(&self, id: TriggerId) -> Result<(), StoreError> {
+        (**self).delete_trigger(id).await
+    }
+
     async fn get_trigger(&self, id: TriggerId) -> Result<Trigger, StoreError> {
         (**self).get_trigger(id).await
     }

@@ -188,15 +188,29 @@ pub trait WorkflowStore: Send + Sync + 'static {
     ///
     /// # Contract
     /// Atomic and durable. `NotFound` if the workflow is absent;
-    /// `AlreadyExists` if the id is taken.
+    /// `AlreadyExists` if the id is taken, if another trigger of the
+    /// workflow has the same non-empty `name`, or if another trigger has
+    /// the same webhook path ([`Trigger::webhook_path`]). The uniqueness
+    /// checks and the write are one atomic step: of concurrent inserts of
+    /// one name or one path, exactly one wins.
     async fn insert_trigger(&self, trigger: &Trigger) -> Result<(), StoreError>;
 
     /// Rewrites a trigger.
     ///
     /// # Contract
     /// Atomic and durable. `NotFound` if absent; `Conflict` if
-    /// `workflow_id` differs from the stored one.
+    /// `workflow_id` differs from the stored one (see
+    /// [`rules::check_trigger_update`]); `AlreadyExists` if its name or
+    /// webhook path is taken by another trigger, as for
+    /// [`insert_trigger`](Self::insert_trigger).
     async fn update_trigger(&self, trigger: &Trigger) -> Result<(), StoreError>;
+
+    /// Removes a trigger, freeing its name and webhook path. The events it
+    /// received stay.
+    ///
+    /// # Contract
+    /// Atomic and durable. `NotFound` if absent.
+    async fn delete_trigger(&self, id: TriggerId) -> Result<(), StoreError>;
 
     /// The trigger with this id.
     ///

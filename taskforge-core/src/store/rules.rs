@@ -31,6 +31,7 @@ use crate::error::StoreError;
 use crate::event::Event;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
 use crate::run::{Fence, Lease, RunStatus, StepRun, StepStatus, WorkflowRun};
+use crate::trigger::Trigger;
 
 /// The page size a query's `limit` asks for: 0 means 100, and no page is
 /// larger than [`MAX_PAGE_SIZE`].
@@ -294,4 +295,45 @@ pub fn event_matches(event: &Event, query: &EventQuery) -> bool {
         && query.outcome.is_none_or(|o| event.outcome.kind() == o)
         && query.received_from.is_none_or(|t| event.received_at >= t)
         && query.received_until.is_none_or(|t| event.received_at < t)
+}
+
+/// The check of a trigger update against the stored trigger: a trigger
+/// never moves to another workflow.
+pub fn check_trigger_update(stored: &Trigger, trigger: &Trigger) -> Result<(), StoreError> {
+    if stored.workflow_id != trigger.workflow_id {
+        return Err(StoreError::conflict(
+            "trigger",
+            trigger.id,
+            format!(
+                "a trigger cannot move from workflow {} to {}",
+                stored.workflow_id, trigger.workflow_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The unique keys a trigger holds in its store: its name within its
+/// workflow (unless empty, as for triggers stored before names existed),
+/// and its webhook path. A store refuses a write that would give either to
+/// two triggers.
+#[must_use]
+pub fn trigger_keys(trigger: &Trigger) -> (Option<&str>, Option<&str>) {
+    let name = Some(trigger.name.as_str()).filter(|name| !name.is_empty());
+    (name, trigger.webhook_path())
+}
+
+/// The `AlreadyExists` of a taken trigger name.
+#[must_use]
+pub fn name_taken(trigger: &Trigger) -> StoreError {
+    StoreError::already_exists(
+        "trigger name",
+        format!("{:?} in workflow {}", trigger.name, trigger.workflow_id),
+    )
+}
+
+/// The `AlreadyExists` of a taken webhook path.
+#[must_use]
+pub fn path_taken(path: &str) -> StoreError {
+    StoreError::already_exists("webhook path", path)
 }

@@ -24,6 +24,9 @@ use self::cron::ScheduleError;
 use self::webhook::InvalidWebhookConfig;
 pub use self::webhook::WebhookConfig;
 
+/// The longest trigger name, in bytes.
+pub const MAX_TRIGGER_NAME_LEN: usize = 256;
+
 /// An entrypoint that starts runs of one workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trigger {
@@ -31,6 +34,12 @@ pub struct Trigger {
     pub id: TriggerId,
     /// The workflow it starts.
     pub workflow_id: WorkflowId,
+    /// Its name, unique within its workflow and stable across launches: a
+    /// host declares its triggers by name at start-up with
+    /// [`Engine::ensure_trigger`](crate::Engine::ensure_trigger). Triggers
+    /// stored before names existed load with an empty name.
+    #[serde(default)]
+    pub name: String,
     /// What kind of trigger it is, with its configuration.
     pub kind: TriggerKind,
     /// Whether it starts runs. A disabled trigger still records what it receives.
@@ -42,12 +51,14 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// A new, enabled trigger.
+    /// A new, enabled trigger, named after its kind (see
+    /// [`TriggerKind::default_name`]).
     #[must_use]
     pub fn new(workflow_id: WorkflowId, kind: TriggerKind, now: DateTime<Utc>) -> Self {
         Self {
             id: TriggerId::new(),
             workflow_id,
+            name: kind.default_name(),
             kind,
             enabled: true,
             created_at: now,
@@ -69,7 +80,62 @@ pub enum TriggerKind {
     Cron(CronConfig),
 }
 
+impl Trigger {
+    /// The same trigger under another name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The webhook path it is reachable under, if it is a webhook trigger.
+    #[must_use]
+    pub fn webhook_path(&self) -> Option<&str> {
+        match &self.kind {
+            TriggerKind::Webhook(config) => Some(&config.path),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a trigger name: 1 to [`MAX_TRIGGER_NAME_LEN`] bytes, no control
+/// characters, no leading or trailing whitespace.
+pub(crate) fn validate_trigger_name(name: &str) -> Result<(), InvalidTrigger> {
+    let reason = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > MAX_TRIGGER_NAME_LEN {
+        "is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "has a control character"
+    } else if name.trim() != name {
+        "has leading or trailing whitespace"
+    } else {
+        return Ok(());
+    };
+    Err(InvalidTrigger::Name {
+        name: name.chars().take(64).collect(),
+        reason,
+    })
+}
+
 impl TriggerKind {
+    /// The name a trigger of this kind gets unless it is given one:
+    /// `manual`, `webhook <path>`, or `cron <expression> <timezone>`, cut
+    /// to [`MAX_TRIGGER_NAME_LEN`].
+    #[must_use]
+    pub fn default_name(&self) -> String {
+        let name = match self {
+            Self::Manual => "manual".to_owned(),
+            Self::Webhook(config) => format!("webhook {}", config.path),
+            Self::Cron(config) => format!("cron {} {}", config.expression, config.timezone),
+        };
+        let mut end = name.len().min(MAX_TRIGGER_NAME_LEN);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].trim().to_owned()
+    }
+
     /// Checks the configuration, so that a trigger that could never fire is
     /// refused when it is created.
     pub fn validate(&self) -> Result<(), InvalidTrigger> {
@@ -91,4 +157,12 @@ pub enum InvalidTrigger {
     /// The cron expression or timezone is invalid.
     #[error(transparent)]
     Cron(#[from] ScheduleError),
+    /// The trigger's name is unusable.
+    #[error("invalid trigger name {name:?}: {reason}")]
+    Name {
+        /// The name given (at most its first 64 characters).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
