@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use chrono_tz::America::New_York;
 use proptest::prelude::*;
+use serde_json::{json, Value};
 use taskforge_core::cron::{CronSchedule, MissedRunPolicy, OverlapAction, OverlapPolicy};
 use taskforge_core::error::ScheduleError;
 use taskforge_core::limits::SKIP_GRACE;
@@ -387,6 +388,43 @@ fn cron_trigger_kind_round_trips() {
         .is_err());
 }
 
+#[test]
+fn cron_input_is_a_json_object_kept_with_the_trigger() {
+    let config =
+        CronConfig::new("0 * * * *", "UTC").with_input(json!({ "region": "eu", "n": [1, 2] }));
+    let kind = TriggerKind::Cron(config.clone());
+    kind.validate().expect("an object is a valid input");
+    let json = serde_json::to_value(&kind).expect("serializes");
+    assert_eq!(json["input"], json!({ "region": "eu", "n": [1, 2] }));
+    let back: TriggerKind = serde_json::from_value(json).expect("deserializes");
+    assert_eq!(back, kind);
+    // Without an input, the stored form is what it was.
+    let plain = serde_json::to_value(TriggerKind::Cron(CronConfig::new("0 * * * *", "UTC")))
+        .expect("serializes");
+    assert!(plain.get("input").is_none(), "{plain}");
+    assert!(CronConfig::new("0 * * * *", "UTC")
+        .with_input(Value::Null)
+        .schedule()
+        .is_ok());
+
+    for input in [
+        json!([1, 2]),
+        json!("eu"),
+        json!(3),
+        json!(true),
+        json!({ "scheduled_at": "2020-01-01T00:00:00Z" }),
+        json!({ "region": "eu", "trigger_id": "mine" }),
+    ] {
+        let config = CronConfig::new("0 * * * *", "UTC").with_input(input.clone());
+        assert!(
+            matches!(config.schedule(), Err(ScheduleError::InvalidInput(_))),
+            "{input}"
+        );
+        let refused = TriggerKind::Cron(config).validate();
+        assert!(refused.is_err(), "{input}");
+    }
+}
+
 proptest! {
     #[test]
     fn arbitrary_expressions_never_panic(expression in any::<String>(), timezone in any::<String>()) {
@@ -418,4 +456,209 @@ proptest! {
         prop_assert!(next > t);
         prop_assert!(next - t <= TimeDelta::hours(25));
     }
+}
+
+fn days_fired(s: &CronSchedule, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+    slots_between(s, from, until)
+        .iter()
+        .map(|t| t.format("%a %d").to_string())
+        .collect()
+}
+
+#[test]
+fn restricted_day_of_month_and_day_of_week_fire_on_either() {
+    // Vixie cron: the 1st of the month, and every Monday. 2026-01-01 is a
+    // Thursday.
+    let s = schedule("0 0 1 * 1", "UTC");
+    assert_eq!(
+        days_fired(&s, utc(2025, 12, 31, 0, 0, 0), utc(2026, 2, 3, 0, 0, 0)),
+        ["Thu 01", "Mon 05", "Mon 12", "Mon 19", "Mon 26", "Sun 01", "Mon 02"]
+    );
+    // Fridays, and the 13th whatever its day.
+    let s = schedule("30 12 13 * fri", "UTC");
+    assert_eq!(
+        days_fired(&s, utc(2026, 3, 1, 0, 0, 0), utc(2026, 4, 1, 0, 0, 0)),
+        ["Fri 06", "Fri 13", "Fri 20", "Fri 27"]
+    );
+    assert_eq!(
+        days_fired(&s, utc(2026, 4, 1, 0, 0, 0), utc(2026, 4, 20, 0, 0, 0)),
+        ["Fri 03", "Fri 10", "Mon 13", "Fri 17"]
+    );
+    // Looking back agrees with looking forward.
+    let s = schedule("0 0 1,15 * sun", "America/New_York");
+    let from = ny(2026, 1, 1, 0, 0) - TimeDelta::seconds(1);
+    let until = ny(2026, 12, 31, 0, 0);
+    let forward = slots_between(&s, from, until + TimeDelta::seconds(1));
+    assert_eq!(
+        forward.len(),
+        24 + 52 - 6,
+        "1st and 15th, 52 Sundays, 6 of them both (Feb, Mar, Nov)"
+    );
+    let back = s.due_slots(Some(from), until, MissedRunPolicy::CatchUp { max: 1_000 });
+    assert_eq!(back, forward);
+}
+
+#[test]
+fn a_day_field_starting_with_a_star_is_unrestricted() {
+    // As in Vixie cron and cronie: `*/2` counts as `*`, so both day
+    // fields must match (odd days that are Mondays).
+    let s = schedule("0 0 */2 * 1", "UTC");
+    assert_eq!(
+        days_fired(&s, utc(2026, 1, 1, 0, 0, 0), utc(2026, 3, 1, 0, 0, 0)),
+        ["Mon 05", "Mon 19", "Mon 09", "Mon 23"]
+    );
+    // A restricted day of month with `*` day of week: that day only.
+    let s = schedule("0 0 13 * *", "UTC");
+    assert_eq!(
+        days_fired(&s, utc(2026, 3, 1, 0, 0, 0), utc(2026, 5, 1, 0, 0, 0)),
+        ["Fri 13", "Mon 13"]
+    );
+}
+
+#[test]
+fn six_and_seven_field_forms_keep_the_cron_crate_meaning() {
+    // Leading seconds: day of week 1 is Sunday, and both day fields must
+    // match (the first of a month that is a Sunday: February, March and
+    // November in 2026).
+    let s = schedule("0 0 0 1 * 1", "UTC");
+    assert_eq!(
+        slots_between(&s, utc(2026, 1, 1, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0)),
+        [
+            utc(2026, 2, 1, 0, 0, 0),
+            utc(2026, 3, 1, 0, 0, 0),
+            utc(2026, 11, 1, 0, 0, 0)
+        ]
+    );
+    // The same in five fields fires on every Sunday and every 1st.
+    let five = schedule("0 0 1 * 0", "UTC");
+    assert_eq!(
+        slots_between(&five, utc(2025, 12, 31, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0)).len(),
+        12 + 52 - 3
+    );
+    let s = schedule("0 0 0 1 * 1 2026", "UTC");
+    assert_eq!(
+        s.next_after(utc(2026, 3, 2, 0, 0, 0)),
+        Some(utc(2026, 11, 1, 0, 0, 0))
+    );
+    assert_eq!(s.next_after(utc(2026, 11, 1, 0, 0, 0)), None);
+}
+
+#[test]
+fn sunday_is_zero_or_seven_in_ranges_and_names() {
+    // 2026-01-05 is a Monday.
+    let week = (utc(2026, 1, 4, 12, 0, 0), utc(2026, 1, 11, 12, 0, 0));
+    let days = |expression: &str| -> Vec<String> {
+        slots_between(&schedule(expression, "UTC"), week.0, week.1)
+            .iter()
+            .map(|t| t.format("%a").to_string())
+            .collect()
+    };
+    assert_eq!(days("0 9 * * fri-sun"), ["Fri", "Sat", "Sun"]);
+    assert_eq!(days("0 9 * * 5-7"), ["Fri", "Sat", "Sun"]);
+    assert_eq!(days("0 9 * * 5-0"), ["Fri", "Sat", "Sun"]);
+    assert_eq!(days("0 9 * * sat,SUN"), ["Sat", "Sun"]);
+    assert_eq!(days("0 9 * * 0,7"), ["Sun"]);
+    assert_eq!(
+        days("0 9 * * 0-7"),
+        ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    );
+}
+
+#[test]
+fn expressions_that_never_fire_are_refused() {
+    for expression in [
+        "0 0 30 2 *",
+        "0 0 31 4 *",
+        "0 0 31 2,4,6,9,11 *",
+        "0 0 0 30 2 *",
+        "0 0 0 29 2 * 2100",
+        "0 0 0 1 1 1 2024",
+    ] {
+        assert_eq!(
+            CronSchedule::parse(expression, "UTC").err(),
+            Some(ScheduleError::NeverFires {
+                expression: expression.to_owned()
+            }),
+            "{expression}"
+        );
+        let refused = TriggerKind::Cron(CronConfig::new(expression, "UTC")).validate();
+        assert!(refused.is_err(), "{expression}");
+    }
+    let message = CronSchedule::parse("0 0 30 2 *", "UTC")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("never fires"), "{message}");
+    // February 29th and the 31st of months that have one do fire; so does
+    // the 30th of February when Mondays count too.
+    for expression in [
+        "0 0 29 2 *",
+        "0 0 31 * *",
+        "0 0 30 2 1",
+        "0 0 0 29 2 * 2096",
+    ] {
+        assert!(
+            CronSchedule::parse(expression, "UTC").is_ok(),
+            "{expression}"
+        );
+    }
+}
+
+#[test]
+fn the_far_ends_of_the_calendar_do_not_panic() {
+    let ends = [
+        DateTime::<Utc>::MAX_UTC,
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(1),
+        DateTime::<Utc>::MIN_UTC + TimeDelta::hours(30),
+        utc(262_142, 12, 31, 23, 59, 59),
+        utc(-262_143, 1, 1, 0, 0, 0),
+        utc(1969, 12, 31, 23, 59, 59),
+        utc(2100, 12, 31, 23, 59, 59),
+        utc(2101, 1, 1, 0, 0, 0),
+    ];
+    let policies = [
+        MissedRunPolicy::Skip,
+        MissedRunPolicy::RunOnce,
+        MissedRunPolicy::CatchUp { max: 3 },
+    ];
+    for timezone in [
+        "UTC",
+        "America/New_York",
+        "Pacific/Kiritimati",
+        "Etc/GMT+12",
+    ] {
+        for expression in ["* * * * * *", "0 0 1 * 1", "30 2 * * *", "@yearly"] {
+            let s = schedule(expression, timezone);
+            for &t in &ends {
+                if let Some(next) = s.next_after(t) {
+                    assert!(next > t, "{expression} in {timezone} after {t}");
+                }
+                for &last in &ends {
+                    for policy in policies {
+                        for slot in s.due_slots(Some(last), t, policy) {
+                            assert!(slot > last && slot <= t, "{expression} {last} {t}");
+                        }
+                    }
+                }
+                let _ = s.due_slots(None, t, MissedRunPolicy::Skip);
+            }
+        }
+    }
+    // Far in the past, the search starts at the first slot the schedule
+    // knows; at the far end, nothing is left.
+    let s = schedule("0 0 1 1 *", "UTC");
+    assert_eq!(
+        s.next_after(DateTime::<Utc>::MIN_UTC),
+        Some(utc(1970, 1, 1, 0, 0, 0))
+    );
+    assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC), None);
+    assert_eq!(
+        s.due_slots(
+            Some(DateTime::<Utc>::MIN_UTC),
+            DateTime::<Utc>::MAX_UTC,
+            MissedRunPolicy::RunOnce
+        ),
+        [utc(2100, 1, 1, 0, 0, 0)]
+    );
 }

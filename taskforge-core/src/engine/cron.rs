@@ -19,7 +19,7 @@ use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, TriggerId};
 use crate::step::StepExecutor;
 use crate::store::{EventQuery, Order, Store};
-use crate::trigger::cron::{tick_dedup_key, CronConfig, OverlapAction};
+use crate::trigger::cron::{run_input, tick_dedup_key, CronConfig, OverlapAction};
 use crate::trigger::{InvalidTrigger, Trigger, TriggerKind};
 
 /// The metadata key under which a cron event records its slot.
@@ -122,10 +122,13 @@ async fn fire_slot<S: Store, X: StepExecutor>(
 ) -> Result<CronFiring, EngineError> {
     let now = shared.now();
     let workflow = shared.store.get_workflow(trigger.workflow_id).await?;
-    let payload = serde_json::json!({
-        "trigger_id": trigger.id,
-        "scheduled_at": slot,
-    });
+    // The run's input, documented on `CronConfig`: the trigger's static
+    // input with `trigger_id` and `scheduled_at` beside it.
+    let static_input = match &trigger.kind {
+        TriggerKind::Cron(config) => Some(&config.input),
+        _ => None,
+    };
+    let payload = run_input(static_input, trigger.id, slot);
     let mut event = Event {
         id: EventId::new(),
         workflow_id: workflow.id,
