@@ -493,6 +493,124 @@ fn dedup_sources() {
     assert!(key.starts_with("sha256:") && key.len() < 100, "{key}");
 }
 
+fn dedup_key_of(config: &WebhookConfig, headers: &[(&str, &str)], body: &[u8]) -> String {
+    config
+        .verify(&request(headers, body), now())
+        .expect("verifies")
+        .dedup_key
+}
+
+#[test]
+fn dedup_keys_that_look_hashed_are_not_hashed_keys() {
+    let by_header = WebhookConfig::new("/d").with_dedup(DedupSource::Header("X-Id".into()));
+    let body = br#"{"a":1}"#;
+    let long = "x".repeat(1_000);
+    let hashed = dedup_key_of(&by_header, &[("x-id", &long)], body);
+    assert!(hashed.starts_with("sha256:"), "{hashed}");
+    // A sender that sends the hashed form of someone else's key as its own.
+    let lookalike = dedup_key_of(&by_header, &[("x-id", &hashed)], body);
+    assert_ne!(lookalike, hashed);
+    // Nor can a header key pass for a body hash.
+    let body_key = dedup_key_of(&WebhookConfig::new("/d"), &[], body);
+    assert_ne!(
+        dedup_key_of(&by_header, &[("x-id", &body_key)], body),
+        body_key
+    );
+    // Other short keys are kept as they are.
+    assert_eq!(dedup_key_of(&by_header, &[("x-id", "sha1")], body), "sha1");
+}
+
+#[test]
+fn big_json_numbers_keep_their_text_as_dedup_keys() {
+    let by_id = WebhookConfig::new("/d").with_dedup(DedupSource::JsonPointer("/id".into()));
+    let a = dedup_key_of(&by_id, &[], br#"{"id":123456789012345678901}"#);
+    let b = dedup_key_of(&by_id, &[], br#"{"id":123456789012345678902}"#);
+    assert_eq!(a, "123456789012345678901");
+    assert_eq!(b, "123456789012345678902");
+    let negative = dedup_key_of(&by_id, &[], br#"{"id": -123456789012345678901 }"#);
+    assert_eq!(negative, "-123456789012345678901");
+    assert_eq!(dedup_key_of(&by_id, &[], br#"{"id":1.50}"#), "1.50");
+    assert_eq!(
+        dedup_key_of(&by_id, &[], br#"{"id":18446744073709551615}"#),
+        "18446744073709551615"
+    );
+    // The last of duplicate keys counts, as it does for the parsed payload.
+    let duplicate = dedup_key_of(&by_id, &[], br#"{"id":1e30,"id":123456789012345678903}"#);
+    assert_eq!(duplicate, "123456789012345678903");
+    // Pointer escapes and array indices, through escaped object keys.
+    let nested =
+        WebhookConfig::new("/d").with_dedup(DedupSource::JsonPointer("/a~1b/1/n~0".into()));
+    let body = br#" { "a\u002fb" : [ {"n~": 1}, {"x": [1, 2], "n~": 98765432109876543210987} ] } "#;
+    assert_eq!(dedup_key_of(&nested, &[], body), "98765432109876543210987");
+}
+
+/// `k`, then the unrelated `k#2`, then `k` again once its window passed:
+/// the third delivery is a new generation of `k`, not a duplicate of `k#2`.
+#[tokio::test]
+async fn dedup_generations_do_not_collide_with_other_keys() {
+    use taskforge_core::clock::ManualClock;
+    use taskforge_core::{Delivery, Engine, StepDefinition, StepRegistry, WorkflowDefinition};
+    use taskforge_store_memory::MemoryStore;
+
+    let clock = ManualClock::new(now());
+    let mut registry = StepRegistry::new();
+    registry
+        .step("echo", |_ctx, input: serde_json::Value| async move {
+            Ok::<_, taskforge_core::StepError>(input)
+        })
+        .expect("registers");
+    let engine = Engine::builder(MemoryStore::new(), registry)
+        .clock(clock.clone())
+        .build();
+    let workflow = engine
+        .create_workflow("generations")
+        .await
+        .expect("creates");
+    engine
+        .publish(
+            workflow.id,
+            WorkflowDefinition::new(vec![StepDefinition::new("echo", "echo")]),
+        )
+        .await
+        .expect("publishes");
+    let config = WebhookConfig::new("/gen")
+        .with_dedup(DedupSource::Header("x-id".into()))
+        .with_dedup_window(Duration::from_secs(60));
+    engine
+        .create_trigger(workflow.id, TriggerKind::Webhook(config))
+        .await
+        .expect("trigger");
+    let deliver = |id: &'static str| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .deliver_webhook("/gen", &request(&[("x-id", id)], br#"{"a":1}"#.to_vec()))
+                .await
+                .expect("delivers")
+        }
+    };
+    let first = deliver("k").await;
+    assert!(matches!(first, Delivery::Accepted { .. }), "{first:?}");
+    clock.advance(TimeDelta::seconds(61));
+    let other = deliver("k#2").await;
+    let Delivery::Accepted {
+        event_id: other_id, ..
+    } = other
+    else {
+        panic!("k#2 is a key of its own: {other:?}");
+    };
+    let again = deliver("k").await;
+    assert!(
+        matches!(again, Delivery::Accepted { .. }),
+        "k after its window is a new generation of k, not k#2: {again:?}"
+    );
+    let repeat = deliver("k#2").await;
+    assert!(
+        matches!(repeat, Delivery::Duplicate { event_id, .. } if event_id == other_id),
+        "{repeat:?}"
+    );
+}
+
 #[test]
 fn webhook_trigger_kind_round_trips() {
     let config = github_config()
@@ -626,5 +744,33 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// What a worst-case glob filter costs on a 1 MiB string: a measurement,
+/// printed, not a timed assertion. Run it in release:
+///
+/// `cargo test --release -p taskforge-core --test webhook -- --ignored --nocapture glob_cost`
+#[test]
+#[ignore = "a measurement: run in release with --nocapture"]
+fn glob_cost_on_a_large_body() {
+    let text = "a".repeat(1 << 20);
+    let payload = json!({ "s": text });
+    let cases = [
+        ("star, 1,022 a, b", format!("*{}b", "a".repeat(1_022))),
+        ("star, 1,022 ?, b", format!("*{}b", "?".repeat(1_022))),
+        ("512 × (star a), b", format!("{}b", "*a".repeat(511))),
+        ("star, (a?)×511, b", format!("*{}b", "a?".repeat(511))),
+        ("star, 1,023 a (matches)", format!("*{}", "a".repeat(1_023))),
+    ];
+    for (name, pattern) in cases {
+        assert!(pattern.chars().count() <= 1_024, "{name}");
+        let filter = Filter::glob("/s", pattern);
+        let started = std::time::Instant::now();
+        let result = filter.check(&payload).is_ok();
+        println!(
+            "glob {name:<26} on 1 MiB: {:>10.3} ms (matched: {result})",
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
 }

@@ -17,8 +17,14 @@ use super::request::{Headers, Rejection, VerifiedDelivery, WebhookRequest, MAX_J
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Dedup keys longer than this (in bytes) are replaced by the hex SHA-256 of
-/// the key, prefixed `sha256:`, so a sender cannot make store keys huge.
+/// the key, prefixed `sha256:`, so a sender cannot make store keys huge. A
+/// shorter key that starts with `sha256:` is hashed too, so a key that
+/// looks like a hash cannot collide with a hashed one.
 pub const MAX_DEDUP_KEY_LEN: usize = 200;
+
+/// The prefix of hashed dedup keys (body hashes, and keys hashed for their
+/// length or their look).
+const HASHED_KEY_PREFIX: &str = "sha256:";
 
 /// How a webhook trigger receives and checks deliveries.
 ///
@@ -353,7 +359,9 @@ fn parse_object(body: &[u8]) -> Result<Value, Rejection> {
 pub enum DedupSource {
     /// A request header, such as `X-GitHub-Delivery` or `webhook-id`.
     Header(String),
-    /// A string or number in the payload, at this JSON pointer.
+    /// A string or number in the payload, at this JSON pointer. A number
+    /// keys by its exact text in the body, so two integers beyond the range
+    /// of `u64` that round to one `f64` are still two keys.
     JsonPointer(String),
     /// `sha256:` and the hex SHA-256 of the raw body: identical bodies are
     /// duplicates.
@@ -374,11 +382,16 @@ impl DedupSource {
                 .to_owned(),
             Self::JsonPointer(ptr) => match payload.pointer(ptr) {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+                // Beyond i64/u64 serde_json keeps the nearest f64 only:
+                // read the number's own text instead.
+                Some(Value::Number(_)) => raw_text_at(body, ptr)
+                    .ok_or_else(|| missing(format!("pointer {ptr}")))?
+                    .to_owned(),
                 _ => return Err(missing(format!("pointer {ptr}"))),
             },
         };
-        if key.len() > MAX_DEDUP_KEY_LEN {
+        if key.len() > MAX_DEDUP_KEY_LEN || key.starts_with(HASHED_KEY_PREFIX) {
             Ok(body_hash(key.as_bytes()))
         } else {
             Ok(key)
@@ -387,7 +400,157 @@ impl DedupSource {
 }
 
 fn body_hash(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    format!("{HASHED_KEY_PREFIX}{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The text of the value at `pointer` in `body`, exactly as the sender
+/// wrote it, resolved as [`Value::pointer`] resolves it (`~1` and `~0`
+/// escapes, array indices without leading zeros, the last of duplicate
+/// object keys). `body` is JSON that parsed already, so this only walks it.
+///
+/// serde_json's `arbitrary_precision` and `raw_value` features would give
+/// the text too, but they change how every `Value` in the build parses: an
+/// object whose first key is serde_json's private marker turns into a
+/// number or into the JSON inside its string, payloads and stored records
+/// included.
+fn raw_text_at<'a>(body: &'a [u8], pointer: &str) -> Option<&'a str> {
+    let mut scan = Scan { body, at: 0 };
+    scan.whitespace();
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        match scan.peek()? {
+            b'{' => scan.enter_member(&token)?,
+            b'[' => scan.enter_element(&token)?,
+            _ => return None,
+        }
+    }
+    let start = scan.at;
+    scan.skip_value()?;
+    std::str::from_utf8(body.get(start..scan.at)?).ok()
+}
+
+/// A cursor over well-formed JSON. Every step is bounds-checked: on input
+/// that is not JSON it stops with `None`, never panics.
+struct Scan<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.body.get(self.at).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// Moves past `byte`, after whitespace.
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.whitespace();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// From an object's `{` to the value of its last member named `name`.
+    fn enter_member(&mut self, name: &str) -> Option<()> {
+        self.expect(b'{')?;
+        let mut found = None;
+        loop {
+            self.whitespace();
+            if self.peek()? == b'}' {
+                break;
+            }
+            let key_start = self.at;
+            self.skip_value()?;
+            let key = self.body.get(key_start..self.at)?;
+            self.expect(b':')?;
+            self.whitespace();
+            if key_is(key, name) {
+                found = Some(self.at);
+            }
+            self.skip_value()?;
+            self.whitespace();
+            if self.peek()? == b',' {
+                self.at += 1;
+            }
+        }
+        self.at = found?;
+        Some(())
+    }
+
+    /// From an array's `[` to its element at `index` (a pointer token).
+    fn enter_element(&mut self, index: &str) -> Option<()> {
+        if index.starts_with('+') || (index.starts_with('0') && index.len() > 1) {
+            return None;
+        }
+        let index: usize = index.parse().ok()?;
+        self.expect(b'[')?;
+        for _ in 0..index {
+            self.whitespace();
+            if self.peek()? == b']' {
+                return None;
+            }
+            self.skip_value()?;
+            self.expect(b',')?;
+        }
+        self.whitespace();
+        (self.peek()? != b']').then_some(())
+    }
+
+    /// Moves past one value (which starts here).
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => {
+                self.at += 1;
+                loop {
+                    match self.peek()? {
+                        b'\\' => self.at += 2,
+                        b'"' => break,
+                        _ => self.at += 1,
+                    }
+                }
+                self.at += 1;
+            }
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.skip_value()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth = depth.checked_sub(1)?,
+                        _ => {}
+                    }
+                    self.at += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.at += 1;
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+/// Whether the JSON string `raw` (quotes included) spells `name`.
+fn key_is(raw: &[u8], name: &str) -> bool {
+    if raw.contains(&b'\\') {
+        serde_json::from_slice::<String>(raw).is_ok_and(|key| key == name)
+    } else {
+        raw.get(1..raw.len().saturating_sub(1)) == Some(name.as_bytes())
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +579,35 @@ mod tests {
             "]".repeat(MAX_JSON_DEPTH)
         );
         assert_eq!(parse_object(over.as_bytes()), Err(Rejection::TooDeep));
+    }
+
+    #[test]
+    fn serde_json_gives_no_key_a_meaning() {
+        // With serde_json's raw_value or arbitrary_precision feature on
+        // anywhere in the build, these would parse as a list and a number.
+        for body in [
+            &br#"{"$serde_json::private::RawValue":"[1]"}"#[..],
+            br#"{"$serde_json::private::Number":"1"}"#,
+        ] {
+            let value: Value = serde_json::from_slice(body).expect("parses");
+            assert!(value.is_object(), "{value}");
+        }
+    }
+
+    #[test]
+    fn raw_text_follows_the_pointer() {
+        let body = br#" {"a" : [1, {"b" : 2.50 }, "x,]}"], "a\u0062": -1e400 , "a~/" : {}} "#;
+        assert_eq!(raw_text_at(body, "/a/1/b"), Some("2.50"));
+        assert_eq!(raw_text_at(body, "/a/2"), Some(r#""x,]}""#));
+        assert_eq!(raw_text_at(body, "/ab"), Some("-1e400"));
+        assert_eq!(raw_text_at(body, "/a~0~1"), Some("{}"));
+        assert_eq!(raw_text_at(body, "/a/01"), None);
+        assert_eq!(raw_text_at(body, "/a/3"), None);
+        assert_eq!(raw_text_at(body, "/a/1/b/c"), None);
+        assert_eq!(raw_text_at(body, "/nope"), None);
+        for cut in 0..body.len() {
+            let _ = raw_text_at(&body[..cut], "/a/1/b");
+        }
     }
 
     #[test]
