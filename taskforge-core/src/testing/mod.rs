@@ -1,12 +1,29 @@
-//! Test support for backends: the store conformance suite.
+//! Test support for backends: the store conformance suite and the
+//! engine-level scenarios.
 //!
-//! Every backend runs the same suite, one `#[tokio::test]` per clause of the
-//! contracts in [`WorkflowStore`](crate::store::WorkflowStore),
-//! [`EventStore`](crate::store::EventStore) and [`RunStore`](crate::store::RunStore), with
-//! one line in its `tests/conformance.rs`:
+//! This is test support, not a stable API: it exists for the tests of
+//! backend crates, is only compiled with the `testing` feature, and its
+//! cases, helpers and macros may change in any release, minor and patch
+//! releases included.
+//!
+//! It holds two suites, each run with one macro call:
+//!
+//! - the store conformance suite ([`store`], run by
+//!   [`store_conformance!`](crate::store_conformance)): one case per clause
+//!   of the contracts in [`WorkflowStore`](crate::store::WorkflowStore),
+//!   [`EventStore`](crate::store::EventStore) and
+//!   [`RunStore`](crate::store::RunStore), each on the store alone;
+//! - the engine-level scenarios ([`engine`] and [`triggers`], run by
+//!   [`engine_conformance!`](crate::engine_conformance)): each drives a real
+//!   [`Engine`](crate::Engine) over the store (runs, retries, timeouts,
+//!   cancellation, versions, recovery, webhooks, cron).
+//!
+//! A backend runs them with one line each, usually in its
+//! `tests/conformance.rs` and `tests/engine.rs`:
 //!
 //! ```ignore
 //! taskforge_core::store_conformance!(|| async { MemoryStore::new() });
+//! taskforge_core::engine_conformance!(|| async { MemoryStore::new() });
 //! ```
 //!
 //! The argument is a factory: a closure without arguments returning a
@@ -24,15 +41,22 @@
 //! ```
 //!
 //! The store must be `Clone`, clones sharing one database: concurrency cases
-//! hand a clone to each of many tasks. The calling crate needs `tokio` with
-//! the `macros` and `rt-multi-thread` features among its dev-dependencies,
+//! hand a clone to each of many tasks, and engine scenarios start a second
+//! engine on the same data. The calling crate needs `tokio` with the
+//! `macros` and `rt-multi-thread` features among its dev-dependencies,
 //! because the generated tests are `#[tokio::test]`s (multi-threaded, four
 //! workers, so races are real).
 //!
-//! The cases are also plain `async fn`s in [`store`], for a backend that
-//! wants to run one by hand.
+//! Each macro also generates a test `every_case_is_listed`, which fails if
+//! the macro's list of cases and the `pub async fn`s of the suite's source
+//! files differ (see [`assert_every_case_listed`]), so a new case cannot be
+//! left out of the macro unnoticed.
+//!
+//! The cases are also plain `async fn`s in [`store`], [`engine`] and
+//! [`triggers`], for a backend that wants to run one by hand.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 
@@ -126,8 +150,109 @@ where
     drop(guard);
 }
 
+/// Defines, from one list of paths relative to this file, a constant with
+/// the paths and one with the files' text.
+macro_rules! case_files {
+    ($paths:ident, $sources:ident: $($path:literal),+ $(,)?) => {
+        #[cfg(test)]
+        const $paths: &[&str] = &[$($path),+];
+        const $sources: &[&str] = &[$(include_str!($path)),+];
+    };
+}
+
+case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
+    "store.rs",
+    "store/claims.rs",
+    "store/commits.rs",
+    "store/events.rs",
+    "store/listing.rs",
+    "store/runs.rs",
+    "store/workflows.rs",
+);
+
+case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
+    "engine/mod.rs",
+    "engine/cancellation.rs",
+    "engine/execution.rs",
+    "engine/recovery.rs",
+    "engine/versions.rs",
+    "triggers/mod.rs",
+    "triggers/cron.rs",
+    "triggers/webhooks.rs",
+);
+
+/// The text of every source file of the store conformance suite
+/// ([`store`]), for [`assert_every_case_listed`].
+#[must_use]
+pub fn store_case_sources() -> &'static [&'static str] {
+    STORE_CASE_SOURCES
+}
+
+/// The text of every source file of the engine-level scenarios
+/// ([`engine`] and [`triggers`]), for [`assert_every_case_listed`].
+#[must_use]
+pub fn engine_case_sources() -> &'static [&'static str] {
+    ENGINE_CASE_SOURCES
+}
+
+/// The names of the cases in `source`: every `pub async fn` at the start
+/// of a line (cases are top-level items; a nested or indented `pub async
+/// fn` is not one).
+fn case_names(source: &str) -> impl Iterator<Item = &str> {
+    source.lines().filter_map(|line| {
+        let rest = line.strip_prefix("pub async fn ")?;
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    })
+}
+
+/// Panics unless `listed` (the cases a conformance macro runs) names every
+/// case of `sources` (the text of the suite's files, such as
+/// [`store_case_sources`]) exactly once, and nothing else.
+///
+/// A case is a `pub async fn` at the start of a line. The panic message
+/// names the cases missing from the list, the listed names that are not
+/// cases, and any name that appears twice.
+///
+/// # Panics
+///
+/// If the list and the cases differ, if a name is listed or defined twice,
+/// or if `sources` define no case at all.
+pub fn assert_every_case_listed(listed: &[&str], sources: &[&str]) {
+    let mut cases = BTreeSet::new();
+    let mut twice = BTreeSet::new();
+    for name in sources.iter().flat_map(|source| case_names(source)) {
+        if !cases.insert(name) {
+            twice.insert(name);
+        }
+    }
+    assert!(!cases.is_empty(), "the suite's sources define no case");
+    let mut named = BTreeSet::new();
+    for &name in listed {
+        if !named.insert(name) {
+            twice.insert(name);
+        }
+    }
+    let missing: Vec<_> = cases.difference(&named).collect();
+    let extra: Vec<_> = named.difference(&cases).collect();
+    let twice: Vec<_> = twice.into_iter().collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && twice.is_empty(),
+        "the conformance macro's list of cases is out of date:\n\
+         cases the macro does not list: {missing:?}\n\
+         listed names that are not cases: {extra:?}\n\
+         names listed or defined twice: {twice:?}"
+    );
+}
+
 /// Expands to one `#[tokio::test]` per case of the store conformance suite,
-/// each on a fresh store from the factory. See the [module docs](crate::testing).
+/// each on a fresh store from the factory, and one `#[test]`
+/// `every_case_is_listed` that checks this list against the cases of
+/// [`store`](crate::testing::store) (see
+/// [`assert_every_case_listed`](crate::testing::assert_every_case_listed)).
+/// See the [module docs](crate::testing).
 ///
 /// ```ignore
 /// taskforge_core::store_conformance!(|| async { MemoryStore::new() });
@@ -141,6 +266,14 @@ macro_rules! store_conformance {
                 $crate::testing::run_case($factory, $crate::testing::store::$case).await;
             }
         )*
+
+        #[test]
+        fn every_case_is_listed() {
+            $crate::testing::assert_every_case_listed(
+                &[$(stringify!($case)),*],
+                $crate::testing::store_case_sources(),
+            );
+        }
     };
     ($factory:expr $(,)?) => {
         $crate::store_conformance!(@cases $factory;
@@ -198,4 +331,73 @@ macro_rules! store_conformance {
             large_and_unicode_payloads_round_trip,
         );
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Every `.rs` file under `src/testing/` but `mod.rs`, relative to it.
+    fn suite_files(dir: &Path, prefix: &str, files: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("read the testing directory") {
+            let entry = entry.expect("a directory entry");
+            let name = entry.file_name().into_string().expect("a UTF-8 name");
+            let path = format!("{prefix}{name}");
+            if entry.file_type().expect("a file type").is_dir() {
+                suite_files(&entry.path(), &format!("{path}/"), files);
+            } else if name.ends_with(".rs") && path != "mod.rs" {
+                files.insert(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_of_the_suites_is_a_case_source() {
+        let mut files = BTreeSet::new();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testing");
+        suite_files(&dir, "", &mut files);
+        let sources: BTreeSet<String> = STORE_CASE_PATHS
+            .iter()
+            .chain(ENGINE_CASE_PATHS)
+            .map(|path| (*path).to_owned())
+            .collect();
+        assert_eq!(sources, files);
+    }
+
+    const SOURCES: &[&str] = &[
+        "/// A case.\npub async fn first<S: Store + Clone>(store: S) {\n    drop(store);\n}\n",
+        "fn helper() {}\n/// pub async fn in_a_comment\nasync fn private() {}\n\
+         mod nested {\n    pub async fn indented() {}\n}\npub async fn second<S>(store: S) {}\n",
+    ];
+
+    #[test]
+    fn a_complete_list_passes() {
+        assert_every_case_listed(&["second", "first"], SOURCES);
+    }
+
+    #[test]
+    #[should_panic(expected = "cases the macro does not list: [\"second\"]")]
+    fn an_unlisted_case_fails() {
+        assert_every_case_listed(&["first"], SOURCES);
+    }
+
+    #[test]
+    #[should_panic(expected = "listed names that are not cases: [\"third\"]")]
+    fn a_listed_name_that_is_no_case_fails() {
+        assert_every_case_listed(&["first", "second", "third"], SOURCES);
+    }
+
+    #[test]
+    #[should_panic(expected = "names listed or defined twice: [\"first\"]")]
+    fn a_name_listed_twice_fails() {
+        assert_every_case_listed(&["first", "second", "first"], SOURCES);
+    }
+
+    #[test]
+    fn the_suites_define_cases() {
+        assert_eq!(case_names(STORE_CASE_SOURCES.concat().as_str()).count(), 49);
+        assert!(case_names(ENGINE_CASE_SOURCES.concat().as_str()).count() > 0);
+    }
 }

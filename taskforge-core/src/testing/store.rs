@@ -12,6 +12,8 @@
 //! [`concurrent_claims_have_one_winner`]: a claimed run that is still queued
 //! is not claimable again while its lease is live.
 
+mod claims;
+mod commits;
 mod events;
 mod listing;
 mod runs;
@@ -32,6 +34,8 @@ use crate::run::{Lease, RunStatus, RunTransition, StepRun, WorkflowRun};
 use crate::store::Store;
 use crate::workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
 
+pub use claims::*;
+pub use commits::*;
 pub use events::*;
 pub use listing::*;
 pub use runs::*;

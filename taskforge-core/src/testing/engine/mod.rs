@@ -1,0 +1,153 @@
+//! Engine-level scenarios, run on every backend: each case drives a real
+//! [`Engine`] over the store it is given and checks what users rely on.
+//!
+//! Cases take a store that is `Clone` (clones share one database), so a
+//! case can start a second engine on the same data, as a restarted or
+//! second process would.
+//!
+//! The cases live in one file per concern and are all re-exported here,
+//! where [`engine_conformance!`](crate::engine_conformance) finds them:
+//! linear runs, retries and timeouts; cancellation; versions and starting
+//! runs; recovery (a crashed engine, two engines, a thousand runs,
+//! shutdown). The trigger scenarios are in
+//! [`triggers`](crate::testing::triggers).
+
+mod cancellation;
+mod execution;
+mod recovery;
+mod versions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::{
+    Engine, RunId, StepContext, StepError, StepRegistry, Store, WorkflowDefinition, WorkflowRun,
+};
+
+pub use cancellation::*;
+pub use execution::*;
+pub use recovery::*;
+pub use versions::*;
+
+/// How long a case waits for a run before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn engine<S: Store>(store: S, registry: StepRegistry) -> Engine<S, StepRegistry> {
+    Engine::builder(store, registry)
+        .lease_ttl(Duration::from_millis(500))
+        .poll_interval(Duration::from_millis(20))
+        .build()
+}
+
+async fn wait<S: Store>(engine: &Engine<S, StepRegistry>, id: RunId) -> WorkflowRun {
+    tokio::time::timeout(PATIENCE, engine.wait_for_run(id))
+        .await
+        .unwrap_or_else(|_| panic!("run {id} did not finish within {PATIENCE:?}"))
+        .expect("wait for run")
+}
+
+/// Creates the workflow `name` and publishes `definition` as its first version.
+async fn published<S: Store, X: crate::StepExecutor>(
+    engine: &Engine<S, X>,
+    name: &str,
+    definition: WorkflowDefinition,
+) -> crate::Workflow {
+    let workflow = engine.create_workflow(name).await.expect("create");
+    engine
+        .publish(workflow.id, definition)
+        .await
+        .expect("publish");
+    workflow
+}
+
+fn ok(value: Value) -> Result<Value, StepError> {
+    Ok(value)
+}
+
+fn hanging_registry(started: Arc<Notify>) -> StepRegistry {
+    let mut registry = StepRegistry::new();
+    registry
+        .step("hang", move |_ctx: StepContext, _input: Value| {
+            let started = Arc::clone(&started);
+            async move {
+                started.notify_one();
+                std::future::pending::<()>().await;
+                ok(Value::Null)
+            }
+        })
+        .expect("register")
+        .step("never", |_ctx: StepContext, _input: Value| async move {
+            Err::<Value, _>(StepError::terminal(
+                "a step after a cancelled or timed-out one must not run",
+            ))
+        })
+        .expect("register");
+    registry
+}
+
+/// Expands to one `#[tokio::test]` per engine-level scenario (the cases of
+/// [`engine`](crate::testing::engine) and
+/// [`triggers`](crate::testing::triggers)), each on a fresh store from the
+/// factory; the factory is the one
+/// [`store_conformance!`](crate::store_conformance) takes. It also expands
+/// to one `#[test]` `every_case_is_listed` that checks this list against
+/// the cases of both modules (see
+/// [`assert_every_case_listed`](crate::testing::assert_every_case_listed)).
+///
+/// ```ignore
+/// taskforge_core::engine_conformance!(|| async { MemoryStore::new() });
+/// ```
+#[macro_export]
+macro_rules! engine_conformance {
+    (@cases $factory:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testing::run_case($factory, $crate::testing::$module::$case).await;
+            }
+        )*
+
+        #[test]
+        fn every_case_is_listed() {
+            $crate::testing::assert_every_case_listed(
+                &[$(stringify!($case)),*],
+                $crate::testing::engine_case_sources(),
+            );
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::engine_conformance!(@cases $factory;
+            engine::linear_run_passes_data,
+            engine::failing_step_is_retried,
+            engine::exhausted_retries_fail_the_run,
+            engine::terminal_errors_are_not_retried,
+            engine::step_timeout_times_out_the_run,
+            engine::run_timeout_times_out_the_run,
+            engine::cancel_stops_a_running_run,
+            engine::handlers_see_cancellation,
+            engine::cancel_a_queued_run,
+            engine::runs_stay_on_their_version,
+            engine::inactive_workflows_refuse_runs,
+            engine::publishing_validates_and_numbers_versions,
+            engine::idempotency_keys_start_one_run,
+            engine::subscribers_see_every_transition,
+            engine::a_new_engine_recovers_an_interrupted_run,
+            engine::two_engines_never_run_one_step_twice,
+            engine::a_thousand_concurrent_runs_finish,
+            engine::shutdown_finishes_or_leaves_runs_to_recovery,
+            triggers::concurrent_webhook_deliveries_start_one_run,
+            triggers::rejected_webhook_deliveries_store_nothing,
+            triggers::filtered_and_disabled_deliveries_are_recorded,
+            triggers::dedup_window_expires,
+            triggers::replay_links_runs_to_their_event,
+            triggers::bad_cron_triggers_are_refused,
+            triggers::daily_cron_fires_once_a_day_across_dst,
+            triggers::missed_ticks_follow_the_policy,
+            triggers::two_engines_fire_each_slot_once,
+            triggers::overlapping_ticks_follow_the_policy,
+        );
+    };
+}
