@@ -80,6 +80,14 @@ pub enum EventOutcome {
         /// Why.
         reason: String,
     },
+    /// The delivery was refused (unauthenticated, malformed, too large,
+    /// ...): recorded for the audit trail, without its body.
+    Rejected {
+        /// Why, as the sender was told.
+        reason: String,
+        /// The HTTP status the sender got.
+        status: u16,
+    },
 }
 
 impl EventOutcome {
@@ -101,6 +109,7 @@ impl EventOutcome {
             Self::WorkflowInactive => OutcomeKind::WorkflowInactive,
             Self::TriggerDisabled => OutcomeKind::TriggerDisabled,
             Self::Skipped { .. } => OutcomeKind::Skipped,
+            Self::Rejected { .. } => OutcomeKind::Rejected,
         }
     }
 }
@@ -120,4 +129,6 @@ pub enum OutcomeKind {
     TriggerDisabled,
     /// [`EventOutcome::Skipped`].
     Skipped,
+    /// [`EventOutcome::Rejected`].
+    Rejected,
 }

@@ -293,17 +293,29 @@ impl Data {
         rules::check_commit_request(fence, run.as_ref(), &steps)?;
         let entry = self.entry_mut(id)?;
         let stored = RunState::from(&entry.run);
-        rules::check_fence(fence, &stored, run.as_ref().map(RunState::from).as_ref())?;
         let states: Vec<StepState> = steps.iter().map(StepState::from).collect();
-        let checked = rules::check_steps(id, &states, |index, attempt| {
-            Ok::<_, StoreError>(
-                entry
-                    .step_position(index, attempt)
-                    .ok()
-                    .map(|pos| entry.steps[pos].status),
-            )
-        })?;
-        checked?;
+        let checked = rules::check_fence(fence, &stored, run.as_ref().map(RunState::from).as_ref())
+            .and_then(|()| {
+                let Ok(checked) = rules::check_steps(id, &states, |index, attempt| {
+                    Ok::<_, std::convert::Infallible>(
+                        entry
+                            .step_position(index, attempt)
+                            .ok()
+                            .map(|pos| entry.steps[pos].status),
+                    )
+                });
+                checked
+            });
+        if let Err(error) = checked {
+            let applied = error.is_conflict()
+                && rules::is_applied(fence, &entry.run, run.as_ref(), &states, |i| {
+                    let (index, attempt) = (steps[i].step_index, steps[i].attempt);
+                    entry
+                        .step_position(index, attempt)
+                        .is_ok_and(|pos| entry.steps[pos] == steps[i])
+                });
+            return if applied { Ok(()) } else { Err(error) };
+        }
 
         // Checked: from here on nothing fails, so the commit is all or nothing.
         for step in steps {

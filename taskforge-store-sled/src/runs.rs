@@ -252,29 +252,38 @@ impl RunStore for SledStore {
             };
             let state = RunState::from(&stored);
             let head = run.as_ref().map(|(head, _, _)| RunState::from(head));
-            if let Err(e) = rules::check_fence(fence, &state, head.as_ref()) {
-                return Ok(Err(e));
-            }
             let states: Vec<StepState> = steps.iter().map(|(_, state, _)| *state).collect();
             let mut stored_steps = Vec::with_capacity(steps.len());
-            for (step_key, state, _) in &steps {
-                let status = match tx.steps.get(step_key)? {
-                    Some(old) => match decode::<StepHead>("step run", &old) {
-                        Ok(old) => Some(old.status),
-                        Err(e) => return Ok(Err(e)),
-                    },
-                    None => None,
-                };
-                stored_steps.push(((state.index, state.attempt), status));
+            for (step_key, _, _) in &steps {
+                stored_steps.push(tx.steps.get(step_key)?);
             }
-            let Ok(checked) = rules::check_steps(id, &states, |index, attempt| {
-                let stored = stored_steps
-                    .iter()
-                    .find(|(key, _)| *key == (index, attempt));
-                Ok::<_, std::convert::Infallible>(stored.and_then(|(_, status)| *status))
+            let checked = rules::check_fence(fence, &state, head.as_ref()).and_then(|()| {
+                rules::check_steps(id, &states, |index, attempt| {
+                    let i = states
+                        .iter()
+                        .position(|s| (s.index, s.attempt) == (index, attempt));
+                    match i.and_then(|i| stored_steps[i].as_ref()) {
+                        Some(old) => decode::<StepHead>("step run", old).map(|old| Some(old.status)),
+                        None => Ok(None),
+                    }
+                })
+                .and_then(|checked| checked)
             });
-            if let Err(e) = checked {
-                return Ok(Err(e));
+            if let Err(error) = checked {
+                if !error.is_conflict() {
+                    return Ok(Err(error));
+                }
+                // A retry of a commit whose reply was lost succeeds.
+                let full = match op_load::<WorkflowRun>(tx.runs, "run", &key)? {
+                    Ok(Some(full)) => full,
+                    Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+                    Err(e) => return Ok(Err(e)),
+                };
+                let written = run.as_ref().map(|(_, run, _)| run);
+                let applied = rules::is_applied(fence, &full, written, &states, |i| {
+                    stored_steps[i].as_deref() == Some(&steps[i].2[..])
+                });
+                return Ok(if applied { Ok(Outcome::Done) } else { Err(error) });
             }
             for (step_key, _, bytes) in &steps {
                 tx.steps.insert(step_key, bytes.clone())?;
@@ -283,8 +292,9 @@ impl RunStore for SledStore {
                 // The flag is set by any engine at any time, and the
                 // owner's copy may predate it; the epoch belongs to claims
                 // alone. Re-serialized only in those rare cases.
-                let mut kept = run.clone();
-                let (bytes, index) = if rules::merge_committed(&state, &mut kept) {
+                let (bytes, index) = if rules::needs_merge(&state, &RunState::from(head)) {
+                    let mut kept = run.clone();
+                    rules::merge_committed(&state, &mut kept);
                     match encode("run", &kept) {
                         Ok(bytes) => (bytes, keys::run_index(&kept)),
                         Err(e) => return Ok(Err(e)),

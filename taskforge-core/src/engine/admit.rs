@@ -18,9 +18,8 @@ use crate::workflow::{Workflow, WorkflowVersion};
 
 /// What comes into the engine.
 pub(crate) struct Admission {
-    /// The event to record, if the request is a new one. `None` for a run
-    /// of an event recorded already (a replay) and for a manual start
-    /// without an idempotency key, which nothing could deduplicate.
+    /// The event to record; `None` only for a new run of an event recorded
+    /// already (a replay), so every run traces to an event.
     pub(crate) event: Option<Event>,
     /// The run it starts, if any; stored atomically with the event.
     pub(crate) run: Option<WorkflowRun>,

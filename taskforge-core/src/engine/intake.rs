@@ -59,8 +59,10 @@ pub enum Delivery {
         /// Which filter missed.
         reason: String,
     },
-    /// Refused before anything was stored (too large, unauthenticated,
-    /// malformed, ...). HTTP status from [`Rejection::http_status`].
+    /// Refused (too large, unauthenticated, malformed, ...): no run starts
+    /// and the body is not kept, but the refusal is recorded as an event
+    /// with the outcome [`EventOutcome::Rejected`] for the audit trail.
+    /// HTTP status from [`Rejection::http_status`].
     Rejected(Rejection),
     /// No enabled or disabled webhook trigger has this path. HTTP 404.
     UnknownPath,
@@ -191,6 +193,7 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
                 .entry(trigger.id)
                 .or_default() += 1;
             tracing::info!(trigger_id = %trigger.id, %rejection, "webhook delivery rejected");
+            record_rejection(shared, &trigger, request, &rejection).await?;
             return Ok(Delivery::Rejected(rejection));
         }
     };
@@ -244,6 +247,60 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
             outcome => Delivery::Recorded { event_id, outcome },
         },
     })
+}
+
+/// The longest rejection reason kept on its event, in bytes.
+const MAX_REASON_LEN: usize = 512;
+
+/// Records a refused delivery as an event: its reason and status, the
+/// body's size and content type, never the body or any other header (they
+/// may carry credentials).
+async fn record_rejection<S: Store, X: StepExecutor>(
+    shared: &Arc<Shared<S, X>>,
+    trigger: &Trigger,
+    request: &WebhookRequest,
+    rejection: &Rejection,
+) -> Result<(), EngineError> {
+    let mut reason = rejection.to_string();
+    if reason.len() > MAX_REASON_LEN {
+        let mut end = MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    let content_type: String = request
+        .headers
+        .get("content-type")
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect();
+    let event = Event {
+        id: EventId::new(),
+        workflow_id: trigger.workflow_id,
+        trigger_id: Some(trigger.id),
+        source: EventSource::Webhook,
+        received_at: shared.now(),
+        dedup_key: None,
+        payload: Arc::new(serde_json::json!({
+            "body_bytes": request.body.len(),
+            "content_type": content_type,
+        })),
+        metadata: Default::default(),
+        outcome: EventOutcome::Rejected {
+            reason,
+            status: rejection.http_status(),
+        },
+    };
+    let admission = Admission {
+        event: Some(event),
+        run: None,
+        dedup_window: None,
+    };
+    admit::admit(shared, admission).await?;
+    Ok(())
 }
 
 /// How many deliveries to a trigger were rejected since this engine started.

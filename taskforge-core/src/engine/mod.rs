@@ -430,8 +430,8 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     }
 
     /// Starts a run with options: a chosen version, an idempotency key.
-    /// With a key, the request is recorded as a manual [`Event`]; starting
-    /// again with the same key returns the first run.
+    /// The request is recorded as a manual [`Event`] stored with the run;
+    /// with a key, starting again with the same key returns the first run.
     pub async fn start_run_with(
         &self,
         workflow_id: WorkflowId,
@@ -453,21 +453,21 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         };
         let now = shared.now();
         let mut run = WorkflowRun::new(&version, input, now);
-        let event = options.idempotency_key.as_ref().map(|key| {
-            let event = Event {
-                id: EventId::new(),
-                workflow_id,
-                trigger_id: None,
-                source: EventSource::Manual,
-                received_at: now,
-                dedup_key: Some(format!("manual:{key}")),
-                payload: Arc::clone(&run.input),
-                metadata: Default::default(),
-                outcome: EventOutcome::RunStarted { run_id: run.id },
-            };
-            run.event_id = Some(event.id);
-            event
-        });
+        // Every run traces to an event: a manual start is one too, and
+        // with an idempotency key it is deduplicated by it.
+        let event = Event {
+            id: EventId::new(),
+            workflow_id,
+            trigger_id: None,
+            source: EventSource::Manual,
+            received_at: now,
+            dedup_key: options.idempotency_key.as_ref().map(|key| format!("manual:{key}")),
+            payload: Arc::clone(&run.input),
+            metadata: Default::default(),
+            outcome: EventOutcome::RunStarted { run_id: run.id },
+        };
+        run.event_id = Some(event.id);
+        let event = Some(event);
         let admission = Admission {
             event,
             run: Some(run),
@@ -631,10 +631,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// let workflow = engine.ensure_workflow("on-push").await?;
     /// engine.publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::new("echo", "echo")])).await?;
     /// engine
-    ///     .create_trigger(workflow.id, TriggerKind::Webhook(WebhookConfig::new("push").with_token("s3cret")))
+    ///     .create_trigger(workflow.id, TriggerKind::Webhook(WebhookConfig::new("push").with_token("push-s3cret-0123456789")?))
     ///     .await?;
     ///
-    /// let headers: Headers = [("content-type", "application/json"), ("authorization", "Bearer s3cret")]
+    /// let headers: Headers = [("content-type", "application/json"), ("authorization", "Bearer push-s3cret-0123456789")]
     ///     .into_iter()
     ///     .collect();
     /// let request = WebhookRequest::new(headers, br#"{"ref":"main"}"#.to_vec());

@@ -409,7 +409,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let mut batch = std::mem::take(&mut self.pending);
         batch.extend(steps);
         let run = self.run_dirty.then_some(&self.run);
-        self.shared.store.commit(self.fence, run, &batch).await?;
+        commit_with_retries(&self.shared.store, self.fence, run, &batch).await?;
         if self.run_dirty {
             self.run_dirty = false;
             self.fence = self.run.fence();
@@ -545,6 +545,36 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             .unwrap_or_default()
             .min(FAR);
         Instant::now() + ahead
+    }
+}
+
+/// How often a commit that failed for a reason other than a conflict (a
+/// lost connection, an ambiguous reply) is tried before the run is left to
+/// recovery, and the first pause between tries (doubled each time).
+const COMMIT_TRIES: u32 = 4;
+const COMMIT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Commits, trying again after failures that may be transient. A retry is
+/// safe even if the failed try was applied: stores accept a commit that is
+/// stored already (see [`rules::is_applied`](crate::store::rules::is_applied)).
+async fn commit_with_retries<S: Store>(
+    store: &S,
+    fence: Fence,
+    run: Option<&WorkflowRun>,
+    steps: &[StepRun],
+) -> Result<(), StoreError> {
+    let mut pause = COMMIT_RETRY_PAUSE;
+    let mut attempt = 1;
+    loop {
+        match store.commit(fence, run, steps).await {
+            Err(error @ StoreError::Backend { .. }) if attempt < COMMIT_TRIES => {
+                tracing::warn!(%error, attempt, "commit failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 

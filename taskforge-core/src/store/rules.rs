@@ -266,6 +266,48 @@ pub fn check_steps<E>(
     Ok(Ok(()))
 }
 
+/// Whether a commit that failed its checks was applied already: a retry
+/// after a lost reply (same fence, same content) must succeed, not
+/// conflict. It was applied if the stored run is under the fence's epoch,
+/// the run written (if any) equals the stored one once merged, and every
+/// step attempt written is stored as written. `stored_as_written(i)` says
+/// whether the stored attempt of `steps[i]` equals the one this commit
+/// writes; it is asked only for the last write of each attempt.
+pub fn is_applied(
+    fence: Fence,
+    stored: &WorkflowRun,
+    run: Option<&WorkflowRun>,
+    steps: &[StepState],
+    mut stored_as_written: impl FnMut(usize) -> bool,
+) -> bool {
+    if stored.lease_epoch != fence.epoch {
+        return false;
+    }
+    let run_applied = match run {
+        Some(run) => {
+            let mut merged = run.clone();
+            merge_committed(&RunState::from(stored), &mut merged);
+            merged == *stored
+        }
+        None => stored.status == fence.status,
+    };
+    run_applied
+        && steps.iter().enumerate().all(|(i, step)| {
+            let superseded = steps[i + 1..]
+                .iter()
+                .any(|later| (later.index, later.attempt) == (step.index, step.attempt));
+            superseded || stored_as_written(i)
+        })
+}
+
+/// Whether a commit's `run` must be changed by [`merge_committed`] before
+/// it is written (rarely: only after a cancel request or a claim it did
+/// not see), so a backend that keeps the serialized run can skip the copy.
+#[must_use]
+pub fn needs_merge(stored: &RunState, run: &RunState) -> bool {
+    (stored.cancel_requested && !run.cancel_requested) || stored.lease_epoch != run.lease_epoch
+}
+
 /// Merges what a commit writes with what only the store may change: the
 /// cancellation flag (set by any engine at any time; the owner's copy may
 /// predate it) and the lease epoch (it belongs to claims alone). Returns
