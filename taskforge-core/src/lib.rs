@@ -110,6 +110,7 @@ pub mod cron {
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
     pub use crate::store::MAX_PAGE_SIZE;
+    pub use crate::trigger::auth::MIN_TOKEN_LEN;
     pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};
     pub use crate::trigger::filter::MAX_GLOB_LEN;
     pub use crate::trigger::MAX_TRIGGER_NAME_LEN;

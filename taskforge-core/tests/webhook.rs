@@ -316,19 +316,26 @@ fn standard_webhooks_stale_and_future_timestamps() {
     ));
 }
 
+const TOKEN: &str = "s3cret-token-0123456789";
+
 #[test]
 fn bearer_token_is_stored_hashed_and_checked() {
-    let config = WebhookConfig::new("/tok").with_token("s3cret-token");
+    let config = WebhookConfig::new("/tok")
+        .with_token(TOKEN)
+        .expect("strong token");
     let stored = serde_json::to_string(&config).expect("serializes");
-    assert!(!stored.contains("s3cret-token"));
-    assert!(!format!("{config:?}").contains("s3cret-token"));
+    assert!(!stored.contains(TOKEN));
+    assert!(!format!("{config:?}").contains(TOKEN));
 
     let body = br#"{"a":1}"#;
-    let ok = request(&[("Authorization", "Bearer s3cret-token")], *body);
+    let ok = request(&[("Authorization", &format!("Bearer {TOKEN}"))], *body);
     assert!(config.verify(&ok, now()).is_ok());
     for headers in [
         vec![("Authorization", "Bearer wrong")],
         vec![("Authorization", "Basic czNjcmV0LXRva2Vu")],
+        vec![("Authorization", "Bearer")],
+        vec![("Authorization", "Bearer ")],
+        vec![("Authorization", &format!("Bearer{TOKEN}"))],
         vec![],
     ] {
         let err = config
@@ -336,6 +343,52 @@ fn bearer_token_is_stored_hashed_and_checked() {
             .expect_err("refused");
         assert_eq!(err.http_status(), 401, "{headers:?}: {err:?}");
     }
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    let config = WebhookConfig::new("/tok")
+        .with_token(TOKEN)
+        .expect("strong token");
+    let body = br#"{"a":1}"#;
+    for value in [
+        format!("Bearer {TOKEN}"),
+        format!("bearer {TOKEN}"),
+        format!("BEARER {TOKEN}"),
+        format!("bEaReR {TOKEN}"),
+        format!("Bearer   {TOKEN} "),
+        format!(" Bearer\t{TOKEN}"),
+    ] {
+        let delivery = config.verify(&request(&[("authorization", &value)], *body), now());
+        assert!(delivery.is_ok(), "{value:?}: {delivery:?}");
+    }
+}
+
+#[test]
+fn weak_tokens_are_refused_at_configuration() {
+    for (token, why) in [
+        ("", "empty"),
+        ("  padded-token-0123456789", "whitespace"),
+        ("padded-token-0123456789\n", "whitespace"),
+        ("fifteen-bytes-x", "shorter than 16"),
+        ("inner space 0123456789", "visible ascii"),
+        ("caf\u{e9}-token-0123456789", "visible ascii"),
+    ] {
+        let err = WebhookConfig::new("/tok")
+            .with_token(token)
+            .expect_err("weak token");
+        assert_eq!(err.field, "auth");
+        let message = err.to_string();
+        assert!(message.contains(why), "{token:?}: {message}");
+        if !token.is_empty() {
+            assert!(
+                !message.contains(token.trim()),
+                "echoes the token: {message}"
+            );
+        }
+    }
+    let sixteen = WebhookConfig::new("/tok").with_token("sixteen-bytes-ok");
+    assert!(sixteen.expect("16 bytes is enough").validate().is_ok());
 }
 
 #[test]
@@ -614,7 +667,8 @@ async fn dedup_generations_do_not_collide_with_other_keys() {
 #[test]
 fn webhook_trigger_kind_round_trips() {
     let config = github_config()
-        .with_token("tok")
+        .with_token(TOKEN)
+        .expect("strong token")
         .with_dedup_window(Duration::from_secs(3600))
         .with_filter(Filter::glob("/release/tag_name", "v*"))
         .with_filter(Filter::one_of("/x", [json!(1), json!("a")]))
@@ -640,7 +694,8 @@ fn webhook_trigger_kind_round_trips() {
 fn secrets_do_not_show_in_debug() {
     let kind = TriggerKind::Webhook(
         WebhookConfig::new("/s")
-            .with_token("plain-token")
+            .with_token("plain-token-0123456789")
+            .expect("strong token")
             .with_signature(SignatureScheme::github("gh-secret-value")),
     );
     let debug = format!("{kind:?}");
@@ -731,7 +786,8 @@ proptest! {
             github_config().with_max_body_bytes(1024),
             standard_config(&[WHSEC_OLD]),
             WebhookConfig::new("/p")
-                .with_token("t")
+                .with_token(TOKEN)
+                .expect("strong token")
                 .with_dedup(DedupSource::JsonPointer("/id".into())),
         ];
         for config in &configs {

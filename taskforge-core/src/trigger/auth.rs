@@ -17,6 +17,10 @@ use super::request::{Headers, Rejection, DEFAULT_TIMESTAMP_TOLERANCE, GITHUB_SIG
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The shortest bearer token a webhook trigger accepts, in bytes: 16 bytes
+/// of a random token are 128 bits or more, out of reach of guessing.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// The SHA-256 hash of a bearer token. The token itself is never stored.
 ///
 /// Serialized as 64 lowercase hex digits; `Debug` does not print it.
@@ -24,7 +28,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
-    /// The hash of `token`.
+    /// The hash of `token`, whatever it is: use
+    /// [`WebhookConfig::with_token`](crate::WebhookConfig::with_token),
+    /// which refuses a token too weak to configure.
     #[must_use]
     pub fn of(token: &str) -> Self {
         Self(Sha256::digest(token.as_bytes()).into())
@@ -267,15 +273,43 @@ fn hmac_sha256(key: &[u8]) -> Result<HmacSha256, Rejection> {
         .map_err(|_| Rejection::Misconfigured("hmac key rejected".to_owned()))
 }
 
+/// Why `token` cannot be a trigger's bearer token, if it cannot: empty,
+/// padded with whitespace, shorter than [`MIN_TOKEN_LEN`] bytes, or with a
+/// character other than visible ASCII (which could not travel in an
+/// `Authorization` header as sent). The reason never quotes the token.
+pub(crate) fn weak_token(token: &str) -> Option<String> {
+    if token.is_empty() {
+        Some("bearer token is empty".to_owned())
+    } else if token.trim() != token {
+        Some("bearer token has leading or trailing whitespace".to_owned())
+    } else if token.len() < MIN_TOKEN_LEN {
+        Some(format!(
+            "bearer token is {} bytes, shorter than {MIN_TOKEN_LEN}",
+            token.len()
+        ))
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("bearer token has a character other than visible ascii".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Checks `Authorization: Bearer <token>`. The scheme is matched whatever
+/// its case (RFC 7235), and may be followed by more than one space.
 pub(crate) fn check_token(expected: &TokenHash, headers: &Headers) -> Result<(), Rejection> {
     let header = headers
         .get("authorization")
-        .ok_or_else(|| unauthorized("missing authorization header"))?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .ok_or_else(|| unauthorized("authorization is not a bearer token"))?;
-    if expected.matches(token.trim()) {
+        .ok_or_else(|| unauthorized("missing authorization header"))?
+        .trim();
+    let (scheme, token) = header.split_once([' ', '\t']).unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized("authorization is not a bearer token"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(unauthorized("empty bearer token"));
+    }
+    if expected.matches(token) {
         Ok(())
     } else {
         Err(unauthorized("wrong bearer token"))

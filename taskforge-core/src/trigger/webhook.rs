@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::auth::{check_token, SignatureScheme, TokenHash};
+use super::auth::{check_token, weak_token, SignatureScheme, TokenHash};
 use super::filter::{self, Filter, FilterMiss};
 use super::request::{Headers, Rejection, VerifiedDelivery, WebhookRequest, MAX_JSON_DEPTH};
 
@@ -88,11 +88,26 @@ impl WebhookConfig {
         }
     }
 
-    /// Requires `Authorization: Bearer <token>`; only the token's hash is kept.
-    #[must_use]
-    pub fn with_token(mut self, token: &str) -> Self {
+    /// Requires `Authorization: Bearer <token>`; only the token's hash is
+    /// kept.
+    ///
+    /// # Errors
+    ///
+    /// An [`InvalidWebhookConfig`] on field `auth` if the token is empty,
+    /// padded with whitespace, shorter than
+    /// [`MIN_TOKEN_LEN`](crate::limits::MIN_TOKEN_LEN) bytes, or has
+    /// a character other than visible ASCII. This is the only place the
+    /// token is seen in clear, so [`validate`](Self::validate) cannot check
+    /// it again (it refuses only the hash of the empty token).
+    pub fn with_token(mut self, token: &str) -> Result<Self, InvalidWebhookConfig> {
+        if let Some(reason) = weak_token(token) {
+            return Err(InvalidWebhookConfig {
+                field: "auth",
+                reason,
+            });
+        }
         self.auth = Some(TokenHash::of(token));
-        self
+        Ok(self)
     }
 
     /// Requires a signature.
@@ -157,6 +172,9 @@ impl WebhookConfig {
                 "path",
                 format!("path {:?} contains whitespace", self.path),
             ));
+        }
+        if self.auth.as_ref().is_some_and(|hash| hash.matches("")) {
+            return Err(invalid("auth", "bearer token is empty".to_owned()));
         }
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "body limit is zero".to_owned()));
@@ -624,11 +642,12 @@ mod tests {
         let scheme = SignatureScheme::github("hunter2");
         assert!(!format!("{scheme:?}").contains("hunter2"));
         let config = WebhookConfig::new("/hook")
-            .with_token("tok-secret")
+            .with_token("tok-secret-0123456789")
+            .expect("strong token")
             .with_signature(SignatureScheme::standard_webhooks(["whsec_c2VjcmV0"]));
         let debug = format!("{config:?}");
         assert!(!debug.contains("tok-secret"));
         assert!(!debug.contains("c2VjcmV0"));
-        assert!(!debug.contains(&hex::encode(Sha256::digest(b"tok-secret"))));
+        assert!(!debug.contains(&hex::encode(Sha256::digest(b"tok-secret-0123456789"))));
     }
 }
