@@ -15,6 +15,17 @@
 //! `invoke <run> <step> <attempt>` to an invocation log, fsynced, before
 //! it does its (0 to 5 ms of) work.
 //!
+//! The child reports its progress on its standard output, one line at a
+//! time: `started`, `opening` (just before it opens the store), `opened`,
+//! `ready` (the workflow and its trigger exist), then `ack <k>` after its
+//! k-th acknowledged call is in the ack log and `invoke <k>` after its
+//! k-th handler invocation is in the invocation log. Every kill point is
+//! chosen, from the seed, among these reports (a phase of start-up, or the
+//! k-th ack or invocation), never as a time: a slow or busy machine
+//! changes how long the test takes, not what it tests. A child that
+//! reports nothing for [`PROGRESS_PATIENCE`] fails the test as hung (a
+//! guard, not a calibration).
+//!
 //! After each kill the parent reopens the store in-process and checks:
 //! - the reopen succeeds (no corruption error, no panic);
 //! - every acknowledged event exists with the run it started, every
@@ -35,11 +46,11 @@
 //! (interrupted ones were retried as new attempts), and that every
 //! succeeded attempt was invoked exactly once.
 //!
-//! The check is seeded: a failure names the seed and the iteration (the
-//! seed picks when each child is killed and what it does; the timing of
-//! the child's threads still varies between runs). The default is 50
-//! kills, about 10 s on two cores. Run more iterations, or another seed,
-//! with
+//! The check is seeded: a failure names the seed, the iteration and the
+//! kill point (the seed picks the progress report each child is killed at
+//! and what it does; the timing of the child's threads still varies
+//! between runs). The default is 50 kills, about 10 s on two cores. Run
+//! more iterations, or another seed, with
 //!
 //! ```sh
 //! TASKFORGE_CRASH_ITERATIONS=500 TASKFORGE_CRASH_SEED=42 \
@@ -48,17 +59,23 @@
 //!
 //! [`killed_while_creating_the_store`] aims its kills at the creation of a
 //! fresh store (which the random kills above hit only on the first
-//! iteration, and rarely): a store whose creation was interrupted must
-//! open afterwards.
+//! iteration): after the child reports `opening`, the parent follows the
+//! creation's steps on disk (staging directory, data file, data written,
+//! renamed into place) and kills at a seeded step, a seeded number of
+//! polls into it. A store whose creation was interrupted must open
+//! afterwards.
 #![cfg(unix)]
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -91,8 +108,14 @@ const HANDLER: &str = "work";
 /// How long the recovery engine may take to finish every run; only a
 /// guard against a hang, never a timing assertion.
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(120);
-
-static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+/// How long a child may go without reporting progress before the test
+/// fails it as hung; only a guard against a hang, never a calibration of
+/// when to kill (a child reports several times a second even on a
+/// heavily loaded machine).
+const PROGRESS_PATIENCE: Duration = Duration::from_secs(60);
+/// The prefix of the child's progress lines on its standard output (the
+/// test harness writes its own lines there too).
+const PROGRESS: &str = "progress";
 
 /// Fails a check with a message.
 macro_rules! ensure {
@@ -184,13 +207,15 @@ fn definition() -> WorkflowDefinition {
     )
 }
 
-/// The step handler: logs its invocation, durably, then works a little.
-fn registry(invocations: Arc<Log>, seed: u64) -> StepRegistry {
+/// The step handler: logs its invocation, durably, reports it (in the
+/// child), then works a little.
+fn registry(invocations: Arc<Log>, reporter: Option<Arc<Reporter>>, seed: u64) -> StepRegistry {
     let rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(seed)));
     let mut registry = StepRegistry::new();
     registry
         .step(HANDLER, move |ctx: StepContext, _input: Value| {
             let invocations = Arc::clone(&invocations);
+            let reporter = reporter.clone();
             let pause = rng.lock().unwrap_or_else(|e| e.into_inner()).u64(0..=5);
             async move {
                 let line = format!(
@@ -200,6 +225,9 @@ fn registry(invocations: Arc<Log>, seed: u64) -> StepRegistry {
                     ctx.attempt()
                 );
                 invocations.append(&line).expect("log an invocation");
+                if let Some(reporter) = &reporter {
+                    reporter.invoked();
+                }
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 Ok::<_, StepError>(json!({ "step": ctx.step_key(), "attempt": ctx.attempt() }))
             }
@@ -233,7 +261,7 @@ fn crash_child() {
     let Some(root) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let _ = START.set(Instant::now());
+    Reporter::report("started");
     let seed = std::env::var(CHILD_SEED_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -251,13 +279,15 @@ async fn child(paths: Paths, seed: u64) {
     let acks = Arc::new(Log::open(&paths.acks()).expect("open the ack log"));
     let invocations = Arc::new(Log::open(&paths.invocations()).expect("open the invocation log"));
     let acked = Acks::parse(&read_lines(&paths.acks())).expect("parse the ack log");
+    let reporter = Arc::new(Reporter::default());
+    Reporter::report("opening");
     let store = SledStore::open(paths.store()).expect("open the store");
-    acks.append(&format!(
-        "opened {}",
-        START.get().map_or(0, |s| s.elapsed().as_millis())
-    ))
-    .expect("log the open");
-    let engine = engine(store, registry(invocations, rng.u64(..)));
+    acks.append("opened").expect("log the open");
+    Reporter::report("opened");
+    let engine = engine(
+        store,
+        registry(invocations, Some(Arc::clone(&reporter)), rng.u64(..)),
+    );
     engine.start();
     let workflow = engine.ensure_workflow(WORKFLOW).await.expect("workflow");
     engine
@@ -276,9 +306,11 @@ async fn child(paths: Paths, seed: u64) {
             .await
             .expect("create the webhook trigger");
     }
+    Reporter::report("ready");
 
     let hooks = {
         let (engine, acks) = (engine.clone(), Arc::clone(&acks));
+        let reporter = Arc::clone(&reporter);
         let mut rng = fastrand::Rng::with_seed(rng.u64(..));
         let mut next = acked.hooks.keys().max().map_or(1, |n| n + 1);
         tokio::spawn(async move {
@@ -301,6 +333,7 @@ async fn child(paths: Paths, seed: u64) {
                     other => panic!("delivery n={n}: unexpected {other:?}"),
                 };
                 acks.append(&line).expect("ack a delivery");
+                reporter.acked();
                 pace(&mut rng).await;
             }
         })
@@ -318,12 +351,48 @@ async fn child(paths: Paths, seed: u64) {
                     .expect("start a run");
                 acks.append(&format!("run {key} {}", run.id))
                     .expect("ack a run");
+                reporter.acked();
                 pace(&mut rng).await;
             }
         })
     };
     let (hooks, manual) = tokio::join!(hooks, manual);
     panic!("the child's loops ended: {hooks:?} {manual:?}");
+}
+
+/// Reports the child's progress to the parent, one line at a time on the
+/// standard output, each written whole and flushed before the child goes
+/// on.
+#[derive(Debug, Default)]
+struct Reporter {
+    acks: AtomicU64,
+    invocations: AtomicU64,
+}
+
+impl Reporter {
+    /// Reports a phase (or a count). A child whose parent is gone (the
+    /// pipe is closed) exits rather than work on unobserved.
+    fn report(line: &str) {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{PROGRESS} {line}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            std::process::exit(3);
+        }
+    }
+
+    /// Reports that one more call is in the ack log.
+    fn acked(&self) {
+        let k = self.acks.fetch_add(1, Ordering::SeqCst) + 1;
+        Self::report(&format!("ack {k}"));
+    }
+
+    /// Reports that one more invocation is in the invocation log.
+    fn invoked(&self) {
+        let k = self.invocations.fetch_add(1, Ordering::SeqCst) + 1;
+        Self::report(&format!("invoke {k}"));
+    }
 }
 
 /// The next key number: usually a new one, sometimes one used already
@@ -353,8 +422,8 @@ struct Acks {
     hooks: HashMap<u64, (EventId, RunId)>,
     /// Idempotency key to the run it was answered with.
     manual: HashMap<String, RunId>,
-    /// How many children got as far as opening the store (`opened <ms>`
-    /// lines: when it was open, in ms after the child's test began).
+    /// How many children got as far as opening the store (`opened`
+    /// lines).
     opened: usize,
     /// How many answers were repeats.
     repeats: usize,
@@ -410,8 +479,8 @@ impl Acks {
 // ---------------------------------------------------------------------------
 // The parent.
 
-/// Kills children at random points and checks the store after each kill,
-/// then recovers every run. See the module docs.
+/// Kills children at points chosen from their progress and checks the
+/// store after each kill, then recovers every run. See the module docs.
 #[test]
 fn killed_children_leave_a_consistent_store() {
     if std::env::var_os(CHILD_ENV).is_some() {
@@ -427,19 +496,18 @@ fn killed_children_leave_a_consistent_store() {
     let runtime = runtime();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen = Seen::default();
+    let mut kills = KillTally::default();
     let started = Instant::now();
     for iteration in 0..iterations {
-        // A child (debug build, 2 cores) has its store open 40 to 110 ms
-        // after it is launched: a third of the kills land in start-up and
-        // open, the rest while it works.
-        let life = if rng.u8(..3) == 0 {
-            rng.u64(0..=70)
-        } else {
-            rng.u64(50..=250)
-        };
+        // The last child always gets as far as acknowledging a call, so
+        // that the recovery below always has something to recover.
+        let point = KillPoint::pick(&mut rng, iteration + 1 == iterations);
         let child_seed = rng.u64(..);
-        let context = format!("seed {seed}, iteration {iteration} (child killed after {life} ms)");
-        run_child(&paths, child_seed, Duration::from_millis(life), &context);
+        let context = format!("seed {seed}, iteration {iteration} (child killed at {point})");
+        let mut child = ChildProcess::spawn(&paths, child_seed);
+        child.wait_for(|progress| point.reached(progress), &context);
+        child.kill(&context);
+        kills.count(point);
         let checked = runtime.block_on(async {
             let store = SledStore::open(paths.store())
                 .unwrap_or_else(|e| panic!("{context}: reopening the store failed: {e}"));
@@ -454,8 +522,8 @@ fn killed_children_leave_a_consistent_store() {
         .block_on(recover(&paths, rng.u64(..)))
         .unwrap_or_else(|problem| panic!("seed {seed}, recovery after the last kill: {problem}"));
     eprintln!(
-        "crash test: {iterations} kills in {checked:.1?} ({} before the store was open), \
-         then recovery in {:.1?}: {summary}",
+        "crash test: {iterations} kills in {checked:.1?} ({kills}; {} before the store was \
+         open), then recovery in {:.1?}: {summary}",
         iterations as usize - summary.opened,
         started.elapsed() - checked,
     );
@@ -471,36 +539,279 @@ fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
     )
 }
 
-/// Launches the child on `paths`, its output going to a file there.
-fn spawn_child(paths: &Paths, seed: u64) -> Child {
-    let output = File::create(paths.child_output()).expect("create the child's output file");
-    Command::new(std::env::current_exe().expect("the test binary"))
-        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &paths.root)
-        .env(CHILD_SEED_ENV, seed.to_string())
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("clone a file handle"))
-        .stderr(output)
-        .spawn()
-        .expect("launch the child")
+/// A progress report of the child (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Its test began.
+    Started,
+    /// It is about to open (or create) the store.
+    Opening,
+    /// The store is open.
+    Opened,
+    /// The workflow is published and its trigger exists.
+    Ready,
+    /// Its k-th acknowledged call is in the ack log.
+    Ack(u64),
+    /// Its k-th handler invocation is in the invocation log.
+    Invoke(u64),
 }
 
-/// Launches the child on `paths`, lets it live for `life`, and kills it.
-fn run_child(paths: &Paths, seed: u64, life: Duration, context: &str) {
-    let mut child = spawn_child(paths, seed);
-    std::thread::sleep(life);
-    kill(&mut child, paths, context);
+impl Progress {
+    fn parse(line: &str) -> Option<Self> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Some(match words.as_slice() {
+            ["started"] => Self::Started,
+            ["opening"] => Self::Opening,
+            ["opened"] => Self::Opened,
+            ["ready"] => Self::Ready,
+            ["ack", k] => Self::Ack(k.parse().ok()?),
+            ["invoke", k] => Self::Invoke(k.parse().ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The phase of the child's life: start-up phases in order, then
+    /// work.
+    fn phase(self) -> u8 {
+        match self {
+            Self::Started => 0,
+            Self::Opening => 1,
+            Self::Opened => 2,
+            Self::Ready => 3,
+            Self::Ack(_) | Self::Invoke(_) => 4,
+        }
+    }
 }
 
-/// Kills the child with SIGKILL and reaps it; fails if it had exited by
-/// itself (it never does unless something failed).
-fn kill(child: &mut Child, paths: &Paths, context: &str) {
-    let _ = child.kill();
-    let status = child.wait().expect("wait for the child");
-    const SIGKILL: i32 = 9;
-    if status.signal() != Some(SIGKILL) {
-        let output = std::fs::read_to_string(paths.child_output()).unwrap_or_default();
-        panic!("{context}: the child exited by itself ({status}) before the kill:\n{output}");
+/// Where a child is killed: as soon as it reports a given progress.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    /// A phase of start-up (or any later report).
+    StartUp(Progress),
+    /// Its k-th acknowledged call.
+    Ack(u64),
+    /// Its k-th handler invocation.
+    Invoke(u64),
+}
+
+/// The start-up phases a kill can aim at.
+const START_UP: [Progress; 4] = [
+    Progress::Started,
+    Progress::Opening,
+    Progress::Opened,
+    Progress::Ready,
+];
+/// The largest k of a kill at the k-th ack: a busy child makes about this
+/// many in a few tenths of a second (debug build, two cores), which keeps
+/// the default run near 10 s. The count, not the time, is what a kill
+/// waits for: a slower machine only makes the run longer.
+const MAX_ACKS: u64 = 30;
+/// The largest k of a kill at the k-th invocation (a child invokes about
+/// twice as often as it acks).
+const MAX_INVOCATIONS: u64 = 60;
+
+impl KillPoint {
+    /// A third of the kills land in start-up (a quarter of those while
+    /// the store is being opened), the rest while the child works.
+    fn pick(rng: &mut fastrand::Rng, must_work: bool) -> Self {
+        match rng.u8(..6) {
+            0 | 1 if !must_work => Self::StartUp(START_UP[rng.usize(..START_UP.len())]),
+            0 | 2 | 3 => Self::Ack(rng.u64(1..=MAX_ACKS)),
+            _ => Self::Invoke(rng.u64(1..=MAX_INVOCATIONS)),
+        }
+    }
+
+    fn reached(self, progress: Progress) -> bool {
+        match (self, progress) {
+            (Self::StartUp(phase), progress) => progress.phase() >= phase.phase(),
+            (Self::Ack(k), Progress::Ack(n)) | (Self::Invoke(k), Progress::Invoke(n)) => n >= k,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for KillPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::StartUp(phase) => write!(f, "its report {phase:?}"),
+            Self::Ack(k) => write!(f, "its ack {k}"),
+            Self::Invoke(k) => write!(f, "its invocation {k}"),
+        }
+    }
+}
+
+/// How many kills aimed at each kind of point, for the final report.
+#[derive(Debug, Default)]
+struct KillTally {
+    start_up: [usize; START_UP.len()],
+    acks: usize,
+    invocations: usize,
+}
+
+impl KillTally {
+    fn count(&mut self, point: KillPoint) {
+        match point {
+            KillPoint::StartUp(phase) => self.start_up[usize::from(phase.phase())] += 1,
+            KillPoint::Ack(_) => self.acks += 1,
+            KillPoint::Invoke(_) => self.invocations += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for KillTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [started, opening, opened, ready] = self.start_up;
+        write!(
+            f,
+            "killed at the report started {started}, opening {opening}, opened {opened}, \
+             ready {ready}, at an ack {}, at an invocation {}",
+            self.acks, self.invocations
+        )
+    }
+}
+
+/// A launched child, its output going to a file, its progress reports
+/// read from its standard output by a thread.
+struct ChildProcess {
+    process: std::process::Child,
+    progress: Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+    output: PathBuf,
+    /// Its last report, for messages.
+    last: String,
+    /// Whether it closed its standard output (it exited, or was killed).
+    closed: bool,
+    reaped: bool,
+}
+
+impl ChildProcess {
+    /// Launches the child on `paths`.
+    fn spawn(paths: &Paths, seed: u64) -> Self {
+        let output = File::create(paths.child_output()).expect("create the child's output file");
+        let mut process = Command::new(std::env::current_exe().expect("the test binary"))
+            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &paths.root)
+            .env(CHILD_SEED_ENV, seed.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(output)
+            .spawn()
+            .expect("launch the child");
+        let stdout = process.stdout.take().expect("the child's standard output");
+        let (send, progress) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // The harness may start the line ("test crash_child ... ").
+                let marker = format!("{PROGRESS} ");
+                if let Some((_, report)) = line.split_once(&marker) {
+                    if send.send(report.trim().to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self {
+            process,
+            progress,
+            reader: Some(reader),
+            output: paths.child_output(),
+            last: "nothing".into(),
+            closed: false,
+            reaped: false,
+        }
+    }
+
+    /// Waits until the child reports progress that `done` accepts, or
+    /// closes its output (then [`kill`](Self::kill) reports how it
+    /// exited). Fails if it reports nothing for [`PROGRESS_PATIENCE`].
+    fn wait_for(&mut self, mut done: impl FnMut(Progress) -> bool, context: &str) {
+        while !self.closed {
+            match self.progress.recv_timeout(PROGRESS_PATIENCE) {
+                Ok(line) => {
+                    if done(self.parse(line, context)) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.hung(context),
+                Err(RecvTimeoutError::Disconnected) => self.closed = true,
+            }
+        }
+    }
+
+    /// The next report if one is there, without waiting.
+    fn poll(&mut self, context: &str) -> Option<Progress> {
+        match self.progress.try_recv() {
+            Ok(line) => Some(self.parse(line, context)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                self.closed = true;
+                None
+            }
+        }
+    }
+
+    fn parse(&mut self, line: String, context: &str) -> Progress {
+        let progress = Progress::parse(&line)
+            .unwrap_or_else(|| panic!("{context}: the child reported {line:?}"));
+        self.last = line;
+        progress
+    }
+
+    /// Fails the test: the child made no progress for too long.
+    fn hung(&mut self, context: &str) -> ! {
+        self.reap();
+        panic!(
+            "{context}: the child reported no progress for {PROGRESS_PATIENCE:?} (its last \
+             report: {}); it hangs. Its output:\n{}",
+            self.last,
+            self.output()
+        );
+    }
+
+    /// Kills the child with SIGKILL and reaps it; fails if it had exited
+    /// by itself (it never does unless something failed).
+    fn kill(mut self, context: &str) {
+        let status = self.reap();
+        const SIGKILL: i32 = 9;
+        if status.signal() != Some(SIGKILL) {
+            panic!(
+                "{context}: the child exited by itself ({status}) before the kill (its last \
+                 report: {}):\n{}",
+                self.last,
+                self.output()
+            );
+        }
+    }
+
+    /// What the child wrote to its standard error, for messages.
+    fn output(&self) -> String {
+        match std::fs::read_to_string(&self.output) {
+            Ok(output) if !output.trim().is_empty() => output,
+            Ok(_) => "(nothing)".into(),
+            Err(e) => format!("(unreadable: {e})"),
+        }
+    }
+
+    fn reap(&mut self) -> std::process::ExitStatus {
+        let _ = self.process.kill();
+        let status = self.process.wait().expect("wait for the child");
+        self.reaped = true;
+        // The child is gone, so its output is closed: the reader ends.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+}
+
+impl Drop for ChildProcess {
+    /// A test that fails while a child runs leaves no child behind.
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
     }
 }
 
@@ -879,7 +1190,7 @@ fn check_history(run: &WorkflowRun, steps: &[StepRun]) -> Result<(), String> {
 async fn recover(paths: &Paths, seed: u64) -> Result<Summary, String> {
     let invocations = Arc::new(Log::open(&paths.invocations()).expect("open the invocation log"));
     let store = SledStore::open(paths.store()).map_err(|e| format!("reopen the store: {e}"))?;
-    let engine = engine(store, registry(invocations, seed));
+    let engine = engine(store, registry(invocations, None, seed));
     engine.start();
     let workflow = engine
         .store()
@@ -976,34 +1287,107 @@ async fn recover(paths: &Paths, seed: u64) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// Kills children while they create the store: just after sled wrote the
-/// first bytes of its data file, before the store's format marker is on
-/// disk. The store must open afterwards.
+/// The steps of a store's creation the parent can see, in order: the
+/// child's report, then the files on disk (see `create` in the store).
+const CREATION_STEPS: [&str; 5] = [
+    "the child reported opening",
+    "the staging directory exists",
+    "the staging data file exists",
+    "the staging data file holds data",
+    "the store is renamed into place",
+];
+/// How many children [`killed_while_creating_the_store`] kills.
+const CREATION_ATTEMPTS: u64 = 20;
+
+/// The furthest step of creation visible on disk (an index into
+/// [`CREATION_STEPS`]).
+fn creation_step(paths: &Paths) -> usize {
+    // The store first: the staging directory disappears as it appears.
+    if paths.store().exists() {
+        return 4;
+    }
+    let staging = paths.root.join(".store.creating");
+    match std::fs::metadata(staging.join("db")) {
+        Ok(data) if data.len() > 0 => 3,
+        Ok(_) => 2,
+        Err(_) if staging.exists() => 1,
+        Err(_) => 0,
+    }
+}
+
+/// Kills children while they create the store. After the child reports
+/// `opening`, the parent follows the creation's steps on disk and kills
+/// at a seeded step, a seeded number of polls into it (or as soon as it
+/// sees a later step). The store must open afterwards.
 #[test]
 fn killed_while_creating_the_store() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
-    for attempt in 0..20_u64 {
+    let seed: u64 = env_number(SEED_ENV).unwrap_or(DEFAULT_SEED);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    // How many kills landed at each step, the last past creation.
+    let mut landed = [0_usize; CREATION_STEPS.len() + 1];
+    for attempt in 0..CREATION_ATTEMPTS {
+        let target = rng.usize(..CREATION_STEPS.len());
+        let polls = rng.u32(0..=64);
+        let context = format!(
+            "seed {seed}, attempt {attempt} (aimed at: {}, {polls} polls in)",
+            CREATION_STEPS[target]
+        );
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let paths = Paths {
             root: dir.path().to_path_buf(),
         };
-        let mut child = spawn_child(&paths, attempt);
-        // The store is built in a staging directory beside its path, then
-        // renamed into place: aim at either, whichever has data first.
-        let staged = paths.root.join(".store.creating").join("db");
-        let data = paths.store().join("db");
-        let has_data = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > 0);
-        let started = Instant::now();
-        while !has_data(&staged) && !has_data(&data) && started.elapsed() < Duration::from_secs(10)
-        {
-            std::hint::spin_loop();
+        let mut child = ChildProcess::spawn(&paths, rng.u64(..));
+        child.wait_for(|p| p.phase() >= Progress::Opening.phase(), &context);
+        let mut step = 0;
+        let mut opened = false;
+        let mut polled = 0;
+        let mut progressed = Instant::now();
+        while !child.closed {
+            while let Some(progress) = child.poll(&context) {
+                opened |= progress.phase() > Progress::Opening.phase();
+            }
+            let now = if opened {
+                CREATION_STEPS.len()
+            } else {
+                step.max(creation_step(&paths))
+            };
+            if now != step {
+                step = now;
+                progressed = Instant::now();
+            }
+            if step > target || (step == target && polled >= polls) {
+                break;
+            }
+            if step == target {
+                polled += 1;
+            }
+            if progressed.elapsed() > PROGRESS_PATIENCE {
+                child.hung(&format!("{context}, at: {}", CREATION_STEPS[step]));
+            }
+            std::thread::yield_now();
         }
-        kill(&mut child, &paths, &format!("attempt {attempt}"));
-        let len = std::fs::metadata(&data).map_or(0, |m| m.len());
+        child.kill(&context);
+        landed[step] += 1;
+        let len = std::fs::metadata(paths.store().join("db")).map_or(0, |m| m.len());
         if let Err(e) = SledStore::open(paths.store()) {
-            panic!("attempt {attempt}: killed with a {len}-byte data file, the store does not open: {e}");
+            panic!(
+                "{context}: killed after {} with a {len}-byte data file, the store does not \
+                 open: {e}",
+                CREATION_STEPS.get(step).unwrap_or(&"the store was open")
+            );
         }
     }
+    eprintln!(
+        "creation kills: {}",
+        CREATION_STEPS
+            .iter()
+            .chain(&["the child opened the store"])
+            .zip(landed)
+            .map(|(step, n)| format!("{n} after {step}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
