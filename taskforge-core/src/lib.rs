@@ -92,9 +92,12 @@ pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion
 /// configuration (signatures, payload filters, dedup).
 pub mod webhook {
     pub use crate::trigger::auth::{github_signature, SignatureScheme, TokenHash};
-    pub use crate::trigger::filter::{Filter, FilterMiss, Predicate};
+    pub use crate::trigger::filter::{
+        Filter, FilterMiss, InputShape, JsonType, Predicate, RequiredValue,
+    };
     pub use crate::trigger::request::{
-        Headers, Rejection, VerifiedDelivery, WebhookRequest, GITHUB_SIGNATURE_HEADER,
+        is_credential_header, Headers, Rejection, VerifiedDelivery, WebhookRequest,
+        GITHUB_SIGNATURE_HEADER, TRUNCATION_MARKER,
     };
     pub use crate::trigger::webhook::{DedupSource, WebhookConfig};
 }
@@ -112,9 +115,11 @@ pub mod limits {
     pub use crate::store::MAX_PAGE_SIZE;
     pub use crate::trigger::auth::MIN_TOKEN_LEN;
     pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};
-    pub use crate::trigger::filter::MAX_GLOB_LEN;
+    pub use crate::trigger::filter::{MAX_GLOB_LEN, MAX_REQUIRED_VALUES};
     pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
-    pub use crate::trigger::request::{DEFAULT_TIMESTAMP_TOLERANCE, MAX_JSON_DEPTH};
+    pub use crate::trigger::request::{
+        DEFAULT_TIMESTAMP_TOLERANCE, MAX_JSON_DEPTH, MAX_KEPT_HEADERS, MAX_KEPT_HEADER_LEN,
+    };
     pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
     pub use crate::engine::DEFAULT_STEP_TIMEOUT;
     pub use crate::workflow::{MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use sha2::Sha256;
 use taskforge_core::webhook::{
-    DedupSource, Filter, Headers, Rejection, SignatureScheme, WebhookRequest,
+    DedupSource, Filter, Headers, InputShape, JsonType, Rejection, SignatureScheme, WebhookRequest,
 };
 use taskforge_core::{TriggerKind, WebhookConfig};
 
@@ -391,6 +391,164 @@ fn weak_tokens_are_refused_at_configuration() {
     assert!(sixteen.expect("16 bytes is enough").validate().is_ok());
 }
 
+const CREDENTIAL_HEADERS: [&str; 12] = [
+    "Authorization",
+    "proxy-authorization",
+    "Cookie",
+    "Set-Cookie",
+    "X-Hub-Signature",
+    "X-Hub-Signature-256",
+    "webhook-signature",
+    "Stripe-Signature",
+    "X-Slack-Signature",
+    "X-Gitlab-Token",
+    "X-Shopify-Hmac-Sha256",
+    "x-api-key",
+];
+
+#[test]
+fn credential_headers_cannot_be_kept_or_keyed_on() {
+    for name in CREDENTIAL_HEADERS {
+        let err = WebhookConfig::new("/k")
+            .keep_header(name)
+            .validate()
+            .expect_err(name);
+        assert_eq!(err.field, "keep_headers", "{name}");
+        assert!(err.to_string().contains("credential"), "{err}");
+        let err = WebhookConfig::new("/k")
+            .with_dedup(DedupSource::Header(name.to_owned()))
+            .validate()
+            .expect_err(name);
+        assert_eq!(err.field, "dedup", "{name}");
+    }
+    let mut ordinary = WebhookConfig::new("/k");
+    for name in [
+        "X-GitHub-Event",
+        "X-GitHub-Delivery",
+        "User-Agent",
+        "webhook-id",
+        "Idempotency-Key",
+    ] {
+        ordinary = ordinary.keep_header(name);
+    }
+    ordinary.validate().expect("ordinary headers can be kept");
+
+    let mut many = WebhookConfig::new("/k");
+    for i in 0..=taskforge_core::limits::MAX_KEPT_HEADERS {
+        many = many.keep_header(format!("x-h{i}"));
+    }
+    assert_eq!(many.validate().expect_err("too many").field, "keep_headers");
+}
+
+#[test]
+fn debug_of_requests_redacts_credentials() {
+    let secrets = [
+        TOKEN,
+        "session-cookie-value",
+        "0123456789abcdef0123",
+        "c2lnbmF0dXJlLXZhbHVl",
+        "glpat-secret",
+    ];
+    let req = request(
+        &[
+            ("Authorization", &format!("Bearer {TOKEN}")),
+            ("Cookie", "id=session-cookie-value"),
+            ("X-Hub-Signature-256", "sha256=0123456789abcdef0123"),
+            ("webhook-signature", "v1,c2lnbmF0dXJlLXZhbHVl"),
+            ("X-Gitlab-Token", "glpat-secret"),
+            ("X-GitHub-Event", "release"),
+        ],
+        RELEASE_PUBLISHED,
+    );
+    for debug in [format!("{req:?}"), format!("{:?}", req.headers)] {
+        for secret in secrets {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("release"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        // The body is summed up, not dumped.
+        assert!(debug.len() < 1_000, "{debug}");
+    }
+    for name in CREDENTIAL_HEADERS {
+        assert!(
+            taskforge_core::webhook::is_credential_header(name),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn kept_header_values_are_bounded() {
+    use taskforge_core::limits::MAX_KEPT_HEADER_LEN;
+    use taskforge_core::webhook::TRUNCATION_MARKER;
+
+    let config = WebhookConfig::new("/k")
+        .keep_header("X-Big")
+        .keep_header("X-Small");
+    // Two bytes a character, so the cut has to find a boundary.
+    let big = "é".repeat(300_000);
+    let delivery = config
+        .verify(
+            &request(&[("x-big", &big), ("x-small", "s")], b"{}".to_vec()),
+            now(),
+        )
+        .expect("verifies");
+    let kept = &delivery.metadata["x-big"];
+    let cut = kept.strip_suffix(TRUNCATION_MARKER).expect("marked as cut");
+    assert!(cut.len() <= MAX_KEPT_HEADER_LEN && cut.len() >= MAX_KEPT_HEADER_LEN - 1);
+    assert!(big.starts_with(cut));
+    assert_eq!(delivery.metadata["x-small"], "s");
+}
+
+#[test]
+fn error_messages_quote_only_an_excerpt() {
+    const LONGEST: usize = 300;
+    let huge = "h".repeat(1 << 20);
+    let invalid = [
+        WebhookConfig::new("/k").keep_header(format!("{huge} x")),
+        WebhookConfig::new("/k").keep_header(huge.clone()),
+        WebhookConfig::new("/k").with_dedup(DedupSource::Header(format!("{huge} x"))),
+        WebhookConfig::new("/k").with_dedup(DedupSource::JsonPointer(huge.clone())),
+        WebhookConfig::new("/k").with_filter(Filter::equals(huge.clone(), 1)),
+        WebhookConfig::new("/k").with_filter(Filter::glob(format!("/{huge}"), huge.clone())),
+        WebhookConfig::new(format!("/{} x", "p".repeat(200))),
+    ];
+    for config in invalid {
+        let message = config.validate().expect_err("invalid").to_string();
+        assert!(
+            message.len() < LONGEST,
+            "{} bytes: {message:.400}",
+            message.len()
+        );
+    }
+
+    let body = br#"{"s":"x"}"#;
+    let rejections = [
+        WebhookConfig::new("/k").verify(&request(&[("content-type", &huge)], *body), now()),
+        WebhookConfig::new("/k")
+            .with_dedup(DedupSource::JsonPointer(format!("/{huge}")))
+            .verify(&request(&[], *body), now()),
+        WebhookConfig::new("/k").verify(
+            &request(&[], format!("{{\"s\": \"{huge}\", \"t\": {huge}}}")),
+            now(),
+        ),
+    ];
+    for rejection in rejections {
+        let message = rejection.expect_err("refused").to_string();
+        assert!(
+            message.len() < LONGEST,
+            "{} bytes: {message:.400}",
+            message.len()
+        );
+    }
+
+    let payload = json!({ "s": huge });
+    let miss = Filter::glob("/s", "x".repeat(1_024))
+        .check(&payload)
+        .expect_err("no x");
+    assert!(miss.to_string().len() < LONGEST, "{miss:.400}");
+}
+
 #[test]
 fn size_limit_is_checked_before_anything_else() {
     // Unsigned, not JSON, and too large: the size is what is reported.
@@ -597,12 +755,17 @@ fn big_json_numbers_keep_their_text_as_dedup_keys() {
     assert_eq!(dedup_key_of(&nested, &[], body), "98765432109876543210987");
 }
 
-/// `k`, then the unrelated `k#2`, then `k` again once its window passed:
-/// the third delivery is a new generation of `k`, not a duplicate of `k#2`.
-#[tokio::test]
-async fn dedup_generations_do_not_collide_with_other_keys() {
+/// An engine on a memory store and a manual clock, with one workflow and
+/// one webhook trigger.
+async fn engine_with_hook(
+    name: &str,
+    config: WebhookConfig,
+) -> (
+    taskforge_core::Engine<taskforge_store_memory::MemoryStore, taskforge_core::StepRegistry>,
+    taskforge_core::clock::ManualClock,
+) {
     use taskforge_core::clock::ManualClock;
-    use taskforge_core::{Delivery, Engine, StepDefinition, StepRegistry, WorkflowDefinition};
+    use taskforge_core::{Engine, StepDefinition, StepRegistry, WorkflowDefinition};
     use taskforge_store_memory::MemoryStore;
 
     let clock = ManualClock::new(now());
@@ -616,7 +779,7 @@ async fn dedup_generations_do_not_collide_with_other_keys() {
         .clock(clock.clone())
         .build();
     let workflow = engine
-        .create_workflow("generations")
+        .create_workflow(name.trim_start_matches('/'))
         .await
         .expect("creates");
     engine
@@ -626,13 +789,23 @@ async fn dedup_generations_do_not_collide_with_other_keys() {
         )
         .await
         .expect("publishes");
-    let config = WebhookConfig::new("/gen")
-        .with_dedup(DedupSource::Header("x-id".into()))
-        .with_dedup_window(Duration::from_secs(60));
     engine
         .create_trigger(workflow.id, TriggerKind::Webhook(config))
         .await
         .expect("trigger");
+    (engine, clock)
+}
+
+/// `k`, then the unrelated `k#2`, then `k` again once its window passed:
+/// the third delivery is a new generation of `k`, not a duplicate of `k#2`.
+#[tokio::test]
+async fn dedup_generations_do_not_collide_with_other_keys() {
+    use taskforge_core::Delivery;
+
+    let config = WebhookConfig::new("/gen")
+        .with_dedup(DedupSource::Header("x-id".into()))
+        .with_dedup_window(Duration::from_secs(60));
+    let (engine, clock) = engine_with_hook("/gen", config).await;
     let deliver = |id: &'static str| {
         let engine = engine.clone();
         async move {
@@ -664,6 +837,184 @@ async fn dedup_generations_do_not_collide_with_other_keys() {
     );
 }
 
+fn release_shape() -> InputShape {
+    InputShape::new()
+        .require("/action", JsonType::String)
+        .require("/release/id", JsonType::Integer)
+        .require("/release/tag_name", JsonType::String)
+        .require("/release/draft", JsonType::Boolean)
+        .require("/release/body", JsonType::Any)
+        .require("/repository", JsonType::Object)
+}
+
+#[test]
+fn input_shape_refuses_what_does_not_fit() {
+    let config = github_config().with_input(release_shape());
+    config.validate().expect("valid");
+    let delivery = |body: &[u8]| {
+        config.verify(
+            &github_signed(
+                "test-secret",
+                body,
+                &[("X-GitHub-Delivery", GITHUB_DELIVERY)],
+            ),
+            now(),
+        )
+    };
+    delivery(RELEASE_PUBLISHED).expect("the fixture fits");
+
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(RELEASE_PUBLISHED).expect("fixture is json");
+    payload["release"]
+        .as_object_mut()
+        .expect("object")
+        .remove("tag_name");
+    let err = delivery(&serde_json::to_vec(&payload).expect("serializes")).expect_err("no tag");
+    assert_eq!(
+        err,
+        Rejection::Unprocessable {
+            pointer: "/release/tag_name".into(),
+            expected: JsonType::String,
+            found: None,
+        }
+    );
+    assert_eq!(err.http_status(), 422);
+    assert!(err.to_string().contains("/release/tag_name"), "{err}");
+
+    payload["release"]["tag_name"] = json!(7);
+    let err = delivery(&serde_json::to_vec(&payload).expect("serializes")).expect_err("a number");
+    assert!(
+        matches!(
+            &err,
+            Rejection::Unprocessable {
+                found: Some(JsonType::Integer),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // The shape is checked after authentication: a stranger learns nothing.
+    let unsigned = request(&[("X-GitHub-Delivery", GITHUB_DELIVERY)], b"{}".to_vec());
+    assert_eq!(
+        config
+            .verify(&unsigned, now())
+            .map(drop)
+            .map_err(|e| e.http_status()),
+        Err(401)
+    );
+}
+
+#[test]
+fn json_types_of_an_input_shape() {
+    let shape = InputShape::new()
+        .require("/n", JsonType::Number)
+        .require("/i", JsonType::Integer)
+        .require("/nil", JsonType::Any)
+        .require("/list", JsonType::Array)
+        .require("/null", JsonType::Null);
+    for fits in [
+        json!({"n": 1.5, "i": 3, "nil": null, "list": [], "null": null}),
+        json!({"n": 2, "i": 3.0, "nil": 0, "list": [1], "null": null}),
+        json!({"n": -1, "i": -7, "nil": {}, "list": [], "null": null}),
+    ] {
+        assert_eq!(shape.check(&fits), Ok(()), "{fits}");
+    }
+    let big: serde_json::Value = serde_json::from_str(
+        r#"{"n":1,"i":123456789012345678901234,"nil":1,"list":[],"null":null}"#,
+    )
+    .expect("parses");
+    assert_eq!(shape.check(&big), Ok(()));
+    for (misfit, pointer) in [
+        (
+            json!({"n": "1", "i": 3, "nil": 1, "list": [], "null": null}),
+            "/n",
+        ),
+        (
+            json!({"n": 1, "i": 3.5, "nil": 1, "list": [], "null": null}),
+            "/i",
+        ),
+        (json!({"n": 1, "i": 3, "list": [], "null": null}), "/nil"),
+        (
+            json!({"n": 1, "i": 3, "nil": 1, "list": {}, "null": null}),
+            "/list",
+        ),
+        (
+            json!({"n": 1, "i": 3, "nil": 1, "list": [], "null": 0}),
+            "/null",
+        ),
+    ] {
+        let err = shape.check(&misfit).expect_err("does not fit");
+        assert!(
+            matches!(&err, Rejection::Unprocessable { pointer: p, .. } if p == pointer),
+            "{misfit}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn input_shapes_are_validated() {
+    let bad_pointer =
+        WebhookConfig::new("/k").with_input(InputShape::new().require("release", JsonType::Any));
+    assert_eq!(bad_pointer.validate().expect_err("no slash").field, "input");
+    let mut many = InputShape::new();
+    for i in 0..=taskforge_core::limits::MAX_REQUIRED_VALUES {
+        many = many.require(format!("/v{i}"), JsonType::Any);
+    }
+    let too_many = WebhookConfig::new("/k").with_input(many);
+    assert_eq!(too_many.validate().expect_err("too many").field, "input");
+}
+
+#[test]
+fn input_shape_serde_form() {
+    let config = WebhookConfig::new("/k").with_input(
+        InputShape::new()
+            .require("/a", JsonType::String)
+            .require("/b", JsonType::Integer),
+    );
+    let json = serde_json::to_value(&config).expect("serializes");
+    assert_eq!(
+        json["input"],
+        json!({"required": [
+            {"pointer": "/a", "type": "string"},
+            {"pointer": "/b", "type": "integer"},
+        ]})
+    );
+    let back: WebhookConfig = serde_json::from_value(json).expect("deserializes");
+    assert_eq!(back, config);
+    // No shape, no field: what older readers stored reads back the same.
+    let plain = serde_json::to_value(WebhookConfig::new("/k")).expect("serializes");
+    assert!(plain.get("input").is_none(), "{plain}");
+}
+
+/// A webhook delivery refused for its shape is answered 422 by the engine.
+#[tokio::test]
+async fn engine_answers_422_for_a_payload_that_does_not_fit() {
+    let (engine, _clock) = engine_with_hook(
+        "/shaped",
+        WebhookConfig::new("/shaped")
+            .with_input(InputShape::new().require("/id", JsonType::Integer)),
+    )
+    .await;
+    let fits = engine
+        .deliver_webhook("/shaped", &request(&[], br#"{"id": 1}"#.to_vec()))
+        .await
+        .expect("delivers");
+    assert_eq!(fits.http_status(), 202, "{fits:?}");
+    let misfit = engine
+        .deliver_webhook("/shaped", &request(&[], br#"{"id": "one"}"#.to_vec()))
+        .await
+        .expect("delivers");
+    assert!(
+        matches!(
+            &misfit,
+            taskforge_core::Delivery::Rejected(Rejection::Unprocessable { .. })
+        ),
+        "{misfit:?}"
+    );
+    assert_eq!(misfit.http_status(), 422);
+}
+
 #[test]
 fn webhook_trigger_kind_round_trips() {
     let config = github_config()
@@ -672,7 +1023,8 @@ fn webhook_trigger_kind_round_trips() {
         .with_dedup_window(Duration::from_secs(3600))
         .with_filter(Filter::glob("/release/tag_name", "v*"))
         .with_filter(Filter::one_of("/x", [json!(1), json!("a")]))
-        .with_filter(Filter::exists("/release"));
+        .with_filter(Filter::exists("/release"))
+        .with_input(release_shape());
     for kind in [
         TriggerKind::Manual,
         TriggerKind::Webhook(config),
@@ -684,6 +1036,22 @@ fn webhook_trigger_kind_round_trips() {
         assert_eq!(back, kind, "{json}");
         kind.validate().expect("valid");
     }
+    // A complete stored form from before input shapes existed still reads.
+    let before_shapes: TriggerKind = serde_json::from_value(json!({
+        "kind": "webhook",
+        "path": "/github/releases",
+        "signature": {"scheme": "github", "secret": "test-secret"},
+        "dedup": {"from": "header", "name": "X-GitHub-Delivery"},
+        "dedup_window": 3_600_000,
+        "max_body_bytes": 1_048_576,
+        "filters": [{"pointer": "/action", "predicate": {"op": "equals", "value": "published"}}],
+        "keep_headers": ["X-GitHub-Event"],
+    }))
+    .expect("reads");
+    assert_eq!(
+        before_shapes,
+        TriggerKind::Webhook(github_config().with_dedup_window(Duration::from_secs(3600)))
+    );
     // The minimal stored form from before this configuration existed still reads.
     let old: TriggerKind =
         serde_json::from_str(r#"{"kind":"webhook","path":"/legacy"}"#).expect("reads");
@@ -795,7 +1163,8 @@ proptest! {
                 let req = WebhookRequest::new(headers.clone(), body);
                 if let Err(rejection) = config.verify(&req, now()) {
                     let status = rejection.http_status();
-                    prop_assert!(matches!(status, 400 | 401 | 413 | 415 | 500));
+                    prop_assert!(matches!(status, 400 | 401 | 413 | 415 | 422 | 500));
+                    prop_assert!(rejection.to_string().len() < 300);
                     prop_assert!(!rejection.to_string().is_empty());
                 }
             }
@@ -812,12 +1181,16 @@ proptest! {
 fn glob_cost_on_a_large_body() {
     let text = "a".repeat(1 << 20);
     let payload = json!({ "s": text });
+    // A pattern that ends in a star makes the matcher search the whole text
+    // for its last segment; one that ends in `b` can fail at the text's end.
     let cases = [
-        ("star, 1,022 a, b", format!("*{}b", "a".repeat(1_022))),
-        ("star, 1,022 ?, b", format!("*{}b", "?".repeat(1_022))),
-        ("512 × (star a), b", format!("{}b", "*a".repeat(511))),
-        ("star, (a?)×511, b", format!("*{}b", "a?".repeat(511))),
-        ("star, 1,023 a (matches)", format!("*{}", "a".repeat(1_023))),
+        ("*a{1022}b", format!("*{}b", "a".repeat(1_022))),
+        ("*a{1021}b*", format!("*{}b*", "a".repeat(1_021))),
+        ("*?{1021}b*", format!("*{}b*", "?".repeat(1_021))),
+        ("*(a?){510}b*", format!("*{}b*", "a?".repeat(510))),
+        ("(*a){511}b*", format!("{}b*", "*a".repeat(511))),
+        ("*a{1023} (matches)", format!("*{}", "a".repeat(1_023))),
+        ("*?{1022}* (matches)", format!("*{}*", "?".repeat(1_022))),
     ];
     for (name, pattern) in cases {
         assert!(pattern.chars().count() <= 1_024, "{name}");
@@ -825,7 +1198,7 @@ fn glob_cost_on_a_large_body() {
         let started = std::time::Instant::now();
         let result = filter.check(&payload).is_ok();
         println!(
-            "glob {name:<26} on 1 MiB: {:>10.3} ms (matched: {result})",
+            "glob {name:<20} on 1 MiB: {:>10.3} ms (matched: {result})",
             started.elapsed().as_secs_f64() * 1e3
         );
     }

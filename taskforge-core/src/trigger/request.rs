@@ -2,9 +2,12 @@
 //! verified, and why a delivery may be refused.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::filter::JsonType;
 
 /// How deeply arrays and objects may nest in a payload. serde_json stops at
 /// this depth anyway; checking first turns it into [`Rejection::TooDeep`].
@@ -17,12 +20,98 @@ pub const DEFAULT_TIMESTAMP_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 /// The header that carries a GitHub signature.
 pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
+/// The longest value of a kept header stored in event metadata, in bytes;
+/// a longer one is cut at a character boundary and ends with
+/// [`TRUNCATION_MARKER`].
+pub const MAX_KEPT_HEADER_LEN: usize = 512;
+
+/// The most headers a webhook trigger may keep as event metadata.
+pub const MAX_KEPT_HEADERS: usize = 32;
+
+/// What ends a value or message that was cut short.
+pub const TRUNCATION_MARKER: &str = "...(truncated)";
+
+/// The longest excerpt of its input (a header, a pointer, a name) an error
+/// message quotes, in characters.
+pub(crate) const MAX_EXCERPT_CHARS: usize = 64;
+
+/// Parts of header names that mark a header as carrying credentials.
+const CREDENTIAL_NAME_PARTS: [&str; 12] = [
+    "authorization",
+    "cookie",
+    "signature",
+    "token",
+    "secret",
+    "password",
+    "credential",
+    "hmac",
+    "api-key",
+    "apikey",
+    "access-key",
+    "private-key",
+];
+
+/// Whether the header `name` may carry a credential, whatever its case:
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`, and any
+/// name containing `signature` (`X-Hub-Signature-256`, `webhook-signature`,
+/// `Stripe-Signature`, ...), `token` (`X-Gitlab-Token`), `secret`,
+/// `password`, `credential`, `hmac` (`X-Shopify-Hmac-Sha256`), `api-key`,
+/// `apikey`, `access-key` or `private-key`.
+///
+/// Such headers cannot be kept as event metadata or used as a dedup key,
+/// and `Debug` of [`Headers`] does not print their values. The rule is by
+/// name and errs on the side of caution; a credential under a name it
+/// does not catch must not be configured as kept.
+#[must_use]
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    CREDENTIAL_NAME_PARTS.iter().any(|part| name.contains(part))
+}
+
+/// At most `max` bytes of `value`, cut at a character boundary and ended
+/// with [`TRUNCATION_MARKER`] when it was longer.
+pub(crate) fn bounded(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_owned();
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATION_MARKER}", &value[..end])
+}
+
+/// At most [`MAX_EXCERPT_CHARS`] characters of `input`, for an error
+/// message, marked when cut: a message never echoes a large input.
+pub(crate) fn excerpt(input: &str) -> String {
+    match input.char_indices().nth(MAX_EXCERPT_CHARS) {
+        Some((end, _)) => format!("{}{TRUNCATION_MARKER}", &input[..end]),
+        None => input.to_owned(),
+    }
+}
+
 /// Request headers, looked up case-insensitively.
 ///
 /// Values are text: an HTTP layer drops (or lossily converts) header values
-/// that are not valid UTF-8.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// that are not valid UTF-8. `Debug` prints the values of
+/// [credential headers](is_credential_header) as `<redacted>` and cuts long
+/// values short.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in &self.0 {
+            if is_credential_header(name) {
+                map.entry(&excerpt(name), &format_args!("<redacted>"));
+            } else {
+                map.entry(&excerpt(name), &excerpt(value));
+            }
+        }
+        map.finish()
+    }
+}
 
 impl Headers {
     /// No headers.
@@ -62,12 +151,24 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
 }
 
 /// A delivery as the HTTP layer received it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` redacts credential headers (see [`Headers`]) and prints only
+/// the body's size.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct WebhookRequest {
     /// Its headers.
     pub headers: Headers,
     /// Its body, exactly as received: signatures are over these bytes.
     pub body: Vec<u8>,
+}
+
+impl fmt::Debug for WebhookRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookRequest")
+            .field("headers", &self.headers)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
 }
 
 impl WebhookRequest {
@@ -88,11 +189,15 @@ pub struct VerifiedDelivery {
     pub payload: Value,
     /// The key that makes a repeat of this delivery a duplicate.
     pub dedup_key: String,
-    /// The configured headers that were present, names lowercase.
+    /// The configured headers that were present, names lowercase, values
+    /// cut to [`MAX_KEPT_HEADER_LEN`] bytes.
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Why a delivery was refused. Nothing is stored for a rejected delivery.
+/// Why a delivery was refused.
+///
+/// Messages quote at most a short excerpt of the input they are about
+/// (see [`TRUNCATION_MARKER`]), never a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -133,6 +238,22 @@ pub enum Rejection {
         /// Which header or pointer was looked for.
         looked_for: String,
     },
+    /// The payload does not fit the trigger's declared
+    /// [`InputShape`](crate::webhook::InputShape): a required value is
+    /// missing or of another type. HTTP 422.
+    #[error(
+        "payload does not fit the trigger's input: {pointer:?} must be {expected}, found {}",
+        found.map_or_else(|| "nothing".to_owned(), |found| found.to_string())
+    )]
+    Unprocessable {
+        /// The pointer of the first required value that does not fit (at
+        /// most an excerpt of it).
+        pointer: String,
+        /// The type required there.
+        expected: JsonType,
+        /// The type found there; `None` when there is no value at all.
+        found: Option<JsonType>,
+    },
     /// The trigger's own configuration makes verification impossible (for
     /// example no signing key decodes). HTTP 500: not the sender's fault.
     #[error("webhook trigger misconfigured: {0}")]
@@ -151,6 +272,7 @@ impl Rejection {
             | Self::NotAnObject
             | Self::TooDeep
             | Self::MissingDedupKey { .. } => 400,
+            Self::Unprocessable { .. } => 422,
             Self::Misconfigured(_) => 500,
         }
     }

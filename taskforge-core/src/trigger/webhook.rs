@@ -10,8 +10,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::auth::{check_token, weak_token, SignatureScheme, TokenHash};
-use super::filter::{self, Filter, FilterMiss};
-use super::request::{Headers, Rejection, VerifiedDelivery, WebhookRequest, MAX_JSON_DEPTH};
+use super::filter::{self, Filter, FilterMiss, InputShape};
+use super::request::{
+    bounded, excerpt, is_credential_header, Headers, Rejection, VerifiedDelivery, WebhookRequest,
+    MAX_JSON_DEPTH, MAX_KEPT_HEADERS, MAX_KEPT_HEADER_LEN,
+};
 
 /// The default [`WebhookConfig::max_body_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -58,6 +61,11 @@ pub struct WebhookConfig {
     /// The largest body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// What the payload must look like to be taken at all: a delivery that
+    /// does not fit is refused (HTTP 422). Empty by default, and in
+    /// triggers stored before it existed.
+    #[serde(default, skip_serializing_if = "InputShape::is_empty")]
+    pub input: InputShape,
     /// Conditions the payload must meet to start a run, all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Filter>,
@@ -83,6 +91,7 @@ impl WebhookConfig {
             dedup: DedupSource::BodyHash,
             dedup_window: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            input: InputShape::new(),
             filters: Vec::new(),
             keep_headers: Vec::new(),
         }
@@ -138,6 +147,14 @@ impl WebhookConfig {
         self
     }
 
+    /// Refuses deliveries whose payload does not fit `shape`, with
+    /// [`Rejection::Unprocessable`] (HTTP 422).
+    #[must_use]
+    pub fn with_input(mut self, shape: InputShape) -> Self {
+        self.input = shape;
+        self
+    }
+
     /// Adds a filter the payload must pass.
     #[must_use]
     pub fn with_filter(mut self, filter: Filter) -> Self {
@@ -145,7 +162,10 @@ impl WebhookConfig {
         self
     }
 
-    /// Keeps the header `name` as event metadata.
+    /// Keeps the header `name` as event metadata, its value cut to
+    /// [`MAX_KEPT_HEADER_LEN`] bytes. At most [`MAX_KEPT_HEADERS`] headers
+    /// can be kept, and none that may carry a credential
+    /// ([`is_credential_header`]): [`validate`](Self::validate) refuses them.
     #[must_use]
     pub fn keep_header(mut self, name: impl Into<String>) -> Self {
         self.keep_headers.push(name.into());
@@ -170,7 +190,7 @@ impl WebhookConfig {
         {
             return Err(invalid(
                 "path",
-                format!("path {:?} contains whitespace", self.path),
+                format!("path {:?} contains whitespace", excerpt(&self.path)),
             ));
         }
         if self.auth.as_ref().is_some_and(|hash| hash.matches("")) {
@@ -185,28 +205,34 @@ impl WebhookConfig {
                 .map_err(|reason| invalid("signature", reason))?;
         }
         match &self.dedup {
-            DedupSource::Header(name) if !is_token(name) => {
-                return Err(invalid(
-                    "dedup",
-                    format!("{name:?} is not a valid header name"),
-                ));
+            DedupSource::Header(name) => {
+                check_header_name(name).map_err(|reason| invalid("dedup", reason))?;
             }
             DedupSource::JsonPointer(ptr) if !ptr.starts_with('/') => {
                 return Err(invalid(
                     "dedup",
-                    format!("dedup pointer {ptr:?} must start with '/'"),
+                    format!("dedup pointer {:?} must start with '/'", excerpt(ptr)),
                 ));
             }
             _ => {}
         }
+        self.input
+            .validate()
+            .map_err(|reason| invalid("input", reason))?;
         for f in &self.filters {
             f.validate().map_err(|reason| invalid("filters", reason))?;
         }
-        if let Some(name) = self.keep_headers.iter().find(|name| !is_token(name)) {
+        if self.keep_headers.len() > MAX_KEPT_HEADERS {
             return Err(invalid(
                 "keep_headers",
-                format!("{name:?} is not a valid header name"),
+                format!(
+                    "{} headers kept, more than {MAX_KEPT_HEADERS}",
+                    self.keep_headers.len()
+                ),
             ));
+        }
+        for name in &self.keep_headers {
+            check_header_name(name).map_err(|reason| invalid("keep_headers", reason))?;
         }
         Ok(())
     }
@@ -221,7 +247,8 @@ impl WebhookConfig {
     /// 3. the `Content-Type`, when there is one (JSON only);
     /// 4. the JSON itself: well-formed, at most [`MAX_JSON_DEPTH`] deep, an
     ///    object;
-    /// 5. the dedup key.
+    /// 5. its shape, against [`WebhookConfig::input`];
+    /// 6. the dedup key.
     ///
     /// Filters are not applied here: a filtered delivery is still recorded,
     /// see [`WebhookConfig::matches`].
@@ -229,8 +256,9 @@ impl WebhookConfig {
     /// # HTTP status codes
     ///
     /// An HTTP layer answers a rejection with [`Rejection::http_status`]:
-    /// 401 unauthorized, 413 too large, 415 not JSON, 400 malformed, 500 a
-    /// trigger misconfigured by its operator. Once a delivery is verified,
+    /// 401 unauthorized, 413 too large, 415 not JSON, 400 malformed, 422 a
+    /// payload that does not fit the declared input, 500 a trigger
+    /// misconfigured by its operator. Once a delivery is verified,
     /// the engine's outcome maps to:
     /// - accepted (an event stored, a run started or not yet): **202 Accepted**;
     /// - duplicate (an event with the same dedup key is stored already):
@@ -256,17 +284,21 @@ impl WebhookConfig {
         }
         if let Some(content_type) = request.headers.get("content-type") {
             if !is_json_media_type(content_type) {
-                return Err(Rejection::UnsupportedMediaType(truncated(content_type)));
+                return Err(Rejection::UnsupportedMediaType(excerpt(content_type)));
             }
         }
         let payload = parse_object(body)?;
+        self.input.check(&payload)?;
         let dedup_key = self.dedup.key(&request.headers, &payload, body)?;
         let metadata = self
             .keep_headers
             .iter()
             .filter_map(|name| {
                 let value = request.headers.get(name)?;
-                Some((name.to_ascii_lowercase(), value.to_owned()))
+                Some((
+                    name.to_ascii_lowercase(),
+                    bounded(value, MAX_KEPT_HEADER_LEN),
+                ))
             })
             .collect();
         Ok(VerifiedDelivery {
@@ -283,6 +315,9 @@ impl WebhookConfig {
 }
 
 /// A webhook configuration that cannot work.
+///
+/// The reason quotes at most a short excerpt of the configuration, and
+/// never a token or secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid webhook {field}: {reason}")]
 pub struct InvalidWebhookConfig {
@@ -312,8 +347,28 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn truncated(s: &str) -> String {
-    s.chars().take(100).collect()
+/// The longest header name a trigger reads a dedup key from or keeps, in
+/// bytes.
+const MAX_HEADER_NAME_LEN: usize = 256;
+
+/// Why `name` cannot be a header read for a dedup key or kept as metadata.
+fn check_header_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_HEADER_NAME_LEN {
+        Err(format!(
+            "header name {:?} is {} bytes, more than {MAX_HEADER_NAME_LEN}",
+            excerpt(name),
+            name.len()
+        ))
+    } else if !is_token(name) {
+        Err(format!("{:?} is not a valid header name", excerpt(name)))
+    } else if is_credential_header(name) {
+        Err(format!(
+            "header {:?} may carry a credential and cannot be stored",
+            excerpt(name)
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// The deepest nesting of arrays and objects in `body`, counting only
@@ -360,7 +415,7 @@ fn parse_object(body: &[u8]) -> Result<Value, Rejection> {
         Rejection::Malformed {
             line: e.line(),
             column: e.column(),
-            message: message.strip_suffix(&suffix).unwrap_or(&message).to_owned(),
+            message: excerpt(message.strip_suffix(&suffix).unwrap_or(&message)),
         }
     })?;
     if value.is_object() {
@@ -389,7 +444,9 @@ pub enum DedupSource {
 
 impl DedupSource {
     fn key(&self, headers: &Headers, payload: &Value, body: &[u8]) -> Result<String, Rejection> {
-        let missing = |looked_for: String| Rejection::MissingDedupKey { looked_for };
+        let missing = |looked_for: String| Rejection::MissingDedupKey {
+            looked_for: excerpt(&looked_for),
+        };
         let key = match self {
             Self::BodyHash => return Ok(body_hash(body)),
             Self::Header(name) => headers
