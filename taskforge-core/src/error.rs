@@ -5,7 +5,7 @@ use crate::id::RunId;
 use crate::run::RunStatus;
 
 pub use crate::run::IllegalTransition;
-pub use crate::step::RegistryError;
+pub use crate::step::{ReadError, RegistryError};
 pub use crate::trigger::cron::ScheduleError;
 pub use crate::trigger::request::Rejection;
 pub use crate::trigger::webhook::InvalidWebhookConfig;

@@ -1,312 +1,27 @@
 //! Step handlers: the [`StepExecutor`] trait, the closure registry that
-//! implements it, and the [`StepContext`] a handler is called with.
+//! implements it, the [`StepContext`] a handler is called with (in
+//! `context`), and the errors a handler returns (in `error`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::id::{RunId, VersionId, WorkflowId};
-use crate::run::{idempotency_key, StepFailure};
 use crate::workflow::NameError;
 
-/// Why a step attempt failed.
-///
-/// Any `std::error::Error` converts into a *retryable* `StepError` with `?`;
-/// [`StepError::terminal`] makes one that is never retried. A handler may
-/// also hint how long to wait before the next attempt.
-///
-/// `StepError` deliberately does not implement `std::error::Error`, so that
-/// the blanket conversion from every error type stays coherent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepError {
-    message: String,
-    terminal: bool,
-    retry_after: Option<Duration>,
-    detail: Option<Value>,
-}
+mod context;
+mod error;
 
-impl StepError {
-    /// A failure that the step's retry policy may retry.
-    pub fn retryable(message: impl fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            terminal: false,
-            retry_after: None,
-            detail: None,
-        }
-    }
-
-    /// A failure that retrying cannot fix: the step fails at once.
-    pub fn terminal(message: impl fmt::Display) -> Self {
-        Self {
-            terminal: true,
-            ..Self::retryable(message)
-        }
-    }
-
-    /// Asks that the next attempt wait at least `delay`.
-    #[must_use]
-    pub fn retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after = Some(delay);
-        self
-    }
-
-    /// Attaches structured detail, stored with the failure.
-    #[must_use]
-    pub fn with_detail(mut self, detail: Value) -> Self {
-        self.detail = Some(detail);
-        self
-    }
-
-    /// What went wrong.
-    #[must_use]
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// Whether retrying cannot help.
-    #[must_use]
-    pub fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-
-    /// The handler's hint for the next attempt's delay.
-    #[must_use]
-    pub fn retry_after_hint(&self) -> Option<Duration> {
-        self.retry_after
-    }
-
-    /// The stored form of this failure.
-    #[must_use]
-    pub fn to_failure(&self) -> StepFailure {
-        StepFailure {
-            message: self.message.clone(),
-            terminal: self.terminal,
-            detail: self.detail.clone(),
-        }
-    }
-}
-
-impl fmt::Display for StepError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
-    fn from(error: E) -> Self {
-        // Keep the whole chain: the stored message is all an operator sees.
-        let mut message = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Self::retryable(message)
-    }
-}
-
-/// Everything a handler knows about the step attempt it runs. Owned and
-/// cheap to clone.
-#[derive(Clone)]
-pub struct StepContext {
-    inner: Arc<StepContextParts>,
-}
-
-/// The parts of a [`StepContext`], filled in by the worker.
-#[derive(Clone)]
-pub(crate) struct StepContextParts {
-    /// The run.
-    pub(crate) run_id: RunId,
-    /// Its workflow.
-    pub(crate) workflow_id: WorkflowId,
-    /// Its pinned version.
-    pub(crate) version_id: VersionId,
-    /// That version's number.
-    pub(crate) version: u32,
-    /// The step's key.
-    pub(crate) step_key: String,
-    /// The attempt, from 1.
-    pub(crate) attempt: u32,
-    /// The run's input.
-    pub(crate) input: Arc<Value>,
-    /// The step's config.
-    pub(crate) config: Value,
-    /// Earlier steps' outputs, in step order.
-    pub(crate) outputs: Arc<Vec<(String, Value)>>,
-    /// Cancelled when the run is cancelled.
-    pub(crate) cancel: CancellationToken,
-    /// Receives progress reports.
-    pub(crate) progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
-}
-
-impl fmt::Debug for StepContextParts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StepContextParts")
-            .field("run_id", &self.run_id)
-            .field("step_key", &self.step_key)
-            .field("attempt", &self.attempt)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StepContext {
-    /// A context from its parts.
-    #[must_use]
-    pub(crate) fn new(parts: StepContextParts) -> Self {
-        Self {
-            inner: Arc::new(parts),
-        }
-    }
-
-    /// A context for calling a handler outside any run, with this input:
-    /// for tests and benchmarks.
-    #[must_use]
-    pub fn detached(step_key: &str, input: Value) -> Self {
-        Self::new(StepContextParts {
-            run_id: RunId::new(),
-            workflow_id: WorkflowId::new(),
-            version_id: VersionId::new(),
-            version: 1,
-            step_key: step_key.to_owned(),
-            attempt: 1,
-            input: Arc::new(input),
-            config: Value::Null,
-            outputs: Arc::default(),
-            cancel: CancellationToken::new(),
-            progress: None,
-        })
-    }
-
-    /// The run.
-    #[must_use]
-    pub fn run_id(&self) -> RunId {
-        self.inner.run_id
-    }
-
-    /// The run's workflow.
-    #[must_use]
-    pub fn workflow_id(&self) -> WorkflowId {
-        self.inner.workflow_id
-    }
-
-    /// The run's pinned version.
-    #[must_use]
-    pub fn version_id(&self) -> VersionId {
-        self.inner.version_id
-    }
-
-    /// That version's number.
-    #[must_use]
-    pub fn version(&self) -> u32 {
-        self.inner.version
-    }
-
-    /// This step's key.
-    #[must_use]
-    pub fn step_key(&self) -> &str {
-        &self.inner.step_key
-    }
-
-    /// This attempt's number, from 1.
-    #[must_use]
-    pub fn attempt(&self) -> u32 {
-        self.inner.attempt
-    }
-
-    /// A key for making side effects idempotent: the same for every attempt
-    /// of this step in this run, across retries and restarts.
-    #[must_use]
-    pub fn idempotency_key(&self) -> String {
-        idempotency_key(self.inner.run_id, &self.inner.step_key)
-    }
-
-    /// The run's input.
-    #[must_use]
-    pub fn input(&self) -> &Value {
-        &self.inner.input
-    }
-
-    /// This step's config from the definition (`null` if none).
-    #[must_use]
-    pub fn config(&self) -> &Value {
-        &self.inner.config
-    }
-
-    /// This step's config, deserialized. A mismatch is a terminal error:
-    /// the pinned definition will not change on retry.
-    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, StepError> {
-        T::deserialize(&self.inner.config)
-            .map_err(|e| StepError::terminal(format!("invalid config: {e}")))
-    }
-
-    /// The output of the earlier step `key`, if it ran.
-    #[must_use]
-    pub fn output(&self, key: &str) -> Option<&Value> {
-        self.inner
-            .outputs
-            .iter()
-            .find_map(|(k, v)| (k == key).then_some(v))
-    }
-
-    /// The output of the earlier step `key`, deserialized. A missing or
-    /// mismatched output is a terminal error.
-    pub fn output_as<T: DeserializeOwned>(&self, key: &str) -> Result<T, StepError> {
-        let value = self
-            .output(key)
-            .ok_or_else(|| StepError::terminal(format!("no output from step {key:?}")))?;
-        T::deserialize(value)
-            .map_err(|e| StepError::terminal(format!("invalid output of step {key:?}: {e}")))
-    }
-
-    /// Every earlier step's output, in step order.
-    #[must_use]
-    pub fn outputs(&self) -> &[(String, Value)] {
-        &self.inner.outputs
-    }
-
-    /// Whether the run has been cancelled.
-    #[must_use]
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.cancel.is_cancelled()
-    }
-
-    /// Completes when the run is cancelled. The engine drops the handler's
-    /// future soon after anyway; this lets a handler clean up first.
-    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.inner.cancel.cancelled()
-    }
-
-    /// Reports progress; subscribers see it as
-    /// [`RunUpdate::StepProgress`](crate::RunUpdate::StepProgress).
-    pub fn progress(&self, progress: Value) {
-        if let Some(report) = &self.inner.progress {
-            report(progress);
-        }
-    }
-}
-
-impl fmt::Debug for StepContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StepContext")
-            .field("run_id", &self.inner.run_id)
-            .field("version", &self.inner.version)
-            .field("step_key", &self.inner.step_key)
-            .field("attempt", &self.inner.attempt)
-            .finish_non_exhaustive()
-    }
-}
+pub use self::context::StepContext;
+pub(crate) use self::context::StepContextParts;
+pub use self::error::{ReadError, StepError};
 
 /// The future a [`StepExecutor`] returns.
 pub type StepFuture = BoxFuture<'static, Result<Value, StepError>>;
@@ -356,21 +71,45 @@ where
 {
     fn call(&self, ctx: StepContext) -> StepFuture {
         // A run input that does not fit `I` will not fit on retry either.
-        let input = match I::deserialize(ctx.input()) {
+        let input = match ctx.input_as::<I>() {
             Ok(input) => input,
-            Err(e) => {
-                let error = StepError::terminal(format!("invalid input: {e}"));
-                return futures::future::ready(Err(error)).boxed();
-            }
+            Err(error) => return futures::future::ready(Err(error.into())).boxed(),
         };
-        let fut = (self.f)(ctx, input);
-        async move {
-            let output = fut.await.map_err(Into::into)?;
-            serde_json::to_value(output)
-                .map_err(|e| StepError::terminal(format!("output does not serialize: {e}")))
-        }
-        .boxed()
+        respond((self.f)(ctx, input))
     }
+}
+
+/// A closure handler of the context alone.
+struct ContextHandler<F, O, E> {
+    f: F,
+    _types: PhantomData<fn() -> (O, E)>,
+}
+
+impl<F, Fut, O, E> ErasedHandler for ContextHandler<F, O, E>
+where
+    F: Fn(StepContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+    O: Serialize + 'static,
+    E: Into<StepError> + 'static,
+{
+    fn call(&self, ctx: StepContext) -> StepFuture {
+        respond((self.f)(ctx))
+    }
+}
+
+/// A handler's future, with its error converted and its output serialized.
+fn respond<Fut, O, E>(fut: Fut) -> StepFuture
+where
+    Fut: Future<Output = Result<O, E>> + Send + 'static,
+    O: Serialize + 'static,
+    E: Into<StepError> + 'static,
+{
+    async move {
+        let output = fut.await.map_err(Into::into)?;
+        serde_json::to_value(output)
+            .map_err(|e| StepError::terminal(format!("output does not serialize: {e}")))
+    }
+    .boxed()
 }
 
 /// Why a handler could not be registered.
@@ -387,18 +126,44 @@ pub enum RegistryError {
 
 /// Step handlers registered as closures, by name.
 ///
+/// A handler is an async closure of the [`StepContext`] and the run's
+/// input, deserialized into the type the closure names (`Value` takes it
+/// as it is), or of the context alone with
+/// [`step_without_input`](StepRegistry::step_without_input). It returns an
+/// output that serializes, and an error that converts into [`StepError`]:
+/// `StepError` itself, a std error, `Box<dyn Error + Send + Sync>` or
+/// `anyhow::Error` (see [`StepError`]). Earlier steps' outputs are read
+/// typed with [`StepContext::output_as`].
+///
 /// ```
-/// use taskforge_core::{StepError, StepRegistry};
+/// use serde::Deserialize;
 /// use serde_json::{json, Value};
+/// use taskforge_core::{StepContext, StepError, StepExecutor, StepRegistry};
+///
+/// #[derive(Deserialize)]
+/// struct Greet {
+///     name: String,
+/// }
 ///
 /// let mut registry = StepRegistry::new();
 /// registry
-///     .step("greet", |ctx, input: Value| async move {
-///         let name = input["name"].as_str().unwrap_or("world").to_owned();
-///         Ok::<_, StepError>(json!({ "greeting": format!("hello, {name}"), "attempt": ctx.attempt() }))
+///     // The input, typed.
+///     .step("greet", |ctx, input: Greet| async move {
+///         Ok::<_, StepError>(json!({ "greeting": format!("hello, {}", input.name), "attempt": ctx.attempt() }))
 ///     })?
-///     .step("noop", |_ctx, _input: Value| async { Ok::<_, StepError>(()) })?;
-/// assert!(registry.step("noop", |_ctx, _input: Value| async { Ok::<_, StepError>(()) }).is_err());
+///     // The input as JSON.
+///     .step("count", |_ctx, input: Value| async move {
+///         Ok::<_, StepError>(input.as_object().map_or(0, |o| o.len()))
+///     })?
+///     // No input at all: any run input fits.
+///     .step_without_input("ping", |ctx| async move {
+///         Ok::<_, std::io::Error>(format!("pong from {}", ctx.step_key()))
+///     })?;
+/// assert!(registry.step_without_input("ping", |_ctx| async { Ok::<_, StepError>(()) }).is_err());
+///
+/// let ctx = StepContext::detached("ping", json!([1, 2, 3]));
+/// let pong = futures::executor::block_on(registry.execute("ping", ctx));
+/// assert_eq!(pong, Ok(json!("pong from ping")));
 /// # Ok::<(), taskforge_core::error::RegistryError>(())
 /// ```
 #[derive(Default)]
@@ -414,8 +179,12 @@ impl StepRegistry {
     }
 
     /// Registers `handler` under `name`: an async closure of the step's
-    /// context and the run's input, deserialized into `I`, returning an
-    /// output that serializes or an error that converts into [`StepError`].
+    /// context and the run's input, deserialized into `I` (a run input that
+    /// does not fit fails the step, terminally), returning an output that
+    /// serializes or an error that converts into [`StepError`]. A step that
+    /// does not read the input can use
+    /// [`step_without_input`](StepRegistry::step_without_input) instead of
+    /// naming a type.
     pub fn step<F, Fut, I, O, E>(
         &mut self,
         name: &str,
@@ -428,17 +197,51 @@ impl StepRegistry {
         O: Serialize + 'static,
         E: Into<StepError> + 'static,
     {
-        crate::workflow::validate_name("step handler", name)?;
-        if self.handlers.contains_key(name) {
-            return Err(RegistryError::Duplicate(name.to_owned()));
-        }
-        self.handlers.insert(
-            name.to_owned(),
+        self.insert(
+            name,
             Box::new(Handler {
                 f: handler,
                 _types: PhantomData,
             }),
-        );
+        )
+    }
+
+    /// Registers `handler` under `name`: an async closure of the step's
+    /// context alone, for a step that does not read the run's input. The
+    /// input is not deserialized, so every run input fits; the handler can
+    /// still read it with [`StepContext::input`] or
+    /// [`StepContext::input_as`]. Output and error as for
+    /// [`step`](StepRegistry::step).
+    pub fn step_without_input<F, Fut, O, E>(
+        &mut self,
+        name: &str,
+        handler: F,
+    ) -> Result<&mut Self, RegistryError>
+    where
+        F: Fn(StepContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        O: Serialize + 'static,
+        E: Into<StepError> + 'static,
+    {
+        self.insert(
+            name,
+            Box::new(ContextHandler {
+                f: handler,
+                _types: PhantomData,
+            }),
+        )
+    }
+
+    fn insert(
+        &mut self,
+        name: &str,
+        handler: Box<dyn ErasedHandler>,
+    ) -> Result<&mut Self, RegistryError> {
+        crate::workflow::validate_name("step handler", name)?;
+        if self.handlers.contains_key(name) {
+            return Err(RegistryError::Duplicate(name.to_owned()));
+        }
+        self.handlers.insert(name.to_owned(), handler);
         Ok(self)
     }
 

@@ -67,7 +67,8 @@ const LAST_YEAR: i32 = 2100;
 /// [`CronSchedule::due_slots`] which slots to fire now. A slot the engine
 /// reaches more than [`SKIP_GRACE`] late counts as missed; what happens to
 /// missed slots is the [`MissedRunPolicy`]. Each fired slot becomes a cron
-/// event with [`tick_dedup_key`](super::tick_dedup_key), so two engines firing one slot store it once.
+/// event whose dedup key is the trigger and the slot, so two engines firing
+/// one slot store it once.
 ///
 /// Every instant chrono can represent is a valid argument: the search
 /// never panics and never overflows, at either end of the calendar.

@@ -1,0 +1,233 @@
+//! [`StepContext`]: everything a handler knows about the attempt it runs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use super::ReadError;
+use crate::id::{RunId, VersionId, WorkflowId};
+use crate::run::idempotency_key;
+
+/// Everything a handler knows about the step attempt it runs. Owned and
+/// cheap to clone.
+#[derive(Clone)]
+pub struct StepContext {
+    inner: Arc<StepContextParts>,
+}
+
+/// The parts of a [`StepContext`], filled in by the worker.
+#[derive(Clone)]
+pub(crate) struct StepContextParts {
+    /// The run.
+    pub(crate) run_id: RunId,
+    /// Its workflow.
+    pub(crate) workflow_id: WorkflowId,
+    /// Its pinned version.
+    pub(crate) version_id: VersionId,
+    /// That version's number.
+    pub(crate) version: u32,
+    /// The step's key.
+    pub(crate) step_key: String,
+    /// The attempt, from 1.
+    pub(crate) attempt: u32,
+    /// The run's input.
+    pub(crate) input: Arc<Value>,
+    /// The step's config.
+    pub(crate) config: Value,
+    /// Earlier steps' outputs, in step order.
+    pub(crate) outputs: Arc<Vec<(String, Value)>>,
+    /// Cancelled when the run is cancelled.
+    pub(crate) cancel: CancellationToken,
+    /// Receives progress reports.
+    pub(crate) progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+}
+
+impl fmt::Debug for StepContextParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContextParts")
+            .field("run_id", &self.run_id)
+            .field("step_key", &self.step_key)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StepContext {
+    /// A context from its parts.
+    #[must_use]
+    pub(crate) fn new(parts: StepContextParts) -> Self {
+        Self {
+            inner: Arc::new(parts),
+        }
+    }
+
+    /// A context for calling a handler outside any run, with this input:
+    /// for tests and benchmarks.
+    #[must_use]
+    pub fn detached(step_key: &str, input: Value) -> Self {
+        Self::new(StepContextParts {
+            run_id: RunId::new(),
+            workflow_id: WorkflowId::new(),
+            version_id: VersionId::new(),
+            version: 1,
+            step_key: step_key.to_owned(),
+            attempt: 1,
+            input: Arc::new(input),
+            config: Value::Null,
+            outputs: Arc::default(),
+            cancel: CancellationToken::new(),
+            progress: None,
+        })
+    }
+
+    /// The run.
+    #[must_use]
+    pub fn run_id(&self) -> RunId {
+        self.inner.run_id
+    }
+
+    /// The run's workflow.
+    #[must_use]
+    pub fn workflow_id(&self) -> WorkflowId {
+        self.inner.workflow_id
+    }
+
+    /// The run's pinned version.
+    #[must_use]
+    pub fn version_id(&self) -> VersionId {
+        self.inner.version_id
+    }
+
+    /// That version's number.
+    #[must_use]
+    pub fn version(&self) -> u32 {
+        self.inner.version
+    }
+
+    /// This step's key.
+    #[must_use]
+    pub fn step_key(&self) -> &str {
+        &self.inner.step_key
+    }
+
+    /// This attempt's number, from 1.
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// A key for making side effects idempotent: the same for every attempt
+    /// of this step in this run, across retries and restarts.
+    #[must_use]
+    pub fn idempotency_key(&self) -> String {
+        idempotency_key(self.inner.run_id, &self.inner.step_key)
+    }
+
+    /// The run's input.
+    #[must_use]
+    pub fn input(&self) -> &Value {
+        &self.inner.input
+    }
+
+    /// The run's input, deserialized: for a handler registered with
+    /// [`StepRegistry::step_without_input`](crate::StepRegistry::step_without_input) that reads it after all. A
+    /// mismatch is a [`ReadError`], terminal as a `StepError`: the run's
+    /// input will not change on retry.
+    pub fn input_as<T: DeserializeOwned>(&self) -> Result<T, ReadError> {
+        T::deserialize(&*self.inner.input).map_err(|error| ReadError::Input { error })
+    }
+
+    /// This step's config from the definition (`null` if none).
+    #[must_use]
+    pub fn config(&self) -> &Value {
+        &self.inner.config
+    }
+
+    /// This step's config, deserialized. A mismatch is a [`ReadError`],
+    /// terminal as a `StepError`: the pinned definition will not change on
+    /// retry.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ReadError> {
+        T::deserialize(&self.inner.config).map_err(|error| ReadError::Config { error })
+    }
+
+    /// The output of the earlier step `key`, if it ran.
+    #[must_use]
+    pub fn output(&self, key: &str) -> Option<&Value> {
+        self.inner
+            .outputs
+            .iter()
+            .find_map(|(k, v)| (k == key).then_some(v))
+    }
+
+    /// The output of the earlier step `key`, deserialized. A missing or
+    /// mismatched output is a [`ReadError`], terminal as a `StepError`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use taskforge_core::{StepError, StepRegistry};
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Build {
+    ///     artifact: String,
+    /// }
+    ///
+    /// let mut registry = StepRegistry::new();
+    /// registry
+    ///     .step_without_input("build", |_ctx| async {
+    ///         Ok::<_, StepError>(Build { artifact: "app-1.4.2.tar.gz".into() })
+    ///     })?
+    ///     .step_without_input("deploy", |ctx| async move {
+    ///         let build: Build = ctx.output_as("build")?;
+    ///         Ok::<_, StepError>(format!("deployed {}", build.artifact))
+    ///     })?;
+    /// # Ok::<(), taskforge_core::error::RegistryError>(())
+    /// ```
+    pub fn output_as<T: DeserializeOwned>(&self, key: &str) -> Result<T, ReadError> {
+        let value = self.output(key).ok_or_else(|| ReadError::MissingOutput {
+            key: key.to_owned(),
+        })?;
+        T::deserialize(value).map_err(|error| ReadError::Output {
+            key: key.to_owned(),
+            error,
+        })
+    }
+
+    /// Every earlier step's output, in step order.
+    #[must_use]
+    pub fn outputs(&self) -> &[(String, Value)] {
+        &self.inner.outputs
+    }
+
+    /// Whether the run has been cancelled.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Completes when the run is cancelled. The engine drops the handler's
+    /// future soon after anyway; this lets a handler clean up first.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.cancel.cancelled()
+    }
+
+    /// Reports progress; subscribers see it as
+    /// [`RunUpdate::StepProgress`](crate::RunUpdate::StepProgress).
+    pub fn progress(&self, progress: Value) {
+        if let Some(report) = &self.inner.progress {
+            report(progress);
+        }
+    }
+}
+
+impl fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepContext")
+            .field("run_id", &self.inner.run_id)
+            .field("version", &self.inner.version)
+            .field("step_key", &self.inner.step_key)
+            .field("attempt", &self.inner.attempt)
+            .finish_non_exhaustive()
+    }
+}
