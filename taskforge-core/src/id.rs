@@ -99,6 +99,11 @@ define_id!(
     "run"
 );
 define_id!(
+    /// Identifies an [`ApiToken`](crate::store::ApiToken).
+    TokenId,
+    "tok"
+);
+define_id!(
     /// Identifies a [`StepRun`](crate::StepRun): one attempt of one step.
     StepRunId,
     "step"

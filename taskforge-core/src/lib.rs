@@ -71,6 +71,7 @@ mod step;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod token;
 mod trigger;
 mod workflow;
 
@@ -112,15 +113,15 @@ pub mod cron {
 
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
+    pub use crate::engine::DEFAULT_STEP_TIMEOUT;
     pub use crate::store::MAX_PAGE_SIZE;
     pub use crate::trigger::auth::MIN_TOKEN_LEN;
     pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};
     pub use crate::trigger::filter::{MAX_GLOB_LEN, MAX_REQUIRED_VALUES};
-    pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
     pub use crate::trigger::request::{
         DEFAULT_TIMESTAMP_TOLERANCE, MAX_JSON_DEPTH, MAX_KEPT_HEADERS, MAX_KEPT_HEADER_LEN,
     };
     pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
-    pub use crate::engine::DEFAULT_STEP_TIMEOUT;
+    pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
     pub use crate::workflow::{MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};
 }

@@ -191,9 +191,13 @@ impl Catalog {
     /// `AlreadyExists` if another trigger holds `trigger`'s name or path.
     fn check_trigger_keys(&self, trigger: &Trigger) -> Result<(), StoreError> {
         let (name, path) = rules::trigger_keys(trigger);
-        let taken_by_other = |holder: Option<&TriggerId>| holder.is_some_and(|&id| id != trigger.id);
+        let taken_by_other =
+            |holder: Option<&TriggerId>| holder.is_some_and(|&id| id != trigger.id);
         if let Some(name) = name {
-            if taken_by_other(self.trigger_names.get(&(trigger.workflow_id, name.to_owned()))) {
+            if taken_by_other(
+                self.trigger_names
+                    .get(&(trigger.workflow_id, name.to_owned())),
+            ) {
                 return Err(rules::name_taken(trigger));
             }
         }

@@ -67,6 +67,7 @@
 mod catalog;
 mod data;
 mod page;
+mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
@@ -96,6 +97,7 @@ pub struct MemoryStore {
 struct Inner {
     catalog: RwLock<Catalog>,
     data: Mutex<Data>,
+    tokens: Mutex<tokens::Tokens>,
 }
 
 impl MemoryStore {

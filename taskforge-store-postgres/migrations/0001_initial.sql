@@ -85,3 +85,11 @@ CREATE TABLE step_runs (
     doc text NOT NULL,
     PRIMARY KEY (run_id, step_index, attempt)
 );
+
+-- API tokens: only the SHA-256 of a token's secret is kept, unique.
+CREATE TABLE tokens (
+    id uuid PRIMARY KEY,
+    digest bytea NOT NULL,
+    doc text NOT NULL,
+    CONSTRAINT tokens_digest_key UNIQUE (digest)
+);

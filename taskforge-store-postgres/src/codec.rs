@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use taskforge_core::store::OutcomeKind;
 use taskforge_core::store::{Lease, StoreError};
 use taskforge_core::{RunStatus, WorkflowRun};
-use taskforge_core::store::OutcomeKind;
 use tokio_postgres::Row;
 
 use crate::error::backend;

@@ -89,6 +89,7 @@ mod notify;
 mod runs;
 mod schema;
 mod store;
+mod tokens;
 mod workflows;
 
 pub use config::PostgresConfig;

@@ -56,11 +56,18 @@ impl PostgresStore {
         }
         let sql = &self.inner.sql;
         let get = tx.prepare_cached(&sql.get_run).await.map_err(backend)?;
-        let Some(row) = tx.query_opt(&get, &[fence.run_id.as_uuid()]).await.map_err(backend)? else {
+        let Some(row) = tx
+            .query_opt(&get, &[fence.run_id.as_uuid()])
+            .await
+            .map_err(backend)?
+        else {
             return Err(error);
         };
         let stored = codec::run(&row)?;
-        let list = tx.prepare_cached(&sql.list_step_runs).await.map_err(backend)?;
+        let list = tx
+            .prepare_cached(&sql.list_step_runs)
+            .await
+            .map_err(backend)?;
         let stored_steps: Vec<StepRun> = tx
             .query(&list, &[fence.run_id.as_uuid()])
             .await
@@ -288,7 +295,9 @@ impl RunStore for PostgresStore {
             .ok_or_else(|| StoreError::not_found("run", id))?;
         let state = run_state(&stored)?;
         if let Err(error) = rules::check_fence(fence, &state, run.map(RunState::from).as_ref()) {
-            return self.unless_applied(&tx, error, fence, run, steps, &states).await;
+            return self
+                .unless_applied(&tx, error, fence, run, steps, &states)
+                .await;
         }
 
         if !batch.is_empty() {
@@ -312,12 +321,11 @@ impl RunStore for PostgresStore {
             if usize::try_from(written).ok() != Some(batch.len()) {
                 // Some attempt is stored as finished: the rule refuses the
                 // commit, unless it is a retry of one applied already.
-                let error = StoreError::conflict(
-                    "step",
-                    id,
-                    "a finished step attempt is never rewritten",
-                );
-                return self.unless_applied(&tx, error, fence, run, steps, &states).await;
+                let error =
+                    StoreError::conflict("step", id, "a finished step attempt is never rewritten");
+                return self
+                    .unless_applied(&tx, error, fence, run, steps, &states)
+                    .await;
             }
         }
 

@@ -145,6 +145,7 @@ pub(crate) struct Sql {
     pub(crate) list_step_runs: String,
     pub(crate) events_table: String,
     pub(crate) runs_table: String,
+    pub(crate) tokens_table: String,
 }
 
 /// The columns a run is read from, in the order `codec::run` expects.
@@ -274,6 +275,7 @@ impl Sql {
             ),
             events_table: format!("{s}.events"),
             runs_table: format!("{s}.runs"),
+            tokens_table: format!("{s}.tokens"),
         })
     }
 }

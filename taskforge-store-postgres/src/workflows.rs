@@ -239,12 +239,8 @@ impl WorkflowStore for PostgresStore {
             .await
             .map_err(backend)?;
         let (name, path) = rules::trigger_keys(trigger);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
-            trigger.id.as_uuid(),
-            &path,
-            &name,
-            &to_doc(trigger)?,
-        ];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [trigger.id.as_uuid(), &path, &name, &to_doc(trigger)?];
         match tx.execute(&update, &params).await {
             Ok(_) => tx.commit().await.map_err(backend),
             Err(e) => Err(match unique_violation(&e) {

@@ -50,7 +50,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{json, Value};
 use taskforge_core::store::{RunQuery, RunStore, RunStoreExt, WorkflowStore};
-use taskforge_core::{Engine, RetryPolicy, RunStatus, StepContext, StepDefinition, StepError, StepRegistry, StepStatus, Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion};
+use taskforge_core::{
+    Engine, RetryPolicy, RunStatus, StepContext, StepDefinition, StepError, StepRegistry,
+    StepStatus, Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion,
+};
 use taskforge_store_postgres::PostgresStore;
 use tokio_postgres::NoTls;
 

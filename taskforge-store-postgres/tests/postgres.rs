@@ -14,7 +14,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use taskforge_core::store::{EventInsert, EventStore, RunStore, StoreError, WorkflowStore};
-use taskforge_core::{Event, EventId, EventOutcome, EventSource, StepDefinition, Trigger, TriggerKind, WebhookConfig, Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion};
+use taskforge_core::{
+    Event, EventId, EventOutcome, EventSource, StepDefinition, Trigger, TriggerKind, WebhookConfig,
+    Workflow, WorkflowDefinition, WorkflowRun, WorkflowVersion,
+};
 use taskforge_store_postgres::{OpenError, PostgresConfig, PostgresStore, SCHEMA_VERSION};
 use tokio_postgres::NoTls;
 

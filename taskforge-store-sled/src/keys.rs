@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use taskforge_core::store::rules::RunState;
 use taskforge_core::{
-    Trigger, Event, EventId, RunId, RunStatus, StepRun, StepStatus, VersionId, WorkflowId, WorkflowRun,
+    Event, EventId, RunId, RunStatus, StepRun, StepStatus, Trigger, VersionId, WorkflowId,
+    WorkflowRun,
 };
 
 /// Tags of the secondary indexes in the `idx` tree.

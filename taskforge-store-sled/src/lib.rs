@@ -93,6 +93,7 @@ mod prune;
 mod runs;
 mod scan;
 mod store;
+mod tokens;
 mod workflows;
 mod writer;
 

@@ -263,7 +263,9 @@ impl RunStore for SledStore {
                         .iter()
                         .position(|s| (s.index, s.attempt) == (index, attempt));
                     match i.and_then(|i| stored_steps[i].as_ref()) {
-                        Some(old) => decode::<StepHead>("step run", old).map(|old| Some(old.status)),
+                        Some(old) => {
+                            decode::<StepHead>("step run", old).map(|old| Some(old.status))
+                        }
                         None => Ok(None),
                     }
                 })
@@ -283,7 +285,11 @@ impl RunStore for SledStore {
                 let applied = rules::is_applied(fence, &full, written, &states, |i| {
                     stored_steps[i].as_deref() == Some(&steps[i].2[..])
                 });
-                return Ok(if applied { Ok(Outcome::Done) } else { Err(error) });
+                return Ok(if applied {
+                    Ok(Outcome::Done)
+                } else {
+                    Err(error)
+                });
             }
             for (step_key, _, bytes) in &steps {
                 tx.steps.insert(step_key, bytes.clone())?;

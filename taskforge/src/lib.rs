@@ -3,7 +3,8 @@
 //! This crate is the one a host application depends on. It re-exports
 //! [`taskforge_core`] (the engine, the domain model and the storage
 //! contract) and, behind features, the storage backends: [`sled`] (the
-//! default, durable and embedded) and [`memory`].
+//! default, durable and embedded) and `memory` (the in-memory store, feature
+//! `memory`).
 //!
 //! ```no_run
 //! use serde_json::{json, Value};

@@ -18,9 +18,9 @@ use crate::workflow::{Workflow, WorkflowVersion};
 
 /// What comes into the engine.
 pub(crate) struct Admission {
-    /// The event to record; `None` only for a new run of an event recorded
-    /// already (a replay), so every run traces to an event.
-    pub(crate) event: Option<Event>,
+    /// The event to record: every way in records one, so every run
+    /// traces to an event.
+    pub(crate) event: Event,
     /// The run it starts, if any; stored atomically with the event.
     pub(crate) run: Option<WorkflowRun>,
     /// How long a repeat of the event's dedup key counts as a duplicate;
@@ -53,24 +53,14 @@ pub(crate) async fn admit<S: Store, X: StepExecutor>(
         run,
         dedup_window,
     } = admission;
-    match event {
-        Some(mut event) => {
-            if let Some(original) = record(shared, &mut event, run.as_ref(), dedup_window).await? {
-                return Ok(Admitted::Duplicate(original));
-            }
-            if let Some(run) = &run {
-                enqueued(shared, run);
-            }
-            Ok(Admitted::Stored { run })
-        }
-        None => {
-            if let Some(run) = &run {
-                shared.store.insert_run(run).await?;
-                enqueued(shared, run);
-            }
-            Ok(Admitted::Stored { run })
-        }
+    let mut event = event;
+    if let Some(original) = record(shared, &mut event, run.as_ref(), dedup_window).await? {
+        return Ok(Admitted::Duplicate(original));
     }
+    if let Some(run) = &run {
+        enqueued(shared, run);
+    }
+    Ok(Admitted::Stored { run })
 }
 
 /// Stores `event` with `run`; the original if it is a duplicate.

@@ -58,6 +58,10 @@ pub struct RunOptions {
     pub version: Option<u32>,
     /// Starting twice with the same key gives the same run.
     pub idempotency_key: Option<String>,
+    /// Who asked (an API token's id, a user name, ...): kept in the manual
+    /// event's metadata under `requested_by`, so the history says who
+    /// started the run.
+    pub requested_by: Option<String>,
 }
 
 impl RunOptions {
@@ -76,6 +80,12 @@ impl RunOptions {
     /// returns the first run.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Records who asked for the run on its event.
+    pub fn requested_by(mut self, who: impl Into<String>) -> Self {
+        self.requested_by = Some(who.into());
         self
     }
 }

@@ -150,7 +150,7 @@ async fn fire_slot<S: Store, X: StepExecutor>(
     };
     let (event_id, outcome) = (event.id, event.outcome.clone());
     let admission = Admission {
-        event: Some(event),
+        event,
         run,
         dedup_window: None,
     };

@@ -124,7 +124,11 @@ pub(crate) async fn ensure_trigger<S: Store, X>(
             }
             None => {
                 let trigger = Trigger::new(workflow_id, kind.clone(), shared.now()).with_name(name);
-                shared.store.insert_trigger(&trigger).await.map(|()| trigger)
+                shared
+                    .store
+                    .insert_trigger(&trigger)
+                    .await
+                    .map(|()| trigger)
             }
         };
         match result {
@@ -133,7 +137,10 @@ pub(crate) async fn ensure_trigger<S: Store, X>(
                 return Ok(trigger);
             }
             // Another host declared it at the same moment: read it again.
-            Err(StoreError::AlreadyExists { kind: "trigger name", .. }) => continue,
+            Err(StoreError::AlreadyExists {
+                kind: "trigger name",
+                ..
+            }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
@@ -227,7 +234,7 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
     };
     let (event_id, outcome) = (event.id, event.outcome.clone());
     let admission = Admission {
-        event: Some(event),
+        event,
         run,
         dedup_window: config
             .dedup_window
@@ -295,7 +302,7 @@ async fn record_rejection<S: Store, X: StepExecutor>(
         },
     };
     let admission = Admission {
-        event: Some(event),
+        event,
         run: None,
         dedup_window: None,
     };

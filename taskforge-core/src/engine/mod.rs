@@ -61,6 +61,13 @@ pub use self::config::{EngineConfig, RunOptions, DEFAULT_STEP_TIMEOUT};
 pub use self::intake::Delivery;
 pub use self::update::RunUpdate;
 
+/// The metadata of a manual event: who asked, if known.
+fn requester_metadata(who: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    who.map(|who| ("requested_by".to_owned(), who.chars().take(200).collect()))
+        .into_iter()
+        .collect()
+}
+
 /// A run with every attempt of every step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunDetails {
@@ -461,13 +468,15 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             trigger_id: None,
             source: EventSource::Manual,
             received_at: now,
-            dedup_key: options.idempotency_key.as_ref().map(|key| format!("manual:{key}")),
+            dedup_key: options
+                .idempotency_key
+                .as_ref()
+                .map(|key| format!("manual:{key}")),
             payload: Arc::clone(&run.input),
-            metadata: Default::default(),
+            metadata: requester_metadata(options.requested_by.as_deref()),
             outcome: EventOutcome::RunStarted { run_id: run.id },
         };
         run.event_id = Some(event.id);
-        let event = Some(event);
         let admission = Admission {
             event,
             run: Some(run),
@@ -707,8 +716,21 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
 
     /// Starts a new run from a stored event's payload, on the workflow's
     /// latest version, linked to the same event and marked as a replay of
-    /// the run the event first started (if any).
+    /// the run the event first started (if any). The request is recorded
+    /// as a manual event of its own (metadata `replay_of`), stored with the
+    /// run.
     pub async fn replay_event(&self, event_id: EventId) -> Result<WorkflowRun, EngineError> {
+        self.replay_event_as(event_id, None).await
+    }
+
+    /// [`replay_event`](Self::replay_event), recording who asked (an API
+    /// token's id, a user name, ...) on the replay's event under
+    /// `requested_by`.
+    pub async fn replay_event_as(
+        &self,
+        event_id: EventId,
+        requested_by: Option<&str>,
+    ) -> Result<WorkflowRun, EngineError> {
         let shared = self.shared();
         let event = self.store().get_event(event_id).await?;
         let workflow = self.store().get_workflow(event.workflow_id).await?;
@@ -719,8 +741,21 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         let mut run = WorkflowRun::new(&version, event.payload, shared.now());
         run.event_id = Some(event.id);
         run.replay_of = event.outcome.run_id();
+        let mut metadata = requester_metadata(requested_by);
+        metadata.insert("replay_of".to_owned(), event.id.to_string());
+        let request = Event {
+            id: EventId::new(),
+            workflow_id: workflow.id,
+            trigger_id: None,
+            source: EventSource::Manual,
+            received_at: shared.now(),
+            dedup_key: None,
+            payload: Arc::clone(&run.input),
+            metadata,
+            outcome: EventOutcome::RunStarted { run_id: run.id },
+        };
         let admission = Admission {
-            event: None,
+            event: request,
             run: Some(run.clone()),
             dedup_window: None,
         };

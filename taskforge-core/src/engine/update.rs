@@ -7,7 +7,8 @@ use crate::id::{RunId, WorkflowId};
 use crate::run::RunStatus;
 
 /// What happened in a run, as it happens. Delivered to
-/// [`Engine::subscribe`]rs; the store keeps the durable history.
+/// subscribers of [`Engine::subscribe`](crate::Engine::subscribe); the store
+/// keeps the durable history.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RunUpdate {

@@ -530,7 +530,9 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 // engine may already own the run.
                 let margin =
                     TimeDelta::from_std(self.shared.config.lease_ttl / 10).unwrap_or_default();
-                Ok(now.checked_add_signed(margin).is_some_and(|t| t < self.lease_expires))
+                Ok(now
+                    .checked_add_signed(margin)
+                    .is_some_and(|t| t < self.lease_expires))
             }
         }
     }

@@ -13,6 +13,7 @@ use super::{
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
+use crate::token::{ApiToken, TokenDigest, TokenId, TokenStore};
 use crate::trigger::Trigger;
 use crate::workflow::{Workflow, WorkflowVersion};
 
@@ -177,5 +178,32 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
         (**self).list_step_runs(run_id).await
+    }
+}
+
+#[async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    async fn insert_token(&self, token: &ApiToken) -> Result<(), StoreError> {
+        (**self).insert_token(token).await
+    }
+
+    async fn get_token(&self, id: TokenId) -> Result<ApiToken, StoreError> {
+        (**self).get_token(id).await
+    }
+
+    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError> {
+        (**self).find_token(digest).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        (**self).list_tokens().await
+    }
+
+    async fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> Result<ApiToken, StoreError> {
+        (**self).revoke_token(id, at).await
+    }
+
+    async fn touch_token(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        (**self).touch_token(id, at).await
     }
 }

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 pub use crate::error::StoreError;
 pub use crate::event::OutcomeKind;
 pub use crate::run::{Fence, Lease, RunTransition, StepTransition};
+pub use crate::token::{ApiToken, Scope, TokenDigest, TokenId, TokenStore};
 
 mod arc;
 pub mod rules;
@@ -377,10 +378,10 @@ pub trait RunStore: Send + Sync + 'static {
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError>;
 }
 
-/// A backend: all three store traits over one database.
-pub trait Store: WorkflowStore + EventStore + RunStore {}
+/// A backend: all the store traits over one database.
+pub trait Store: WorkflowStore + EventStore + RunStore + TokenStore {}
 
-impl<T: WorkflowStore + EventStore + RunStore> Store for T {}
+impl<T: WorkflowStore + EventStore + RunStore + TokenStore> Store for T {}
 
 /// Conveniences over [`RunStore`], for every store.
 #[async_trait]

@@ -280,7 +280,8 @@ pub fn is_applied(
     steps: &[StepState],
     mut stored_as_written: impl FnMut(usize) -> bool,
 ) -> bool {
-    if stored.lease_epoch != fence.epoch {
+    // A fence naming a finished run never let a commit through.
+    if fence.status.is_terminal() || stored.lease_epoch != fence.epoch {
         return false;
     }
     let run_applied = match run {

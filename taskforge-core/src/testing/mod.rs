@@ -167,6 +167,7 @@ case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
     "store/events.rs",
     "store/listing.rs",
     "store/runs.rs",
+    "store/tokens.rs",
     "store/workflows.rs",
 );
 
@@ -329,6 +330,12 @@ macro_rules! store_conformance {
             missing_records_are_not_found,
             absent_lookups_are_empty,
             large_and_unicode_payloads_round_trip,
+            // tokens
+            token_round_trip,
+            token_id_and_digest_are_unique,
+            revoked_token_stays_revoked,
+            touch_token_only_moves_forward,
+            missing_tokens_are_not_found,
         );
     };
 }

@@ -17,6 +17,7 @@ mod commits;
 mod events;
 mod listing;
 mod runs;
+mod tokens;
 mod workflows;
 
 use std::fmt::Debug;
@@ -39,6 +40,7 @@ pub use commits::*;
 pub use events::*;
 pub use listing::*;
 pub use runs::*;
+pub use tokens::*;
 pub use workflows::*;
 
 /// A fixed instant, so that cases control time without a clock.

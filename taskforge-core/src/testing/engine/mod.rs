@@ -139,7 +139,7 @@ macro_rules! engine_conformance {
             engine::a_thousand_concurrent_runs_finish,
             engine::shutdown_finishes_or_leaves_runs_to_recovery,
             triggers::concurrent_webhook_deliveries_start_one_run,
-            triggers::rejected_webhook_deliveries_store_nothing,
+            triggers::rejected_webhook_deliveries_are_recorded_without_their_body,
             triggers::filtered_and_disabled_deliveries_are_recorded,
             triggers::dedup_window_expires,
             triggers::replay_links_runs_to_their_event,

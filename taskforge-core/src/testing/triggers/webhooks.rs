@@ -14,7 +14,7 @@ use crate::store::OutcomeKind;
 use crate::webhook::{
     github_signature, Filter, Headers, Rejection, SignatureScheme, WebhookRequest,
 };
-use crate::{Delivery, EventOutcome, EventQuery, RunStatus, TriggerKind, WebhookConfig};
+use crate::{Delivery, EventOutcome, EventQuery, RunQuery, RunStatus, TriggerKind, WebhookConfig};
 
 use super::*;
 
@@ -109,8 +109,10 @@ pub async fn concurrent_webhook_deliveries_start_one_run<S: Store>(store: S) {
     assert_eq!(runs[0].input, event.payload);
 }
 
-/// Rejected deliveries store nothing and are counted; earlier events stay.
-pub async fn rejected_webhook_deliveries_store_nothing<S: Store>(store: S) {
+/// Rejected deliveries start no run and keep no body: each is recorded as
+/// a rejected event with its reason and status (the audit trail survives a
+/// restart), and counted; earlier events stay.
+pub async fn rejected_webhook_deliveries_are_recorded_without_their_body<S: Store>(store: S) {
     let engine = Engine::builder(store, registry()).build();
     let wf = workflow(&engine, "guarded").await;
     let trigger = engine
@@ -168,10 +170,32 @@ pub async fn rejected_webhook_deliveries_store_nothing<S: Store>(store: S) {
         .expect("events");
     assert_eq!(
         events.items.len(),
-        1,
-        "only the accepted delivery is stored"
+        5,
+        "the accepted delivery and four refusals"
     );
     assert_eq!(events.items[0].payload["action"], json!("published"));
+    let refused: Vec<u16> = events.items[1..]
+        .iter()
+        .map(|event| match &event.outcome {
+            EventOutcome::Rejected { status, reason } => {
+                assert!(!reason.is_empty());
+                *status
+            }
+            other => panic!("a refusal recorded as {other:?}"),
+        })
+        .collect();
+    assert_eq!(refused, [401, 413, 400, 400]);
+    for event in &events.items[1..] {
+        assert!(event.metadata.is_empty(), "no header is kept: {event:?}");
+        assert!(
+            event.payload.get("release").is_none() && event.payload.get("action").is_none(),
+            "no body is kept: {:?}",
+            event.payload
+        );
+    }
+    assert_eq!(events.items[2].payload["body_bytes"], json!(16 * 1024 + 1));
+    let runs = engine.list_runs(&RunQuery::default()).await.expect("runs");
+    assert_eq!(runs.items.len(), 1, "refusals start no run");
 }
 
 /// A delivery that misses a filter, or reaches a disabled trigger or an

@@ -1,0 +1,192 @@
+//! The self-hosted Taskforge server: the quickstart's deploy workflow, a
+//! GitHub release webhook and a nightly cron report, on the sled store,
+//! served over HTTP by `taskforge-http`.
+//!
+//! ```text
+//! cargo run -p taskforge-examples --bin server -- [--addr 127.0.0.1:8080] [--data ./taskforge-data]
+//! ```
+//!
+//! The address and data directory also come from `TASKFORGE_ADDR` and
+//! `TASKFORGE_DATA`. On the first start of an empty store it prints an
+//! admin API token, once (or stores `TASKFORGE_ADMIN_TOKEN` instead, for
+//! provisioning). The GitHub webhook secret is `GITHUB_WEBHOOK_SECRET`
+//! (default `example-secret-change-me`). SIGTERM or Ctrl-C shut it down
+//! gracefully: new deliveries get 503, requests in flight are answered,
+//! and running steps get 10 seconds to finish.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use taskforge::sled::SledStore;
+use taskforge::webhook::{DedupSource, Filter, SignatureScheme};
+use taskforge::{
+    CronConfig, Engine, RetryPolicy, StepContext, StepDefinition, StepError, StepRegistry,
+    TriggerKind, WebhookConfig, WorkflowDefinition,
+};
+use taskforge_http::{bootstrap, router, Bootstrap, HttpOptions};
+use tokio_util::sync::CancellationToken;
+
+fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
+    let mut registry = StepRegistry::new();
+    registry
+        .step("build", |_ctx: StepContext, input: Value| async move {
+            // A manual run names `repository` and `tag`; a GitHub delivery
+            // carries them inside `repository` and `release`.
+            let repo = input["repository"]["full_name"]
+                .as_str()
+                .or(input["repository"].as_str())
+                .unwrap_or("acme/api")
+                .to_owned();
+            let tag = input["release"]["tag_name"]
+                .as_str()
+                .or(input["tag"].as_str())
+                .unwrap_or("latest")
+                .to_owned();
+            Ok::<_, StepError>(json!({ "image": format!("registry.local/{repo}:{tag}") }))
+        })?
+        .step("migrate", |ctx: StepContext, _input: Value| async move {
+            let target = ctx.config()["target_schema"].as_u64().unwrap_or(1);
+            Ok::<_, StepError>(json!({ "schema_version": target }))
+        })?
+        .step("deploy", |ctx: StepContext, _input: Value| async move {
+            let image = ctx.output("build").map(|b| b["image"].clone());
+            Ok::<_, StepError>(json!({ "deployed": image }))
+        })?
+        .step("smoke-test", |ctx: StepContext, _input: Value| async move {
+            let deployed = ctx.output("deploy").map(|d| d["deployed"].clone());
+            Ok::<_, StepError>(json!({ "checked": deployed, "status": 200 }))
+        })?
+        .step("report", |ctx: StepContext, input: Value| async move {
+            Ok::<_, StepError>(json!({ "report": "nightly", "run": ctx.run_id(), "tick": input }))
+        })?;
+    Ok(registry)
+}
+
+fn deploy_definition() -> WorkflowDefinition {
+    WorkflowDefinition::new(vec![
+        StepDefinition::new("build", "build").timeout(Duration::from_secs(60)),
+        StepDefinition::new("migrate", "migrate")
+            .config(json!({ "target_schema": 7 }))
+            .retry(RetryPolicy::fixed(3, Duration::from_millis(50))),
+        StepDefinition::new("deploy", "deploy"),
+        StepDefinition::new("smoke-test", "smoke-test"),
+    ])
+    .timeout(Duration::from_secs(300))
+}
+
+/// `--name value` from the arguments, else the environment variable.
+fn setting(args: &[String], flag: &str, env: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| std::env::var(env).ok())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let addr = setting(&args, "--addr", "TASKFORGE_ADDR", "127.0.0.1:8080");
+    let data = setting(&args, "--data", "TASKFORGE_DATA", "taskforge-data");
+    let secret = std::env::var("GITHUB_WEBHOOK_SECRET")
+        .unwrap_or_else(|_| "example-secret-change-me".to_owned());
+
+    let engine = Engine::builder(SledStore::open(&data)?, registry()?).build();
+    engine.start();
+
+    // The quickstart's workflow, run by hand through the API.
+    let deploy = engine.ensure_workflow("deploy-api-on-release").await?;
+    engine.publish(deploy.id, deploy_definition()).await?;
+    // The same steps, started by GitHub release deliveries.
+    let github = engine
+        .ensure_workflow("deploy-api-on-github-release")
+        .await?;
+    engine.publish(github.id, deploy_definition()).await?;
+    if engine.triggers(github.id).await?.is_empty() {
+        let config = WebhookConfig::new("github/releases")
+            .with_signature(SignatureScheme::github(secret))
+            .with_dedup(DedupSource::Header("X-GitHub-Delivery".into()))
+            .with_filter(Filter::equals("/action", "published"))
+            .keep_header("X-GitHub-Event");
+        engine
+            .create_trigger(github.id, TriggerKind::Webhook(config))
+            .await?;
+    }
+    // A report every night at 03:00 UTC.
+    let nightly = engine.ensure_workflow("nightly-report").await?;
+    engine
+        .publish(
+            nightly.id,
+            WorkflowDefinition::new(vec![StepDefinition::new("report", "report")]),
+        )
+        .await?;
+    if engine.triggers(nightly.id).await?.is_empty() {
+        engine
+            .create_trigger(
+                nightly.id,
+                TriggerKind::Cron(CronConfig::new("0 3 * * *", "UTC")),
+            )
+            .await?;
+    }
+
+    let provided = std::env::var("TASKFORGE_ADMIN_TOKEN").ok();
+    match bootstrap(engine.store(), provided.as_deref(), chrono::Utc::now()).await? {
+        Bootstrap::Created(token) => {
+            println!("admin token (shown once, keep it): {}", token.expose());
+        }
+        Bootstrap::Provisioned => println!("admin token taken from TASKFORGE_ADMIN_TOKEN"),
+        _ => {}
+    }
+
+    let shutdown = CancellationToken::new();
+    let app = router(
+        engine.clone(),
+        HttpOptions::default().shutdown(shutdown.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "taskforge server on http://{} (data in {data})",
+        listener.local_addr()?
+    );
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: refusing new work, draining");
+        signal.cancel();
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    engine.shutdown(Duration::from_secs(10)).await;
+    println!("taskforge server stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,251 @@
+//! Runs: listing, details with every step attempt, start, cancel, wait.
+
+use std::time::Duration;
+
+use crate::json::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use taskforge_core::store::Scope;
+use taskforge_core::{
+    EventId, Order, RunDetails, RunId, RunOptions, RunQuery, RunStatus, StepExecutor, StepRun,
+    Store, WorkflowId, WorkflowRun,
+};
+use utoipa::{IntoParams, ToSchema};
+
+use super::workflows::{parse_cursor, reachable};
+use super::{Body, Ids, Page, Params};
+use crate::auth::Caller;
+use crate::options::Ctx;
+use crate::Problem;
+
+/// Which runs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunFilter {
+    /// Only this workflow's runs (required for tokens limited to workflows).
+    #[param(value_type = Option<String>, format = Uuid)]
+    workflow_id: Option<WorkflowId>,
+    /// Only runs in this status: queued, running, succeeded, failed,
+    /// cancelled, timed_out.
+    #[param(value_type = Option<String>)]
+    status: Option<RunStatus>,
+    /// Only runs of this event.
+    #[param(value_type = Option<String>, format = Uuid)]
+    event_id: Option<EventId>,
+    /// Only runs created at or after this time (RFC 3339).
+    created_from: Option<DateTime<Utc>>,
+    /// Only runs created before this time (RFC 3339).
+    created_until: Option<DateTime<Utc>>,
+    /// `oldest_first` (default) or `newest_first`.
+    order: Option<OrderParam>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default)]
+    limit: usize,
+}
+
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum OrderParam {
+    /// Oldest first.
+    OldestFirst,
+    /// Newest first.
+    NewestFirst,
+}
+
+/// The store's order for an `order` parameter.
+pub(crate) fn order(order: Option<OrderParam>) -> Order {
+    match order {
+        Some(OrderParam::NewestFirst) => Order::NewestFirst,
+        _ => Order::OldestFirst,
+    }
+}
+
+/// A run with every step attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunView {
+    /// The run.
+    #[schema(value_type = Object)]
+    run: WorkflowRun,
+    /// Every attempt of every step, by step then attempt.
+    #[schema(value_type = Vec<Object>)]
+    steps: Vec<StepRun>,
+}
+
+impl From<RunDetails> for RunView {
+    fn from(details: RunDetails) -> Self {
+        Self {
+            run: details.run,
+            steps: details.steps,
+        }
+    }
+}
+
+/// The run `id`, if the caller may see it with `scope`.
+async fn reachable_run<S: Store, X: StepExecutor>(
+    ctx: &Ctx<S, X>,
+    caller: &Caller,
+    scope: Scope,
+    id: RunId,
+) -> Result<RunDetails, Problem> {
+    caller.require(scope)?;
+    let details = ctx.engine.run(id).await?;
+    if caller.restricted() {
+        reachable(ctx, caller, scope, details.run.workflow_id).await?;
+    }
+    Ok(details)
+}
+
+/// Lists runs by workflow, status, event and creation time.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunFilter),
+    security(("token" = ["read"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn list<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Params(filter): Params<RunFilter>,
+) -> Result<Json<Page<WorkflowRun>>, Problem> {
+    caller.require(Scope::Read)?;
+    match filter.workflow_id {
+        Some(id) => {
+            reachable(&ctx, &caller, Scope::Read, id).await?;
+        }
+        None if caller.restricted() => {
+            return Err(Problem::forbidden(
+                "a token limited to workflows must filter by workflow_id",
+            ))
+        }
+        None => {}
+    }
+    let query = RunQuery {
+        workflow_id: filter.workflow_id,
+        status: filter.status,
+        event_id: filter.event_id,
+        created_from: filter.created_from,
+        created_until: filter.created_until,
+        order: order(filter.order),
+        after: parse_cursor(filter.after.as_deref())?,
+        limit: filter.limit,
+    };
+    let page = ctx.engine.list_runs(&query).await?;
+    Ok(Json(Page::from_store(page, |run| run)))
+}
+
+/// A run with every step attempt.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["read"])),
+    responses((status = 200, body = RunView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_one<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<RunId>,
+) -> Result<Json<RunView>, Problem> {
+    Ok(Json(
+        reachable_run(&ctx, &caller, Scope::Read, id).await?.into(),
+    ))
+}
+
+/// A run to start.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartRun {
+    /// The run's input (default `{}`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: Option<Value>,
+    /// Starting twice with one key gives one run.
+    idempotency_key: Option<String>,
+    /// Run this version number instead of the latest.
+    version: Option<u32>,
+}
+
+/// Starts a run of a workflow.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/runs", tag = "runs",
+    params(("id" = String, Path, format = Uuid)), request_body = StartRun,
+    security(("token" = ["run"])),
+    responses((status = 201, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn start<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<WorkflowId>,
+    Body(start): Body<StartRun>,
+) -> Result<(StatusCode, Json<WorkflowRun>), Problem> {
+    reachable(&ctx, &caller, Scope::Run, id).await?;
+    ctx.refuse_if_draining()?;
+    if start
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
+        return Err(Problem::bad_request(
+            "idempotency_key must be 1 to 200 bytes",
+        ));
+    }
+    let mut options = RunOptions::new().requested_by(format!("token:{}", caller.token.id));
+    if let Some(version) = start.version {
+        options = options.version(version);
+    }
+    if let Some(key) = start.idempotency_key {
+        options = options.idempotency_key(key);
+    }
+    let input = start
+        .input
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let run = ctx.engine.start_run_with(id, input, options).await?;
+    tracing::Span::current().record("run_id", tracing::field::display(run.id));
+    Ok((StatusCode::CREATED, Json(run)))
+}
+
+/// Asks a run to stop.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["run"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn cancel<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<RunId>,
+) -> Result<Json<WorkflowRun>, Problem> {
+    reachable_run(&ctx, &caller, Scope::Run, id).await?;
+    Ok(Json(ctx.engine.cancel_run(id).await?))
+}
+
+/// How long to wait.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitParams {
+    /// At most this many milliseconds (capped by the server; default its cap).
+    timeout_ms: Option<u64>,
+}
+
+/// Waits for a run to finish: 200 with the finished run, or 202 with the
+/// run as it is when the wait ran out.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/wait", tag = "runs",
+    params(("id" = String, Path, format = Uuid), WaitParams), security(("token" = ["read"])),
+    responses((status = 200, body = RunView), (status = 202, body = RunView),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn wait<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<RunId>,
+    Params(params): Params<WaitParams>,
+) -> Result<(StatusCode, Json<RunView>), Problem> {
+    reachable_run(&ctx, &caller, Scope::Read, id).await?;
+    let limit = params
+        .timeout_ms
+        .map_or(ctx.options.max_wait, Duration::from_millis)
+        .min(ctx.options.max_wait);
+    let status = match tokio::time::timeout(limit, ctx.engine.wait_for_run(id)).await {
+        Ok(result) => {
+            result?;
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(ctx.engine.run(id).await?.into())))
+}
