@@ -27,6 +27,13 @@ pub struct Notifications {
 }
 
 impl Notifications {
+    /// The same subscription as the engine's dispatcher takes it (see
+    /// `RunStore::work_signal`).
+    #[must_use]
+    pub fn into_signal(self) -> taskforge_core::store::WorkSignal {
+        taskforge_core::store::WorkSignal::new(self.rx)
+    }
+
     /// Waits until work may have been added since this subscription was
     /// made or this method last returned. Never returns if the listener
     /// stopped (it stops only when the runtime shuts down), so race it with

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use taskforge_core::store::rules::{self, RunState, StepState};
-use taskforge_core::store::{Fence, Page, RunQuery, RunStore, StoreError};
+use taskforge_core::store::{Fence, Page, RunQuery, RunStore, StoreError, WorkSignal};
 use taskforge_core::{EventId, RunId, RunStatus, StepRun, VersionId, WorkflowId, WorkflowRun};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -89,6 +89,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl RunStore for PostgresStore {
+    fn work_signal(&self) -> Option<WorkSignal> {
+        Some(self.notifications().into_signal())
+    }
+
     async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         // One statement; the transaction only gives `insert_run` the

@@ -11,11 +11,14 @@ use super::worker::{self, Halt};
 use crate::error::StoreError;
 use crate::id::RunId;
 use crate::step::StepExecutor;
-use crate::store::Store;
+use crate::store::{Store, WorkSignal};
 
 /// Claims runs while the engine runs: those it is woken for, and on every
 /// poll those nobody announced (other engines' runs, lapsed leases).
 pub(crate) async fn dispatch<S: Store, X: StepExecutor>(shared: Arc<Shared<S, X>>) {
+    // Taken before the first look for work, so nothing queued by another
+    // process in between is missed.
+    let mut signal = shared.store.work_signal();
     loop {
         if let Err(error) = fill(&shared).await {
             tracing::warn!(%error, "looking for claimable runs failed");
@@ -25,8 +28,17 @@ pub(crate) async fn dispatch<S: Store, X: StepExecutor>(shared: Arc<Shared<S, X>
             () = shared.kill.cancelled() => return,
             () = shared.stop_claiming.cancelled() => return,
             () = shared.wake.notified() => {}
+            () = signalled(signal.as_mut()) => {}
             () = tokio::time::sleep(shared.config.poll_interval) => {}
         }
+    }
+}
+
+/// Waits for the store's work signal, or forever without one.
+async fn signalled(signal: Option<&mut WorkSignal>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
     }
 }
 

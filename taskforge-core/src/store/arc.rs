@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
+    WorkSignal,
     EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError, WorkflowStore,
 };
 use crate::event::Event;
@@ -174,6 +175,10 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
         (**self).request_cancel(id).await
+    }
+
+    fn work_signal(&self) -> Option<WorkSignal> {
+        (**self).work_signal()
     }
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {

@@ -371,6 +371,20 @@ pub trait RunStore: Send + Sync + 'static {
     /// absent; a finished run is returned unchanged.
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError>;
 
+    /// Wake-ups for when work is queued by another process, for backends
+    /// that can push them (PostgreSQL's LISTEN/NOTIFY). The engine's
+    /// dispatcher waits on it beside its poll interval, so a run started
+    /// in one process begins in another within milliseconds. `None`, the
+    /// default, for backends that cannot.
+    ///
+    /// # Contract
+    /// A signal taken before a write that makes a run claimable is woken
+    /// after that write; wake-ups are hints (several may merge into one,
+    /// some may be lost), so callers keep polling as a fallback.
+    fn work_signal(&self) -> Option<WorkSignal> {
+        None
+    }
+
     /// Every attempt of every step of a run, by step index then attempt.
     ///
     /// # Contract
@@ -412,3 +426,28 @@ pub trait RunStoreExt: RunStore {
 }
 
 impl<T: RunStore + ?Sized> RunStoreExt for T {}
+
+/// A subscription to a backend's work notifications, from
+/// [`RunStore::work_signal`]: a counter the backend bumps when work may
+/// have been queued.
+#[derive(Debug, Clone)]
+pub struct WorkSignal {
+    rx: tokio::sync::watch::Receiver<u64>,
+}
+
+impl WorkSignal {
+    /// A signal that wakes whenever the sender's value changes after now.
+    #[must_use]
+    pub fn new(mut rx: tokio::sync::watch::Receiver<u64>) -> Self {
+        rx.mark_unchanged();
+        Self { rx }
+    }
+
+    /// Waits until work may have been queued since the signal was made or
+    /// this last returned. Never returns once the sender is gone.
+    pub async fn notified(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
