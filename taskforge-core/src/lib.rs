@@ -100,7 +100,7 @@ pub mod webhook {
         is_credential_header, Headers, Rejection, VerifiedDelivery, WebhookRequest,
         GITHUB_SIGNATURE_HEADER, TRUNCATION_MARKER,
     };
-    pub use crate::trigger::webhook::{DedupSource, WebhookConfig};
+    pub use crate::trigger::webhook::{RetiredCredentials, DedupSource, WebhookConfig};
 }
 
 /// Cron triggers: schedules, their policies, and what a tick did.

@@ -39,9 +39,11 @@ use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
 use crate::step::StepExecutor;
 use crate::store::{EventQuery, Page, RunQuery, RunStoreExt, Store};
+use crate::trigger::auth::SignatureScheme;
 use crate::trigger::request::WebhookRequest;
-use crate::trigger::{Trigger, TriggerKind};
+use crate::trigger::{InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
 use crate::workflow::{Workflow, WorkflowDefinition, WorkflowVersion};
+use chrono::{DateTime, Utc};
 
 mod admit;
 mod cancel;
@@ -596,6 +598,59 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// received stay, and so do the runs they started.
     pub async fn delete_trigger(&self, id: TriggerId) -> Result<(), EngineError> {
         intake::delete_trigger(self.shared(), id).await
+    }
+
+    /// Rotates a webhook trigger's bearer token to `token`; the old
+    /// credentials stay accepted for `overlap`, so senders can switch
+    /// without losing deliveries. `InvalidTrigger` for a weak token or a
+    /// trigger that is not a webhook.
+    pub async fn rotate_webhook_token(
+        &self,
+        id: TriggerId,
+        token: &str,
+        overlap: Duration,
+    ) -> Result<Trigger, EngineError> {
+        let new = WebhookConfig::new("")
+            .with_token(token)
+            .map_err(InvalidTrigger::Webhook)?;
+        self.rotate_webhook(id, &new, overlap).await
+    }
+
+    /// Rotates a webhook trigger's signature scheme (its secrets) to
+    /// `scheme`; the old credentials stay accepted for `overlap`.
+    pub async fn rotate_webhook_signature(
+        &self,
+        id: TriggerId,
+        scheme: SignatureScheme,
+        overlap: Duration,
+    ) -> Result<Trigger, EngineError> {
+        let mut new = WebhookConfig::new("").with_signature(scheme);
+        let trigger = self.store().get_trigger(id).await?;
+        if let TriggerKind::Webhook(config) = &trigger.kind {
+            // The token, if any, stays as it is.
+            new.auth.clone_from(&config.auth);
+        }
+        self.rotate_webhook(id, &new, overlap).await
+    }
+
+    async fn rotate_webhook(
+        &self,
+        id: TriggerId,
+        new: &WebhookConfig,
+        overlap: Duration,
+    ) -> Result<Trigger, EngineError> {
+        let mut trigger = self.store().get_trigger(id).await?;
+        let TriggerKind::Webhook(config) = &trigger.kind else {
+            return Err(InvalidTrigger::NotAWebhook(id).into());
+        };
+        let now = self.shared().now();
+        let overlap = chrono::TimeDelta::from_std(overlap.min(crate::workflow::MAX_DURATION))
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let until = now
+            .checked_add_signed(overlap)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        trigger.kind = TriggerKind::Webhook(config.clone().rotated(new, until));
+        intake::update_trigger(self.shared(), trigger).await
     }
 
     /// The trigger with this id.

@@ -157,6 +157,9 @@ pub enum InvalidTrigger {
     /// The cron expression or timezone is invalid.
     #[error(transparent)]
     Cron(#[from] ScheduleError),
+    /// The operation needs a webhook trigger.
+    #[error("trigger {0} is not a webhook trigger")]
+    NotAWebhook(TriggerId),
     /// The trigger's name is unusable.
     #[error("invalid trigger name {name:?}: {reason}")]
     Name {

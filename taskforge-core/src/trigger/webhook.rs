@@ -73,6 +73,40 @@ pub struct WebhookConfig {
     /// are stored lowercase).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keep_headers: Vec<String>,
+    /// The credentials a rotation replaced, still accepted until their
+    /// overlap ends, so senders can switch without dropping deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<RetiredCredentials>,
+}
+
+/// Credentials of a webhook trigger replaced by a rotation, accepted beside
+/// the new ones until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredCredentials {
+    /// The bearer token that was required, as its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<TokenHash>,
+    /// The signature that was required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureScheme>,
+    /// When they stop being accepted.
+    pub until: DateTime<Utc>,
+}
+
+/// Checks a bearer token and a signature, where required.
+fn check_credentials(
+    auth: Option<&TokenHash>,
+    signature: Option<&SignatureScheme>,
+    request: &WebhookRequest,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    if let Some(expected) = auth {
+        check_token(expected, &request.headers)?;
+    }
+    if let Some(scheme) = signature {
+        scheme.verify(&request.headers, &request.body, now)?;
+    }
+    Ok(())
 }
 
 fn default_max_body_bytes() -> usize {
@@ -94,6 +128,7 @@ impl WebhookConfig {
             input: InputShape::new(),
             filters: Vec::new(),
             keep_headers: Vec::new(),
+            retired: None,
         }
     }
 
@@ -117,6 +152,22 @@ impl WebhookConfig {
         }
         self.auth = Some(TokenHash::of(token));
         Ok(self)
+    }
+
+    /// The same configuration with its credentials replaced by `new`'s
+    /// (bearer token and signature), the old ones still accepted until
+    /// `until`. A rotation during an overlap ends the earlier overlap: only
+    /// the credentials just replaced stay accepted.
+    #[must_use]
+    pub fn rotated(mut self, new: &WebhookConfig, until: DateTime<Utc>) -> Self {
+        self.retired = Some(RetiredCredentials {
+            auth: self.auth.take(),
+            signature: self.signature.take(),
+            until,
+        });
+        self.auth.clone_from(&new.auth);
+        self.signature.clone_from(&new.signature);
+        self
     }
 
     /// Requires a signature.
@@ -276,11 +327,16 @@ impl WebhookConfig {
                 limit: self.max_body_bytes,
             });
         }
-        if let Some(expected) = &self.auth {
-            check_token(expected, &request.headers)?;
-        }
-        if let Some(scheme) = &self.signature {
-            scheme.verify(&request.headers, body, now)?;
+        let current = check_credentials(self.auth.as_ref(), self.signature.as_ref(), request, now);
+        if let Err(rejection) = current {
+            // Within a rotation's overlap, the replaced credentials pass too.
+            let retired = self.retired.as_ref().filter(|r| now < r.until);
+            match retired {
+                Some(r)
+                    if check_credentials(r.auth.as_ref(), r.signature.as_ref(), request, now)
+                        .is_ok() => {}
+                _ => return Err(rejection),
+            }
         }
         if let Some(content_type) = request.headers.get("content-type") {
             if !is_json_media_type(content_type) {
