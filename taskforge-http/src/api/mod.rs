@@ -10,7 +10,7 @@ pub(crate) mod workflows;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::handler::Handler;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -103,6 +103,8 @@ macro_rules! verb {
 impl<S: Store, X: StepExecutor> Routes<S, X> {
     verb!(get, "get", get);
     verb!(post, "post", post);
+    verb!(put, "put", put);
+    verb!(delete, "delete", delete);
 
     /// Every route of the crate: the API, webhooks, health and the document.
     pub(crate) fn all() -> Self {
@@ -146,6 +148,12 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .get("/api/v1/triggers", triggers::list::<S, X>)
             .post("/api/v1/triggers", triggers::create::<S, X>)
             .get("/api/v1/triggers/{id}", triggers::get_one::<S, X>)
+            .put("/api/v1/triggers/{id}", triggers::update::<S, X>)
+            .delete("/api/v1/triggers/{id}", triggers::delete::<S, X>)
+            .put(
+                "/api/v1/workflows/{id}/triggers/{name}",
+                triggers::ensure::<S, X>,
+            )
             .post("/api/v1/triggers/{id}/enable", triggers::enable::<S, X>)
             .post("/api/v1/triggers/{id}/disable", triggers::disable::<S, X>)
             .post(

@@ -46,19 +46,31 @@ impl TriggerView {
     pub(crate) fn of(trigger: &Trigger) -> Self {
         let mut value = serde_json::to_value(trigger).unwrap_or(Value::Null);
         if let Some(kind) = value.get_mut("kind").and_then(Value::as_object_mut) {
-            if kind.contains_key("auth") {
-                kind.insert("auth".into(), REDACTED.into());
-            }
-            if let Some(signature) = kind.get_mut("signature").and_then(Value::as_object_mut) {
-                if signature.contains_key("secret") {
-                    signature.insert("secret".into(), REDACTED.into());
-                }
-                if let Some(Value::Array(secrets)) = signature.get_mut("secrets") {
-                    secrets.iter_mut().for_each(|s| *s = REDACTED.into());
-                }
+            redact_credentials(kind);
+            // The credentials a rotation replaced are secrets too.
+            if let Some(retired) = kind.get_mut("retired").and_then(Value::as_object_mut) {
+                redact_credentials(retired);
             }
         }
         Self(value)
+    }
+}
+
+/// Replaces a bearer token's hash and a signature's secrets by `<redacted>`.
+fn redact_credentials(credentials: &mut serde_json::Map<String, Value>) {
+    if credentials.contains_key("auth") {
+        credentials.insert("auth".into(), REDACTED.into());
+    }
+    if let Some(signature) = credentials
+        .get_mut("signature")
+        .and_then(Value::as_object_mut)
+    {
+        if signature.contains_key("secret") {
+            signature.insert("secret".into(), REDACTED.into());
+        }
+        if let Some(Value::Array(secrets)) = signature.get_mut("secrets") {
+            secrets.iter_mut().for_each(|s| *s = REDACTED.into());
+        }
     }
 }
 
@@ -136,6 +148,112 @@ pub(crate) async fn create<S: Store, X: StepExecutor>(
     Ok((StatusCode::CREATED, Json(TriggerView::of(&trigger))))
 }
 
+/// A trigger's new name or configuration.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TriggerChange {
+    /// Its new name, unique within its workflow.
+    name: Option<String>,
+    /// Its new configuration, as in [`NewTrigger`]. A webhook configuration
+    /// given without credentials keeps the stored ones (answers never show
+    /// them, so a client cannot send them back).
+    #[schema(value_type = Object)]
+    config: Option<TriggerKind>,
+    /// Whether it starts runs.
+    enabled: Option<bool>,
+}
+
+/// The declared form of a trigger, for `PUT .../triggers/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeclaredTrigger {
+    /// Its configuration, as in [`NewTrigger`].
+    #[schema(value_type = Object)]
+    config: TriggerKind,
+}
+
+/// Changes a trigger's name, configuration or enabled flag.
+#[utoipa::path(put, path = "/api/v1/triggers/{id}", tag = "triggers", request_body = TriggerChange,
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["manage"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn update<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<TriggerId>,
+    Body(change): Body<TriggerChange>,
+) -> Result<Json<TriggerView>, Problem> {
+    let mut trigger = reachable_trigger(&ctx, &caller, Scope::Manage, id).await?;
+    if let Some(name) = change.name {
+        trigger.name = name;
+    }
+    if let Some(config) = change.config {
+        trigger.kind = keep_credentials(&trigger.kind, config);
+    }
+    if let Some(enabled) = change.enabled {
+        trigger.enabled = enabled;
+    }
+    let trigger = ctx.engine.update_trigger(trigger).await?;
+    Ok(Json(TriggerView::of(&trigger)))
+}
+
+/// A new configuration, with the stored credentials where it gives none.
+fn keep_credentials(stored: &TriggerKind, new: TriggerKind) -> TriggerKind {
+    match (stored, new) {
+        (TriggerKind::Webhook(old), TriggerKind::Webhook(mut new)) => {
+            if new.auth.is_none() && new.signature.is_none() {
+                new.auth.clone_from(&old.auth);
+                new.signature.clone_from(&old.signature);
+                new.retired.clone_from(&old.retired);
+            }
+            TriggerKind::Webhook(new)
+        }
+        (_, new) => new,
+    }
+}
+
+/// Deletes a trigger; the events it received stay.
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers",
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["manage"])),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn delete<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<TriggerId>,
+) -> Result<StatusCode, Problem> {
+    reachable_trigger(&ctx, &caller, Scope::Manage, id).await?;
+    ctx.engine.delete_trigger(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Declares the trigger of a workflow named `name`: created if absent,
+/// brought to this configuration if it differs, left alone if it matches.
+/// What a deployment runs at every start.
+#[utoipa::path(put, path = "/api/v1/workflows/{id}/triggers/{name}", tag = "triggers",
+    request_body = DeclaredTrigger,
+    params(("id" = String, Path, format = Uuid), ("name" = String, Path)),
+    security(("token" = ["manage"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn ensure<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids((workflow_id, name)): Ids<(WorkflowId, String)>,
+    Body(declared): Body<DeclaredTrigger>,
+) -> Result<Json<TriggerView>, Problem> {
+    reachable(&ctx, &caller, Scope::Manage, workflow_id).await?;
+    // Answers never show credentials, so a declaration without them keeps
+    // the stored ones rather than dropping them.
+    let stored = ctx.engine.triggers(workflow_id).await?;
+    let config = match stored.iter().find(|t| t.name == name) {
+        Some(stored) => keep_credentials(&stored.kind, declared.config),
+        None => declared.config,
+    };
+    let trigger = ctx
+        .engine
+        .ensure_trigger(workflow_id, &name, config)
+        .await?;
+    Ok(Json(TriggerView::of(&trigger)))
+}
+
 /// A trigger.
 #[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers",
     params(("id" = String, Path, format = Uuid)), security(("token" = ["read"])),
@@ -189,15 +307,26 @@ pub(crate) struct Rotated {
     secret: String,
 }
 
+/// How long the replaced secret keeps working.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateParams {
+    /// Seconds during which the old secret is still accepted beside the
+    /// new one (default 0: the old one stops at once, as after a leak).
+    overlap_seconds: Option<u64>,
+}
+
 /// Replaces a webhook trigger's signing secret (or, without a signature,
-/// its bearer token) with a fresh random one, returned once.
+/// its bearer token) with a fresh random one, returned once; with
+/// `overlap_seconds`, the old one keeps working that long.
 #[utoipa::path(post, path = "/api/v1/triggers/{id}/rotate-secret", tag = "triggers",
-    params(("id" = String, Path, format = Uuid)), security(("token" = ["manage"])),
+    params(("id" = String, Path, format = Uuid), RotateParams), security(("token" = ["manage"])),
     responses((status = 200, body = Rotated), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn rotate<S: Store, X: StepExecutor>(
     State(ctx): State<Ctx<S, X>>,
     caller: Caller,
     Ids(id): Ids<TriggerId>,
+    Params(params): Params<RotateParams>,
 ) -> Result<Json<Rotated>, Problem> {
     let mut trigger = reachable_trigger(&ctx, &caller, Scope::Manage, id).await?;
     let TriggerKind::Webhook(config) = &mut trigger.kind else {
@@ -205,7 +334,13 @@ pub(crate) async fn rotate<S: Store, X: StepExecutor>(
     };
     let mut random = [0u8; 32];
     getrandom::fill(&mut random).map_err(|e| Problem::internal(&e))?;
-    let secret = rotate_config(config, &random)?;
+    let mut new = config.clone();
+    let secret = rotate_config(&mut new, &random)?;
+    let overlap = chrono::TimeDelta::seconds(
+        i64::try_from(params.overlap_seconds.unwrap_or(0).min(366 * 86_400)).unwrap_or(0),
+    );
+    let until = ctx.now().checked_add_signed(overlap).unwrap_or(ctx.now());
+    *config = config.clone().rotated(&new, until);
     trigger
         .kind
         .validate()
@@ -259,4 +394,34 @@ fn no_secret() -> Problem {
         "Trigger has no secret to rotate",
     )
     .detail("only webhook triggers with a signature or a bearer token have a secret")
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use taskforge_core::webhook::SignatureScheme;
+    use taskforge_core::{Trigger, TriggerKind, WebhookConfig, WorkflowId};
+
+    use super::TriggerView;
+
+    #[test]
+    fn answers_show_no_secret_current_or_retired() {
+        let old = WebhookConfig::new("gh").with_signature(SignatureScheme::github("old-plaintext"));
+        let new = WebhookConfig::new("gh")
+            .with_signature(SignatureScheme::github("new-plaintext"))
+            .with_token("token-plaintext-0123456789")
+            .expect("token");
+        let rotated = old.rotated(&new, Utc::now());
+        let trigger = Trigger::new(WorkflowId::new(), TriggerKind::Webhook(rotated), Utc::now());
+        let shown = serde_json::to_string(&TriggerView::of(&trigger)).expect("json");
+        for secret in ["old-plaintext", "new-plaintext"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let stored = serde_json::to_string(&trigger).expect("json");
+        assert!(
+            stored.contains("old-plaintext"),
+            "the test would prove nothing"
+        );
+        assert!(shown.contains("retired"), "{shown}");
+    }
 }
