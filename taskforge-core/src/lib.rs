@@ -48,7 +48,9 @@
 //! - [`cron`]: cron schedules and their policies;
 //! - [`error`]: every error type; [`limits`]: every bound on input;
 //! - [`clock`]: the engine's clock, and a manual one for tests;
-//! - `testing` (feature `testing`): the conformance suite every backend runs.
+//! - `testing` (feature `testing`): test support for backends, the store
+//!   conformance suite and the engine scenarios every backend runs; not a
+//!   stable API.
 //!
 //! Inside, the code is layered, and imports run one way: the domain
 //! ([`Workflow`], [`WorkflowRun`] and its state machine, [`Event`], step
