@@ -54,7 +54,7 @@ impl EventStore for SledStore {
             // Checks first: a write that fails leaves nothing behind.
             if let Some(dedup) = &dedup {
                 if let Some(stored_id) = tx.idx.get(dedup.as_slice())? {
-                    return Ok(match op_load::<Event>(tx.events, "event", &stored_id)? {
+                    return Ok(match op_load::<Event>(&tx.events, "event", &stored_id)? {
                         Ok(Some(stored)) => Ok(Outcome::Duplicate(Box::new(stored))),
                         Ok(None) => Err(backend(format!(
                             "dedup key of event {event_id} points at a missing event"

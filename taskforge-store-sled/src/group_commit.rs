@@ -27,6 +27,7 @@ use taskforge_core::StoreError;
 use tokio::sync::watch;
 
 use crate::error::backend;
+use crate::stats::Counters;
 
 /// What the flusher reports after each flush.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +75,7 @@ pub(crate) struct Flushes {
 
 impl GroupCommit {
     /// Starts the flusher thread of `db`.
-    pub(crate) fn start(db: sled::Db) -> std::io::Result<Self> {
+    pub(crate) fn start(db: sled::Db, counters: Arc<Counters>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Requests {
                 next: 1,
@@ -90,7 +91,7 @@ impl GroupCommit {
             .name("taskforge-sled-flusher".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || flusher(&db, &shared, &sender)
+                move || flusher(&db, &shared, &sender, &counters)
             })?;
         Ok(Self {
             flushes: Flushes { shared, flushed },
@@ -183,7 +184,7 @@ impl Drop for GroupCommit {
     }
 }
 
-fn flusher(db: &sled::Db, shared: &Shared, sender: &watch::Sender<Flushed>) {
+fn flusher(db: &sled::Db, shared: &Shared, sender: &watch::Sender<Flushed>, counters: &Counters) {
     loop {
         let generation = {
             let mut requests = shared.requests.lock();
@@ -197,6 +198,7 @@ fn flusher(db: &sled::Db, shared: &Shared, sender: &watch::Sender<Flushed>) {
             requests.next += 1;
             requests.next - 1
         };
+        counters.flush();
         let error = match db.flush() {
             Ok(_) => None,
             Err(e) => {

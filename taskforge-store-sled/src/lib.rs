@@ -92,6 +92,7 @@ mod keys;
 mod prune;
 mod runs;
 mod scan;
+mod stats;
 mod store;
 mod tokens;
 mod workflows;
@@ -99,5 +100,6 @@ mod writer;
 
 pub use config::{Durability, SledConfig};
 pub use error::OpenError;
+pub use stats::{WriteStats, BATCH_BUCKETS};
 pub use store::{SledStore, FORMAT_VERSION};
 pub use writer::PruneReport;

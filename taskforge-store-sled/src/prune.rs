@@ -59,7 +59,7 @@ impl SledStore {
             let op: Op = Box::new(move |tx: &Tx<'_>| {
                 let mut pruned = PruneReport::default();
                 for (id, steps) in &targets {
-                    let run = match op_load::<WorkflowRun>(tx.runs, "run", id)? {
+                    let run = match op_load::<WorkflowRun>(&tx.runs, "run", id)? {
                         Ok(Some(run)) => run,
                         Ok(None) => continue,
                         Err(e) => return Ok(Err(e)),
@@ -108,7 +108,7 @@ impl SledStore {
             let op: Op = Box::new(move |tx: &Tx<'_>| {
                 let mut pruned = PruneReport::default();
                 for id in &chunk {
-                    let event = match op_load::<Event>(tx.events, "event", id)? {
+                    let event = match op_load::<Event>(&tx.events, "event", id)? {
                         Ok(Some(event)) => event,
                         Ok(None) => continue,
                         Err(e) => return Ok(Err(e)),

@@ -31,7 +31,7 @@ impl SledStore {
     ) -> Result<WorkflowRun, StoreError> {
         let key = id.to_bytes();
         let op: Op = Box::new(move |tx: &Tx<'_>| {
-            let stored = match op_load::<WorkflowRun>(tx.runs, "run", &key)? {
+            let stored = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
                 Ok(Some(stored)) => stored,
                 Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
                 Err(e) => return Ok(Err(e)),
@@ -47,7 +47,7 @@ impl SledStore {
             };
             tx.runs.insert(&key, bytes)?;
             tx_reindex(
-                tx.idx,
+                &tx.idx,
                 &keys::run_index(&stored),
                 &keys::run_index(&updated),
             )?;
@@ -245,7 +245,7 @@ impl RunStore for SledStore {
         let key = id.to_bytes();
         let op: Op = Box::new(move |tx: &Tx<'_>| {
             // Checks first: a commit that fails leaves nothing behind.
-            let stored = match op_load::<RunHead>(tx.runs, "run", &key)? {
+            let stored = match op_load::<RunHead>(&tx.runs, "run", &key)? {
                 Ok(Some(stored)) => stored,
                 Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
                 Err(e) => return Ok(Err(e)),
@@ -276,7 +276,7 @@ impl RunStore for SledStore {
                     return Ok(Err(error));
                 }
                 // A retry of a commit whose reply was lost succeeds.
-                let full = match op_load::<WorkflowRun>(tx.runs, "run", &key)? {
+                let full = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
                     Ok(Some(full)) => full,
                     Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
                     Err(e) => return Ok(Err(e)),
@@ -309,7 +309,7 @@ impl RunStore for SledStore {
                     (bytes.clone(), keys::run_head_index(head))
                 };
                 tx.runs.insert(&key, bytes)?;
-                tx_reindex(tx.idx, &keys::run_head_index(&stored), &index)?;
+                tx_reindex(&tx.idx, &keys::run_head_index(&stored), &index)?;
             }
             Ok(Ok(Outcome::Done))
         });

@@ -17,7 +17,8 @@ use taskforge_core::StoreError;
 use crate::config::{Durability, SledConfig};
 use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
-use crate::writer::{Op, OpResult, Outcome, Tx, Writer};
+use crate::stats::{Counters, WriteStats};
+use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 
 /// The format version this release writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,6 +55,7 @@ pub(crate) struct Inner {
     pub(crate) runs: Tree,
     pub(crate) steps: Tree,
     pub(crate) idx: Tree,
+    counters: Arc<Counters>,
     path: Option<PathBuf>,
 }
 
@@ -159,8 +161,9 @@ impl SledStore {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from("<temporary>"));
         check_format(&db, &shown, existing)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(e, &shown));
+        let counters = Arc::new(Counters::default());
         let commit = match config.durability {
-            Durability::Durable => Some(GroupCommit::start(db.clone())?),
+            Durability::Durable => Some(GroupCommit::start(db.clone(), Arc::clone(&counters))?),
             Durability::Relaxed => None,
         };
         let (events, runs, steps, idx) =
@@ -176,6 +179,7 @@ impl SledStore {
             steps.clone(),
             idx.clone(),
             commit.as_ref().map(|c| c.flushes().clone()),
+            Arc::clone(&counters),
         )?;
         let inner = Inner {
             workflows: tree("workflows")?,
@@ -188,11 +192,21 @@ impl SledStore {
             writer: Some(writer),
             commit,
             db,
+            counters,
             path,
         };
         Ok(Self {
             inner: Arc::new(inner),
         })
+    }
+
+    /// What the writer thread and the flusher did since the store was
+    /// opened: batches, writes, keys and bytes written, flushes. For
+    /// benchmarks and tuning; subtract two snapshots with
+    /// [`WriteStats::since`].
+    #[must_use]
+    pub fn write_stats(&self) -> WriteStats {
+        self.inner.counters.snapshot()
     }
 
     /// Returns once the writes made so far are as durable as configured.
@@ -530,7 +544,7 @@ pub(crate) fn tx_load<T: DeserializeOwned>(
 /// [`tx_load`] for a queued write: a record that does not parse is that
 /// write's error, not the batch's.
 pub(crate) fn op_load<T: DeserializeOwned>(
-    tree: &TransactionalTree,
+    tree: &TxTree<'_>,
     kind: &'static str,
     key: &[u8],
 ) -> Result<Result<Option<T>, StoreError>, UnabortableTransactionError> {
@@ -543,7 +557,7 @@ pub(crate) fn op_load<T: DeserializeOwned>(
 /// Replaces the index keys `old` with `new` in a transaction, touching only
 /// the keys that differ.
 pub(crate) fn tx_reindex(
-    idx: &TransactionalTree,
+    idx: &TxTree<'_>,
     old: &[Vec<u8>],
     new: &[Vec<u8>],
 ) -> Result<(), UnabortableTransactionError> {

@@ -12,6 +12,7 @@
 //! in a batch apply in queue order, each seeing the ones before it, so
 //! the outcome is the same as running them one by one.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -19,22 +20,63 @@ use std::thread::JoinHandle;
 use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
-use sled::{Transactional, Tree};
+use sled::{IVec, Transactional, Tree};
 use taskforge_core::{Event, StoreError, WorkflowRun};
 use tokio::sync::oneshot;
 
 use crate::error::backend;
 use crate::group_commit::Flushes;
+use crate::stats::Counters;
 
 /// The most writes one transaction applies.
 const MAX_BATCH: usize = 512;
 
 /// The trees a queued write may touch, inside the batch's transaction.
 pub(crate) struct Tx<'a> {
-    pub(crate) events: &'a TransactionalTree,
-    pub(crate) runs: &'a TransactionalTree,
-    pub(crate) steps: &'a TransactionalTree,
-    pub(crate) idx: &'a TransactionalTree,
+    pub(crate) events: TxTree<'a>,
+    pub(crate) runs: TxTree<'a>,
+    pub(crate) steps: TxTree<'a>,
+    pub(crate) idx: TxTree<'a>,
+}
+
+/// One tree in the batch's transaction, counting what is written to it.
+pub(crate) struct TxTree<'a> {
+    tree: &'a TransactionalTree,
+    /// Keys and bytes written in this try of the transaction.
+    written: &'a Cell<(u64, u64)>,
+}
+
+impl TxTree<'_> {
+    /// The value at `key`, as this transaction sees it.
+    pub(crate) fn get(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, UnabortableTransactionError> {
+        self.tree.get(key)
+    }
+
+    /// Sets `key` to `value`.
+    pub(crate) fn insert(
+        &self,
+        key: &[u8],
+        value: impl Into<IVec>,
+    ) -> Result<(), UnabortableTransactionError> {
+        let value = value.into();
+        self.count(key.len() + value.len());
+        self.tree.insert(key, value).map(drop)
+    }
+
+    /// Removes `key`.
+    pub(crate) fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), UnabortableTransactionError> {
+        let key = key.as_ref();
+        self.count(key.len());
+        self.tree.remove(key).map(drop)
+    }
+
+    fn count(&self, bytes: usize) {
+        let (keys, total) = self.written.get();
+        self.written.set((keys + 1, total + bytes as u64));
+    }
 }
 
 /// What [`SledStore::prune`](crate::SledStore::prune) removed.
@@ -100,6 +142,7 @@ impl Writer {
         steps: Tree,
         idx: Tree,
         flushes: Option<Flushes>,
+        counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let busy = Arc::new(AtomicBool::new(false));
@@ -116,7 +159,15 @@ impl Writer {
                         }
                     }
                     applying.store(true, Ordering::Relaxed);
-                    apply(&events, &runs, &steps, &idx, flushes.as_ref(), batch);
+                    apply(
+                        &events,
+                        &runs,
+                        &steps,
+                        &idx,
+                        flushes.as_ref(),
+                        &counters,
+                        batch,
+                    );
                     applying.store(false, Ordering::Relaxed);
                 }
             })?;
@@ -166,23 +217,29 @@ fn apply(
     steps: &Tree,
     idx: &Tree,
     flushes: Option<&Flushes>,
+    counters: &Counters,
     batch: Vec<Job>,
 ) {
     if let Some(flushes) = flushes {
         flushes.applying();
     }
     let result = (events, runs, steps, idx).transaction(|(events, runs, steps, idx)| {
+        let written = Cell::new((0, 0));
+        let tree = |tree| TxTree {
+            tree,
+            written: &written,
+        };
         let tx = Tx {
-            events,
-            runs,
-            steps,
-            idx,
+            events: tree(events),
+            runs: tree(runs),
+            steps: tree(steps),
+            idx: tree(idx),
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in &batch {
             outcomes.push((job.op)(&tx)?);
         }
-        Ok::<_, ConflictableTransactionError<()>>(outcomes)
+        Ok::<_, ConflictableTransactionError<()>>((outcomes, written.get()))
     });
     // Asked for even if the batch failed: a failed batch wrote nothing,
     // but readers may have seen earlier ones, and the generation must be
@@ -190,7 +247,9 @@ fn apply(
     let flush = batch.iter().any(|job| job.flush);
     let generation = flushes.map_or(0, |f| f.applied(flush));
     match result {
-        Ok(outcomes) => {
+        Ok((outcomes, (keys, bytes))) => {
+            let durable = batch.iter().filter(|job| job.flush).count();
+            counters.batch(batch.len(), durable, keys, bytes);
             for (job, outcome) in batch.into_iter().zip(outcomes) {
                 // A caller that went away does not need its answer.
                 let _ = job.reply.send((outcome, generation));

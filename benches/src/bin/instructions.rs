@@ -1,0 +1,304 @@
+//! Instruction counts of the hot paths, which do not move with the
+//! machine's load, beside the keys and bytes each one writes to sled.
+//!
+//! ```text
+//! cargo run --release -p taskforge-benches --bin instructions -- [--ops N] [--modes a,b,...]
+//! ```
+//!
+//! Each mode is run twice under valgrind's callgrind (`valgrind` must be on
+//! `PATH`), with N and with 2N operations after the same set-up and
+//! warm-up; the difference of the two totals over N is the count of one
+//! operation, set-up and start-up cancelled out. Every thread is counted
+//! (the engine's, the store's writer and flusher, sled's), so a durable
+//! write's flush is in it, but not the time the kernel spends in `fsync`.
+//! Operations run one at a time, so each write is a batch of its own: this
+//! is the cost of one operation on an idle store, not under load.
+//!
+//! Modes:
+//! - `memory-run`: one 3-step no-op run through the engine on the memory
+//!   store (`start_run`, then `wait_for_run`);
+//! - `sled-run`: the same on a durable sled store;
+//! - `sled-commit`: one fenced durable `commit` on sled that finishes one
+//!   step attempt and starts the next (what the worker writes per step);
+//! - `sled-ingest`: one durable `insert_event` of a webhook-like event
+//!   with the queued run it starts, new dedup key;
+//! - `sled-ingest-dup`: the same event again (a duplicate).
+//!
+//! With `--child MODE N` it runs N operations of one mode without valgrind
+//! and prints what sled wrote per operation (`SledStore::write_stats`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use taskforge_benches::{catalog, definition, noop_registry, payload, webhook_event, NOOP};
+use taskforge_core::store::{
+    EventInsert, EventStore, Fence, RunStore, RunTransition, StepTransition,
+};
+use taskforge_core::{Engine, RunStatus, StepRun, Store, TriggerId, WorkflowRun};
+use taskforge_store_memory::MemoryStore;
+use taskforge_store_sled::{SledStore, WriteStats};
+
+const MODES: [&str; 5] = [
+    "memory-run",
+    "sled-run",
+    "sled-commit",
+    "sled-ingest",
+    "sled-ingest-dup",
+];
+
+/// Operations run before counting starts, to warm caches and lazies.
+const WARM_UP: usize = 20;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut ops = 200usize;
+    let mut modes: Vec<String> = MODES.iter().map(|m| (*m).to_owned()).collect();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--child" => {
+                let mode = args.next().expect("--child MODE N");
+                let n = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--child MODE N");
+                child(&mode, n);
+                return;
+            }
+            "--ops" => {
+                ops = args.next().and_then(|n| n.parse().ok()).expect("--ops N");
+            }
+            "--modes" => {
+                modes = args
+                    .next()
+                    .expect("--modes a,b")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: instructions [--ops N] [--modes {}]",
+                    MODES.join(",")
+                );
+                return;
+            }
+            other => panic!("unknown option {other:?}; try --help"),
+        }
+    }
+    let exe = std::env::current_exe().expect("own path");
+    println!("| hot path | instructions per op | sled keys per op | sled bytes per op | batches per op | flushes per op |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for mode in &modes {
+        let written = native(&exe, mode, ops);
+        let small = callgrind(&exe, mode, ops);
+        let large = callgrind(&exe, mode, 2 * ops);
+        let per_op = match (small, large) {
+            (Some(small), Some(large)) => {
+                format!("{}", (large.saturating_sub(small)) / ops as u64)
+            }
+            _ => "- (valgrind failed or missing)".into(),
+        };
+        println!("| {mode} | {per_op} | {written} |");
+        // Machine-readable too, for the headline.
+        eprintln!("instructions {mode} {per_op}");
+    }
+}
+
+/// Runs `mode` natively and returns the sled columns of its row.
+fn native(exe: &Path, mode: &str, ops: usize) -> String {
+    let output = Command::new(exe)
+        .args(["--child", mode, &ops.to_string()])
+        .output()
+        .expect("run the child");
+    assert!(
+        output.status.success(),
+        "child {mode} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("written "))
+        .map_or_else(|| "- | - | - | -".into(), str::to_owned)
+}
+
+/// Total instructions of `mode` with `ops` operations under callgrind.
+fn callgrind(exe: &Path, mode: &str, ops: usize) -> Option<u64> {
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("callgrind.out");
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .args(["--child", mode, &ops.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(out).ok()?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn child(mode: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let written = rt.block_on(async {
+        match mode {
+            "memory-run" => {
+                engine_runs(MemoryStore::new(), n).await;
+                None
+            }
+            "sled-run" => Some(engine_runs(open(dir.path()), n).await),
+            "sled-commit" => Some(commits(open(dir.path()), n).await),
+            "sled-ingest" => Some(ingest(open(dir.path()), n, false).await),
+            "sled-ingest-dup" => Some(ingest(open(dir.path()), n, true).await),
+            other => panic!("unknown mode {other:?}; modes: {}", MODES.join(", ")),
+        }
+    });
+    if let Some(w) = written {
+        let n = n as f64;
+        println!(
+            "written {:.1} | {:.0} | {:.2} | {:.2}",
+            w.keys as f64 / n,
+            w.bytes as f64 / n,
+            w.batches as f64 / n,
+            w.flushes as f64 / n
+        );
+    }
+}
+
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(dir.join("db")).expect("open sled")
+}
+
+/// `WARM_UP` then `n` sequential 3-step runs through an engine; returns
+/// what sled wrote during the `n` if the store is sled.
+async fn engine_runs<S: Store + Clone + Stats>(store: S, n: usize) -> WriteStats {
+    let engine = Engine::builder(store.clone(), noop_registry().expect("registry")).build();
+    engine.start();
+    let workflow = engine
+        .ensure_workflow("instructions")
+        .await
+        .expect("workflow");
+    engine
+        .publish(workflow.id, definition(3, NOOP))
+        .await
+        .expect("publish");
+    let mut before = WriteStats::default();
+    for i in 0..WARM_UP + n {
+        if i == WARM_UP {
+            before = store.stats();
+        }
+        let run = engine
+            .start_run(workflow.id, payload(i as u64))
+            .await
+            .expect("start run");
+        let run = engine.wait_for_run(run.id).await.expect("wait");
+        assert_eq!(run.status, RunStatus::Succeeded);
+    }
+    let written = store.stats().since(&before);
+    engine.shutdown(Duration::from_secs(10)).await;
+    written
+}
+
+/// Write counters of a store, where it has them.
+trait Stats {
+    fn stats(&self) -> WriteStats;
+}
+
+impl Stats for MemoryStore {
+    fn stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
+}
+
+impl Stats for SledStore {
+    fn stats(&self) -> WriteStats {
+        self.write_stats()
+    }
+}
+
+/// `WARM_UP + n` fenced commits to one started run, each finishing step
+/// `i` and starting step `i + 1`.
+async fn commits(store: SledStore, n: usize) -> WriteStats {
+    let (_, version) = catalog(&store, "commits", definition(3, NOOP))
+        .await
+        .expect("catalog");
+    let now = Utc::now();
+    let run = WorkflowRun::new(&version, payload(0), now);
+    store.insert_run(&run).await.expect("insert run");
+    let mut run = store
+        .claim_run(run.id, "bench", now, now + chrono::TimeDelta::hours(1))
+        .await
+        .expect("claim");
+    let fence = run.fence();
+    run.transition(RunTransition::Start, now).expect("start");
+    let mut running = StepRun::start(run.id, "s0", 0, 1, now);
+    store
+        .commit(fence, Some(&run), std::slice::from_ref(&running))
+        .await
+        .expect("commit start");
+    let fence = Fence {
+        status: RunStatus::Running,
+        ..fence
+    };
+    let mut before = WriteStats::default();
+    for i in 0..WARM_UP + n {
+        if i == WARM_UP {
+            before = store.write_stats();
+        }
+        let now = Utc::now();
+        running
+            .transition(StepTransition::Succeed, now)
+            .expect("succeed");
+        running.output = Some(serde_json::Value::Null);
+        let next = StepRun::start(run.id, "s", i as u32 + 1, 1, now);
+        store
+            .commit(fence, None, &[running, next.clone()])
+            .await
+            .expect("commit");
+        running = next;
+    }
+    store.write_stats().since(&before)
+}
+
+/// `WARM_UP + n` webhook-like events with their runs; with `duplicate`,
+/// every counted one repeats the first event.
+async fn ingest(store: SledStore, n: usize, duplicate: bool) -> WriteStats {
+    let (workflow, version) = catalog(&store, "ingest", definition(3, NOOP))
+        .await
+        .expect("catalog");
+    let trigger = TriggerId::new();
+    let body = payload(1);
+    let mut before = WriteStats::default();
+    for i in 0..WARM_UP + n {
+        if i == WARM_UP {
+            before = store.write_stats();
+        }
+        let key = if duplicate && i >= WARM_UP { 0 } else { i };
+        let mut run = WorkflowRun::new(&version, body.clone(), Utc::now());
+        let event = webhook_event(workflow.id, trigger, format!("delivery-{key}"), &run);
+        run.event_id = Some(event.id);
+        let out = store
+            .insert_event(&event, Some(&run))
+            .await
+            .expect("insert event");
+        assert_eq!(
+            matches!(out, EventInsert::Duplicate(_)),
+            duplicate && i >= WARM_UP
+        );
+    }
+    store.write_stats().since(&before)
+}
