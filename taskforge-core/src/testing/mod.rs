@@ -165,6 +165,7 @@ case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
     "store/claims.rs",
     "store/commits.rs",
     "store/events.rs",
+    "store/hardening.rs",
     "store/listing.rs",
     "store/runs.rs",
     "store/tokens.rs",
@@ -175,6 +176,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/mod.rs",
     "engine/cancellation.rs",
     "engine/execution.rs",
+    "engine/hardening.rs",
     "engine/recovery.rs",
     "engine/versions.rs",
     "triggers/mod.rs",
@@ -336,6 +338,14 @@ macro_rules! store_conformance {
             revoked_token_stays_revoked,
             touch_token_only_moves_forward,
             missing_tokens_are_not_found,
+            // hardening
+            concurrent_creates_of_one_webhook_path_have_one_winner,
+            trigger_names_are_unique_per_workflow,
+            update_trigger_onto_a_taken_name_or_path_changes_nothing,
+            concurrent_updates_onto_one_path_have_one_winner,
+            delete_trigger_frees_its_name_and_path,
+            a_commit_retried_after_a_lost_reply_succeeds,
+            only_an_identical_retry_is_accepted,
         );
     };
 }

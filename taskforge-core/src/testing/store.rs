@@ -15,6 +15,7 @@
 mod claims;
 mod commits;
 mod events;
+mod hardening;
 mod listing;
 mod runs;
 mod tokens;
@@ -38,6 +39,7 @@ use crate::workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVers
 pub use claims::*;
 pub use commits::*;
 pub use events::*;
+pub use hardening::*;
 pub use listing::*;
 pub use runs::*;
 pub use tokens::*;

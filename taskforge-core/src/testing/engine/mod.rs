@@ -14,6 +14,7 @@
 
 mod cancellation;
 mod execution;
+mod hardening;
 mod recovery;
 mod versions;
 
@@ -29,6 +30,7 @@ use crate::{
 
 pub use cancellation::*;
 pub use execution::*;
+pub use hardening::*;
 pub use recovery::*;
 pub use versions::*;
 
@@ -138,6 +140,13 @@ macro_rules! engine_conformance {
             engine::two_engines_never_run_one_step_twice,
             engine::a_thousand_concurrent_runs_finish,
             engine::shutdown_finishes_or_leaves_runs_to_recovery,
+            engine::a_panicking_handler_fails_its_attempt,
+            engine::durations_are_bounded_and_hints_clamped,
+            engine::ensured_triggers_survive_relaunches,
+            engine::an_ensured_cron_fires_each_slot_once,
+            engine::default_step_timeout_applies_where_the_definition_sets_none,
+            engine::a_cancel_from_another_engine_reaches_the_owner,
+            engine::every_run_traces_to_an_event,
             triggers::concurrent_webhook_deliveries_start_one_run,
             triggers::rejected_webhook_deliveries_are_recorded_without_their_body,
             triggers::filtered_and_disabled_deliveries_are_recorded,
