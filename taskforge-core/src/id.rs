@@ -99,7 +99,7 @@ define_id!(
     "run"
 );
 define_id!(
-    /// Identifies an [`ApiToken`](crate::store::ApiToken).
+    /// Identifies an API token (`store::ApiToken`).
     TokenId,
     "tok"
 );

@@ -95,14 +95,12 @@ pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion
 /// configuration (signatures, payload filters, dedup).
 pub mod webhook {
     pub use crate::trigger::auth::{github_signature, SignatureScheme, TokenHash};
-    pub use crate::trigger::filter::{
-        Filter, FilterMiss, InputShape, JsonType, Predicate, RequiredValue,
-    };
+    pub use crate::trigger::filter::{Filter, FilterMiss, InputShape, Predicate, RequiredValue};
     pub use crate::trigger::request::{
-        is_credential_header, Headers, Rejection, VerifiedDelivery, WebhookRequest,
+        is_credential_header, Headers, JsonType, Rejection, VerifiedDelivery, WebhookRequest,
         GITHUB_SIGNATURE_HEADER, TRUNCATION_MARKER,
     };
-    pub use crate::trigger::webhook::{RetiredCredentials, DedupSource, WebhookConfig};
+    pub use crate::trigger::webhook::{DedupSource, RetiredCredentials, WebhookConfig};
 }
 
 /// Cron triggers: schedules, their policies, and what a tick did.

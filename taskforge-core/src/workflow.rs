@@ -42,7 +42,7 @@ pub struct Workflow {
 
 impl Workflow {
     /// A new, active workflow. The name must be 1 to
-    /// [`MAX_NAME_LEN`](crate::limits::MAX_NAME_LEN) bytes of `[A-Za-z0-9_.-]`.
+    /// [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`.
     pub fn new(name: impl Into<String>, now: DateTime<Utc>) -> Result<Self, NameError> {
         let name = name.into();
         validate_name("workflow", &name)?;

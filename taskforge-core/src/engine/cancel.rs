@@ -10,7 +10,8 @@ use crate::store::Store;
 /// Asks for run `id` to be cancelled. A run executing on this engine is
 /// stopped at its next await point; a queued one is claimed and cancelled
 /// at once; a running one on another engine stops when its owner next
-/// renews its lease. Returns the run as it is after the request.
+/// checks the store (every `cancel_check_interval`). Returns the run as it
+/// is after the request.
 pub(crate) async fn cancel_run<S: Store, X>(
     shared: &Shared<S, X>,
     id: RunId,

@@ -96,9 +96,9 @@ pub(crate) async fn create_trigger<S: Store, X>(
     Ok(trigger)
 }
 
-/// Creates the trigger of `workflow_id` named `name`, or brings the
-/// stored one to `kind` (enabled) if it differs: what a host calls at
-/// every start-up to declare its triggers.
+/// Creates the trigger of `workflow_id` named `name` (enabled), or brings
+/// the stored one to `kind` if it differs, keeping its enabled flag: what a
+/// host calls at every start-up to declare its triggers.
 pub(crate) async fn ensure_trigger<S: Store, X>(
     shared: &Shared<S, X>,
     workflow_id: WorkflowId,
@@ -115,10 +115,11 @@ pub(crate) async fn ensure_trigger<S: Store, X>(
             .into_iter()
             .find(|t| t.name == name);
         let result = match stored {
-            Some(stored) if stored.kind == kind && stored.enabled => return Ok(stored),
+            // The enabled flag stays as it is: a trigger an operator
+            // disabled stays disabled across restarts of the host.
+            Some(stored) if stored.kind == kind => return Ok(stored),
             Some(mut stored) => {
                 stored.kind = kind.clone();
-                stored.enabled = true;
                 stored.updated_at = shared.now();
                 shared.store.update_trigger(&stored).await.map(|()| stored)
             }

@@ -513,7 +513,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// Cancels a queued or running run. A queued run is cancelled at once;
     /// a running one stops at its next await point (its handler sees
     /// [`StepContext::cancelled`](crate::StepContext::cancelled)), and no
-    /// later step starts. Returns the run as it is after the request.
+    /// later step starts: at once when this engine runs it, and within
+    /// [`EngineConfig::cancel_check_interval`] (1 s by default, whatever the
+    /// lease length) when another engine does. Returns the run as it is
+    /// after the request.
     pub async fn cancel_run(&self, id: RunId) -> Result<WorkflowRun, EngineError> {
         cancel::cancel_run(self.shared(), id).await
     }
@@ -558,8 +561,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         intake::create_trigger(self.shared(), trigger).await
     }
 
-    /// The trigger of `workflow_id` named `name`, created with `kind` if it
-    /// does not exist, or updated to `kind` (and enabled) if it differs.
+    /// The trigger of `workflow_id` named `name`, created (enabled) with
+    /// `kind` if it does not exist, or updated to `kind` if it differs; its
+    /// enabled flag is kept, so a trigger an operator disabled stays
+    /// disabled when the host restarts.
     /// Run it at every start-up: a host launched N times keeps one trigger
     /// of each name, so each cron slot fires once.
     ///
@@ -721,7 +726,9 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     }
 
     /// How many deliveries to a trigger were rejected since this engine
-    /// started. Rejected deliveries are counted, never stored.
+    /// started. Each is also stored as an event with the outcome
+    /// [`EventOutcome::Rejected`] (without its body), which survives a
+    /// restart; this count does not.
     #[must_use]
     pub fn rejected_deliveries(&self, trigger_id: TriggerId) -> u64 {
         intake::rejected_deliveries(self.shared(), trigger_id)

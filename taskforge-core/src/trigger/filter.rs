@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::request::{excerpt, Rejection};
+use super::request::{excerpt, JsonType, Rejection};
 
 /// The longest glob pattern accepted, in characters. Matching is linear in
 /// the string it looks at, times at most `MAX_GLOB_LEN / 64` machine words
@@ -405,78 +405,6 @@ impl InputShape {
         }
         Ok(())
     }
-}
-
-/// A JSON type, as an [`InputShape`] requires it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum JsonType {
-    /// Any value, `null` included: the value only has to be there.
-    Any,
-    /// `null`.
-    Null,
-    /// `true` or `false`.
-    Boolean,
-    /// Any number.
-    Number,
-    /// A number without a fractional part, whatever its size or notation
-    /// (`7`, `7.0`, `1e3`, a 30-digit id), as JSON Schema's `integer`.
-    Integer,
-    /// A string.
-    String,
-    /// An array.
-    Array,
-    /// An object.
-    Object,
-}
-
-impl JsonType {
-    /// The most specific type of `value`: [`Integer`](Self::Integer) for
-    /// a number without a fractional part, never [`Any`](Self::Any).
-    #[must_use]
-    pub fn of(value: &Value) -> Self {
-        match value {
-            Value::Null => Self::Null,
-            Value::Bool(_) => Self::Boolean,
-            Value::Number(n) if is_integral(n) => Self::Integer,
-            Value::Number(_) => Self::Number,
-            Value::String(_) => Self::String,
-            Value::Array(_) => Self::Array,
-            Value::Object(_) => Self::Object,
-        }
-    }
-
-    /// Whether `value` is of this type.
-    #[must_use]
-    pub fn accepts(self, value: &Value) -> bool {
-        match (self, Self::of(value)) {
-            (Self::Any, _) | (Self::Number, Self::Integer) => true,
-            (expected, found) => expected == found,
-        }
-    }
-}
-
-impl std::fmt::Display for JsonType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Any => "any value",
-            Self::Null => "null",
-            Self::Boolean => "a boolean",
-            Self::Number => "a number",
-            Self::Integer => "an integer",
-            Self::String => "a string",
-            Self::Array => "an array",
-            Self::Object => "an object",
-        })
-    }
-}
-
-fn is_integral(n: &serde_json::Number) -> bool {
-    n.is_i64()
-        || n.is_u64()
-        || n.as_f64()
-            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
 #[cfg(test)]

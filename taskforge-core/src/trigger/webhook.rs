@@ -76,7 +76,7 @@ pub struct WebhookConfig {
     /// The credentials a rotation replaced, still accepted until their
     /// overlap ends, so senders can switch without dropping deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired: Option<RetiredCredentials>,
+    pub retired: Option<Box<RetiredCredentials>>,
 }
 
 /// Credentials of a webhook trigger replaced by a rotation, accepted beside
@@ -160,11 +160,11 @@ impl WebhookConfig {
     /// the credentials just replaced stay accepted.
     #[must_use]
     pub fn rotated(mut self, new: &WebhookConfig, until: DateTime<Utc>) -> Self {
-        self.retired = Some(RetiredCredentials {
+        self.retired = Some(Box::new(RetiredCredentials {
             auth: self.auth.take(),
             signature: self.signature.take(),
             until,
-        });
+        }));
         self.auth.clone_from(&new.auth);
         self.signature.clone_from(&new.signature);
         self
