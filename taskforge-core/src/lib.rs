@@ -111,6 +111,17 @@ pub mod cron {
     };
 }
 
+/// Metrics and trace context: the names of the metrics the engine emits
+/// through the [`metrics`](https://docs.rs/metrics) facade, and the W3C
+/// `traceparent` it keeps with each event.
+pub mod telemetry {
+    pub use crate::engine::telemetry::{
+        parse_traceparent, trace_id, METRICS, QUEUE_DEPTH, RUNS_ACTIVE, RUNS_FINISHED,
+        RUNS_RESUMED, RUNS_STARTED, RUN_DURATION, STEP_ATTEMPT_DURATION, STORE_COMMIT_DURATION,
+        TRACEPARENT, WEBHOOK_DELIVERIES,
+    };
+}
+
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
     pub use crate::engine::DEFAULT_STEP_TIMEOUT;

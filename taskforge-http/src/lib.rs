@@ -66,6 +66,7 @@ mod health;
 mod hooks;
 mod json;
 mod layers;
+pub mod metrics;
 mod openapi;
 mod options;
 mod problem;

@@ -8,6 +8,7 @@ use chrono::TimeDelta;
 
 use super::dispatch::{self, Spawn};
 use super::shared::Shared;
+use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome};
@@ -76,7 +77,11 @@ async fn record<S: Store, X>(
     let base = event.dedup_key.clone();
     for generation in 1u32.. {
         event.dedup_key = base.as_deref().map(|key| generation_key(key, generation));
-        match shared.store.insert_event(event, run).await? {
+        let began = std::time::Instant::now();
+        let inserted = shared.store.insert_event(event, run).await?;
+        metrics::histogram!(telemetry::STORE_COMMIT_DURATION, "op" => "admit")
+            .record(began.elapsed());
+        match inserted {
             EventInsert::Inserted => return Ok(None),
             EventInsert::Duplicate(original) => {
                 let expired = window.is_some_and(|w| {

@@ -62,6 +62,10 @@ pub struct RunOptions {
     /// event's metadata under `requested_by`, so the history says who
     /// started the run.
     pub requested_by: Option<String>,
+    /// The W3C `traceparent` of the caller, kept in the manual event's
+    /// metadata (if it is a valid one), so the run's spans join the
+    /// caller's trace wherever the run executes.
+    pub trace_parent: Option<String>,
 }
 
 impl RunOptions {
@@ -86,6 +90,14 @@ impl RunOptions {
     /// Records who asked for the run on its event.
     pub fn requested_by(mut self, who: impl Into<String>) -> Self {
         self.requested_by = Some(who.into());
+        self
+    }
+
+    /// Joins the run to the caller's trace: `traceparent` is a W3C trace
+    /// context header value (`00-<trace id>-<span id>-<flags>`); one that
+    /// is not valid is ignored.
+    pub fn trace_parent(mut self, traceparent: impl Into<String>) -> Self {
+        self.trace_parent = Some(traceparent.into());
         self
     }
 }

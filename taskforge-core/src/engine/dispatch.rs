@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::shared::Shared;
+use super::telemetry;
 use super::worker::{self, Halt};
 use crate::error::StoreError;
 use crate::id::RunId;
@@ -47,10 +48,13 @@ async fn signalled(signal: Option<&mut WorkSignal>) {
 async fn fill<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>) -> Result<(), StoreError> {
     loop {
         let available = shared.permits.available_permits();
+        let active = shared.config.max_concurrent_runs.saturating_sub(available);
+        metrics::gauge!(telemetry::RUNS_ACTIVE).set(active as f64);
         if available == 0 || shared.stop_claiming.is_cancelled() {
             return Ok(());
         }
         let ids = shared.store.list_claimable(shared.now(), available).await?;
+        metrics::gauge!(telemetry::QUEUE_DEPTH).set(ids.len() as f64);
         let mut spawned = 0;
         for &id in &ids {
             match try_spawn(shared, id) {
@@ -86,7 +90,13 @@ pub(crate) fn try_spawn<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, i
         }
         local.insert(id, token.clone());
     }
-    let span = tracing::info_span!("run", run_id = %id);
+    let span = tracing::info_span!(
+        "run",
+        run_id = %id,
+        workflow = tracing::field::Empty,
+        version = tracing::field::Empty,
+        trace_parent = tracing::field::Empty,
+    );
     shared
         .tracker
         .spawn(run_task(Arc::clone(shared), id, token, permit).instrument(span));

@@ -14,6 +14,7 @@ use chrono::TimeDelta;
 
 use super::admit::{self, Admission, Admitted};
 use super::shared::Shared;
+use super::telemetry;
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, RunId, TriggerId, WorkflowId};
@@ -216,7 +217,7 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
         // Scoped by trigger: two hooks of one workflow may see equal bodies.
         dedup_key: Some(format!("webhook:{}:{}", trigger.id, delivery.dedup_key)),
         payload: Arc::new(delivery.payload),
-        metadata: delivery.metadata,
+        metadata: telemetry::with_request_trace(delivery.metadata, &request.headers),
         outcome: EventOutcome::WorkflowInactive,
     };
     let run = match (&filtered, trigger.enabled, workflow.active) {
@@ -296,7 +297,7 @@ async fn record_rejection<S: Store, X: StepExecutor>(
             "body_bytes": request.body.len(),
             "content_type": content_type,
         })),
-        metadata: Default::default(),
+        metadata: telemetry::with_request_trace(Default::default(), &request.headers),
         outcome: EventOutcome::Rejected {
             reason,
             status: rejection.http_status(),

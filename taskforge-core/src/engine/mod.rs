@@ -52,6 +52,7 @@ pub(crate) mod cron;
 mod dispatch;
 mod intake;
 mod shared;
+pub(crate) mod telemetry;
 mod update;
 mod worker;
 
@@ -475,7 +476,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
                 .as_ref()
                 .map(|key| format!("manual:{key}")),
             payload: Arc::clone(&run.input),
-            metadata: requester_metadata(options.requested_by.as_deref()),
+            metadata: telemetry::with_trace_parent(
+                requester_metadata(options.requested_by.as_deref()),
+                options.trace_parent.as_deref(),
+            ),
             outcome: EventOutcome::RunStarted { run_id: run.id },
         };
         run.event_id = Some(event.id);
@@ -722,7 +726,9 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         path: &str,
         request: &WebhookRequest,
     ) -> Result<Delivery, EngineError> {
-        intake::deliver(self.shared(), path, request).await
+        let delivery = intake::deliver(self.shared(), path, request).await?;
+        telemetry::delivery(&delivery);
+        Ok(delivery)
     }
 
     /// How many deliveries to a trigger were rejected since this engine

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::shared::Shared;
+use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::StoreError;
 use crate::id::RunId;
@@ -68,6 +69,8 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
         .claim_run(id, &shared.config.owner, now, shared.lease_until(now))
         .await?;
     let version = shared.version_of(&run).await?;
+    let workflow = telemetry::workflow_name(&shared.store, run.workflow_id).await;
+    telemetry::annotate_run_span(&shared.store, &run, &workflow).await;
     let lease_expires = run.lease.as_ref().map_or(now, |l| l.expires_at);
     Worker {
         shared,
@@ -75,6 +78,7 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
         input: Arc::clone(&run.input),
         run,
         version,
+        workflow,
         cancel,
         lease_expires,
         outputs: Arc::new(Vec::new()),
@@ -113,6 +117,8 @@ struct Worker<'a, S, X> {
     /// The fence of every write: the claimed epoch, status `Running` once started.
     fence: Fence,
     version: Arc<WorkflowVersion>,
+    /// The workflow's name, for metric labels and spans.
+    workflow: Arc<str>,
     input: Arc<Value>,
     cancel: CancellationToken,
     lease_expires: DateTime<Utc>,
@@ -154,6 +160,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             self.announce_start = true;
         }
         if resumed {
+            metrics::counter!(telemetry::RUNS_RESUMED, "workflow" => Arc::clone(&self.workflow))
+                .increment(1);
             let run_id = self.run.id;
             self.shared
                 .emit(|| RunUpdate::RunStarted { run_id, resumed });
@@ -256,7 +264,13 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
 
             let ctx = self.context(&step.key, &step.config, attempt);
             let call = call_handler(&self.shared.executor, &step.handler, ctx);
-            let span = tracing::info_span!("step", step = %step.key, attempt);
+            let span = tracing::info_span!(
+                "step",
+                step = %step.key,
+                attempt,
+                run_id = %run_id,
+                workflow = %self.workflow,
+            );
             let limit = step.timeout.or(self.shared.config.default_step_timeout);
             let call = async move {
                 match limit {
@@ -264,7 +278,16 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     None => Ok(call.await),
                 }
             };
-            let attempt_result = match self.guard(call).instrument(span).await? {
+            let began = Instant::now();
+            let guarded = self.guard(call).instrument(span).await?;
+            metrics::histogram!(
+                telemetry::STEP_ATTEMPT_DURATION,
+                "workflow" => Arc::clone(&self.workflow),
+                "step" => step.key.clone(),
+                "outcome" => attempt_outcome(&guarded, &self.cancel),
+            )
+            .record(began.elapsed());
+            let attempt_result = match guarded {
                 Guarded::Done(Ok(Ok(output))) => Attempt::Succeeded(output),
                 // A handler that gives up because it saw cancellation was cancelled.
                 Guarded::Done(Ok(Err(_))) if self.cancel.is_cancelled() => {
@@ -391,6 +414,22 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         self.run_dirty = true;
         self.commit(steps).await?;
         let (run_id, status) = (self.run.id, self.run.status);
+        let workflow = Arc::clone(&self.workflow);
+        metrics::counter!(
+            telemetry::RUNS_FINISHED,
+            "workflow" => Arc::clone(&workflow),
+            "status" => status.as_str(),
+        )
+        .increment(1);
+        if let (Some(from), Some(to)) = (self.run.started_at, self.run.finished_at) {
+            let took = (to - from).to_std().unwrap_or_default();
+            metrics::histogram!(
+                telemetry::RUN_DURATION,
+                "workflow" => workflow,
+                "status" => status.as_str(),
+            )
+            .record(took);
+        }
         self.shared
             .emit(|| RunUpdate::RunFinished { run_id, status });
         tracing::info!(status = %status, "run finished");
@@ -416,6 +455,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         }
         let run_id = self.run.id;
         if std::mem::take(&mut self.announce_start) {
+            metrics::counter!(telemetry::RUNS_STARTED, "workflow" => Arc::clone(&self.workflow))
+                .increment(1);
             self.shared.emit(|| RunUpdate::RunStarted {
                 run_id,
                 resumed: false,
@@ -568,7 +609,11 @@ async fn commit_with_retries<S: Store>(
     let mut pause = COMMIT_RETRY_PAUSE;
     let mut attempt = 1;
     loop {
-        match store.commit(fence, run, steps).await {
+        let began = std::time::Instant::now();
+        let result = store.commit(fence, run, steps).await;
+        metrics::histogram!(telemetry::STORE_COMMIT_DURATION, "op" => "commit")
+            .record(began.elapsed());
+        match result {
             Err(error @ StoreError::Backend { .. }) if attempt < COMMIT_TRIES => {
                 tracing::warn!(%error, attempt, "commit failed; trying again");
                 tokio::time::sleep(pause).await;
@@ -577,6 +622,21 @@ async fn commit_with_retries<S: Store>(
             }
             result => return result,
         }
+    }
+}
+
+/// The `outcome` label of a step attempt's duration.
+fn attempt_outcome<T, E, L>(
+    guarded: &Guarded<Result<Result<T, E>, L>>,
+    cancel: &CancellationToken,
+) -> &'static str {
+    match guarded {
+        Guarded::Done(Ok(Ok(_))) => "succeeded",
+        Guarded::Done(Ok(Err(_))) if cancel.is_cancelled() => "cancelled",
+        Guarded::Done(Ok(Err(_))) => "failed",
+        Guarded::Done(Err(_)) | Guarded::RunTimedOut => "timed_out",
+        Guarded::Cancelled => "cancelled",
+        Guarded::LeaseLost => "interrupted",
     }
 }
 
