@@ -13,6 +13,7 @@
 //! - `/api/v1/openapi.json`: the OpenAPI 3.1 document, generated from the
 //!   handlers.
 //! - `/healthz`, `/readyz`.
+//! - The inspector web UI, where [`HttpOptions::ui`] mounts it.
 //!
 //! Every error is a [`Problem`] with a stable `type`
 //! (`urn:taskforge:problem:<reason>`).
@@ -71,6 +72,7 @@ mod openapi;
 mod options;
 mod problem;
 mod secret;
+mod ui;
 
 use std::sync::Arc;
 
@@ -118,8 +120,11 @@ pub fn router<S: Store, X: StepExecutor>(engine: Engine<S, X>, options: HttpOpti
         engine,
         options,
     }));
-    let routes = api::Routes::<S, X>::all()
-        .router()
+    let mut routes = api::Routes::<S, X>::all().router();
+    if let Some(mount) = ctx.options.ui.as_deref() {
+        routes = ui::mount(routes, mount);
+    }
+    let routes = routes
         .fallback(|| async { Problem::not_found("no route here") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

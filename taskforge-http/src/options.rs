@@ -33,6 +33,9 @@ pub struct HttpOptions {
     /// Cancelled when the host shuts down: from then on, webhook
     /// deliveries and run starts get 503, and `/readyz` fails.
     pub shutdown: CancellationToken,
+    /// Where the inspector web UI is mounted (e.g. `/ui`), if anywhere
+    /// (default: nowhere). See [`HttpOptions::ui`].
+    pub ui: Option<String>,
 }
 
 impl Default for HttpOptions {
@@ -45,6 +48,7 @@ impl Default for HttpOptions {
             retry_after: Duration::from_secs(1),
             clock: Arc::new(SystemClock),
             shutdown: CancellationToken::new(),
+            ui: None,
         }
     }
 }
@@ -59,6 +63,7 @@ impl fmt::Debug for HttpOptions {
             .field("retry_after", &self.retry_after)
             .field("clock", &self.clock)
             .field("shutting_down", &self.shutdown.is_cancelled())
+            .field("ui", &self.ui)
             .finish()
     }
 }
@@ -102,6 +107,16 @@ impl HttpOptions {
     /// Refuses new work once `token` is cancelled.
     pub fn shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
+        self
+    }
+
+    /// Serves the inspector web UI under `path` (such as `/ui`): pages over
+    /// workflows, runs and events behind the same API tokens (read scope
+    /// to look, run scope to cancel, retry and replay), with live updates.
+    /// The path is normalized to one leading and no trailing slash; it must
+    /// not be `/` nor collide with `/api`, `/hooks` or the health routes.
+    pub fn ui(mut self, path: impl Into<String>) -> Self {
+        self.ui = Some(format!("/{}", path.into().trim_matches('/')));
         self
     }
 }

@@ -147,13 +147,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = CancellationToken::new();
     let app = router(
         engine.clone(),
-        HttpOptions::default().shutdown(shutdown.clone()),
+        HttpOptions::default()
+            .shutdown(shutdown.clone())
+            // The inspector web UI: sign in with an API token at /ui.
+            .ui("/ui"),
     );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
         "taskforge server on http://{} (data in {data})",
         listener.local_addr()?
     );
+    println!("inspector on http://{}/ui", listener.local_addr()?);
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
