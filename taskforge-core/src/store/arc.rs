@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    WorkSignal,
-    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError, WorkflowStore,
+    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError, WorkSignal,
+    WorkflowStore,
 };
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
