@@ -12,7 +12,8 @@
 //! provisioning). The GitHub webhook secret is `GITHUB_WEBHOOK_SECRET`
 //! (default `example-secret-change-me`). SIGTERM or Ctrl-C shut it down
 //! gracefully: new deliveries get 503, requests in flight are answered,
-//! and running steps get 10 seconds to finish.
+//! and running steps get 10 seconds to finish. `GET /metrics` serves the
+//! engine's metrics to a Prometheus scraper.
 
 use std::time::Duration;
 
@@ -91,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| "info,sled=warn".into()),
         )
         .init();
+    // Before the engine, so everything it does is counted.
+    let metrics = taskforge_http::metrics::install()?;
     let args: Vec<String> = std::env::args().collect();
     let addr = setting(&args, "--addr", "TASKFORGE_ADDR", "127.0.0.1:8080");
     let data = setting(&args, "--data", "TASKFORGE_DATA", "taskforge-data");
@@ -164,6 +167,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down: refusing new work, draining");
         signal.cancel();
     });
+    let app = app.merge(taskforge_http::metrics::router(metrics));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
