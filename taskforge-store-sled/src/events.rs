@@ -1,10 +1,13 @@
 //! [`EventStore`] over sled.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use taskforge_core::store::rules::{self, page_limit};
 use taskforge_core::store::{EventInsert, EventStore};
 use taskforge_core::{Event, EventId, EventQuery, Page, StoreError, WorkflowId, WorkflowRun};
 
+use crate::active::ActiveRun;
 use crate::error::backend;
 use crate::keys::{self, tag};
 use crate::scan::{page, PageRequest, Source};
@@ -47,7 +50,12 @@ impl EventStore for SledStore {
             .map(|k| keys::dedup(event.workflow_id, k));
         let event_index = keys::event_index(event);
         let run = match run {
-            Some(run) => Some((run.id, encode("run", run)?, keys::run_index(run))),
+            Some(run) => Some((
+                run.id,
+                encode("run", run)?,
+                keys::run_index(run),
+                Arc::new(run.clone()),
+            )),
             None => None,
         };
         let op: Op = Box::new(move |tx: &Tx<'_>| {
@@ -66,16 +74,18 @@ impl EventStore for SledStore {
             if tx.events.get(event_id.to_bytes())?.is_some() {
                 return Ok(Err(StoreError::already_exists("event", event_id)));
             }
-            if let Some((run_id, _, _)) = &run {
+            if let Some((run_id, _, _, _)) = &run {
                 if tx.runs.get(run_id.to_bytes())?.is_some() {
                     return Ok(Err(StoreError::already_exists("run", run_id)));
                 }
             }
-            if let Some((run_id, bytes, index)) = &run {
+            if let Some((run_id, bytes, index, stored)) = &run {
                 tx.runs.insert(&run_id.to_bytes(), bytes.clone())?;
                 for key in index {
                     tx.idx.insert(key.as_slice(), &[])?;
                 }
+                tx.active
+                    .set(run_id.to_bytes(), Some(ActiveRun::new(Arc::clone(stored))));
             }
             tx.events
                 .insert(&event_id.to_bytes(), event_bytes.clone())?;
@@ -148,6 +158,7 @@ impl EventStore for SledStore {
                     limit,
                 },
                 keep,
+                |_| None,
             )?;
             Ok(Page::new(items, more, |e| e.id))
         })

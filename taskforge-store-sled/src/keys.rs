@@ -39,18 +39,24 @@ pub(crate) mod tag {
     pub(crate) const DEDUP: u8 = 0x13;
     /// `workflow ++ run`.
     pub(crate) const RUN_BY_WORKFLOW: u8 = 0x20;
-    /// `status ++ run`.
+    /// `status ++ run`, for finished runs only (format 2; format 1 also
+    /// held unfinished ones: the index of those is in memory now).
     pub(crate) const RUN_BY_STATUS: u8 = 0x21;
-    /// `workflow ++ status ++ run`.
+    /// `workflow ++ status ++ run`, for finished runs only (as above).
     pub(crate) const RUN_BY_WORKFLOW_STATUS: u8 = 0x22;
     /// `event ++ run`.
     pub(crate) const RUN_BY_EVENT: u8 = 0x23;
     /// `created_at ++ run`.
     pub(crate) const RUN_BY_TIME: u8 = 0x24;
-    /// `lease expiry ++ run`, for running runs only (no lease sorts first).
-    pub(crate) const LEASE: u8 = 0x25;
+    /// Format 1 only: `lease expiry ++ run`, for running runs (no lease
+    /// sorts first). Removed by the migration to format 2, which keeps
+    /// leases in memory.
+    pub(crate) const LEASE_V1: u8 = 0x25;
     /// `finished_at ++ run`, for finished runs only.
     pub(crate) const FINISHED: u8 = 0x26;
+    /// `run`, for every unfinished run (format 2): what the in-memory
+    /// index of unfinished runs is rebuilt from on open.
+    pub(crate) const ACTIVE: u8 = 0x27;
 }
 
 /// The length of an id.
@@ -191,8 +197,18 @@ impl From<&WorkflowRun> for RunHead {
     }
 }
 
+/// Whether a run in `status` is unfinished: indexed by status in memory
+/// (with its lease), and marked by an [`tag::ACTIVE`] key on disk.
+pub(crate) fn is_active(status: RunStatus) -> bool {
+    !status.is_terminal()
+}
+
 /// Every index key of a run in its current state. Updating a run removes
 /// the keys of its old state that its new state lacks and adds the others.
+///
+/// Only the run's creation and its end change them: an unfinished run's
+/// status and lease are indexed in memory (see `active.rs`), so starting
+/// a run, claiming it and renewing its lease write no index key.
 pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
     run_head_index(&RunHead::from(run))
 }
@@ -201,23 +217,39 @@ pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
 pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
     let id = run.id.to_bytes();
     let wf = run.workflow_id.to_bytes();
-    let st = [status(run.status)];
     let mut keys = vec![
         key(tag::RUN_BY_WORKFLOW, &[&wf, &id]),
-        key(tag::RUN_BY_STATUS, &[&st, &id]),
-        key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]),
         key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]),
     ];
     if let Some(event) = run.event_id {
         keys.push(key(tag::RUN_BY_EVENT, &[&event.to_bytes(), &id]));
     }
+    if is_active(run.status) {
+        keys.push(key(tag::ACTIVE, &[&id]));
+    } else {
+        let st = [status(run.status)];
+        let finished = run.finished_at.unwrap_or(run.created_at);
+        keys.push(key(tag::RUN_BY_STATUS, &[&st, &id]));
+        keys.push(key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]));
+        keys.push(key(tag::FINISHED, &[&time(finished), &id]));
+    }
+    keys
+}
+
+/// The index keys format 1 kept for an unfinished run and format 2 keeps
+/// in memory: its status (alone and with its workflow) and, if running,
+/// its lease.
+pub(crate) fn v1_active_index(run: &RunHead) -> Vec<Vec<u8>> {
+    let id = run.id.to_bytes();
+    let wf = run.workflow_id.to_bytes();
+    let st = [status(run.status)];
+    let mut keys = vec![
+        key(tag::RUN_BY_STATUS, &[&st, &id]),
+        key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]),
+    ];
     if run.status == RunStatus::Running {
         let expiry = run.lease.as_ref().map_or(TIME_MIN, |l| time(l.expires_at));
-        keys.push(key(tag::LEASE, &[&expiry, &id]));
-    }
-    if run.status.is_terminal() {
-        let finished = run.finished_at.unwrap_or(run.created_at);
-        keys.push(key(tag::FINISHED, &[&time(finished), &id]));
+        keys.push(key(tag::LEASE_V1, &[&expiry, &id]));
     }
     keys
 }

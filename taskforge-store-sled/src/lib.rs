@@ -12,8 +12,8 @@
 //! so byte order is creation order. Records are JSON (they hold
 //! `serde_json::Value`s). Secondary indexes share one `idx` tree; each key
 //! is a one-byte tag, fixed-width parts and the id pointed to, so listing
-//! one workflow's runs, runs in one status, one event's runs, one
-//! trigger's events, or the claimable runs reads only matching keys.
+//! one workflow's runs, finished runs in one status, one event's runs, or
+//! one trigger's events reads only matching keys.
 //! Writes that belong together (an event, its run and their index
 //! entries; a run, its step attempts and its index entries) are applied
 //! inside one sled transaction: other callers see all of them or none, and
@@ -21,6 +21,17 @@
 //! fenced `commit`, dedup of events) check and write inside that
 //! transaction, and sled runs transactions one at a time, so of two racing
 //! writers exactly one wins.
+//!
+//! Unfinished runs are also held in memory (sled lets one process open a
+//! database, and one thread writes runs, so that copy is the truth): with
+//! their attempts' statuses, indexed by status and by lease expiry. A
+//! claim or a fenced commit checks against that copy and reads nothing; a
+//! claim or a lease renewal (which need not be durable) writes nothing,
+//! and the run's next write carries it; starting a run writes no index
+//! key; claimable runs and runs in unfinished statuses are listed from
+//! memory. On disk an unfinished run has one `ACTIVE` index key, from which
+//! opening the store loads them back. A three-step run writes 20 keys
+//! (format 1: 29).
 //!
 //! In sled 0.34 each transaction writes out sled's log buffer, however
 //! small, so run and event writes are queued to one writer thread that
@@ -33,7 +44,8 @@
 //!
 //! A `meta` tree holds a marker and a format version, checked on open:
 //! another program's database, a newer format, or damaged files give an
-//! [`OpenError`], never a panic.
+//! [`OpenError`], never a panic. A store of an earlier format is migrated
+//! when opened (see [`FORMAT_VERSION`]).
 //!
 //! # Durability
 //!
@@ -84,6 +96,7 @@
 
 #![warn(missing_docs)]
 
+mod active;
 mod config;
 mod error;
 mod events;

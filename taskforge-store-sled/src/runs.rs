@@ -1,28 +1,33 @@
 //! [`RunStore`] over sled: runs, leases and fenced commits.
 
-use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sled::transaction::UnabortableTransactionError;
+use sled::IVec;
 use taskforge_core::store::rules::{self, page_limit, RunState, StepState};
 use taskforge_core::store::{Fence, RunStore};
 use taskforge_core::{Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun};
 
+use crate::active::ActiveRun;
 use crate::error::backend;
-use crate::keys::{self, tag, RunHead, StepHead};
+use crate::keys::{self, tag, StepHead};
 use crate::scan::{page, PageRequest, Source};
 use crate::store::{decode, encode, load, op_load, tx_reindex, SledStore};
-use crate::writer::{Op, Outcome, Tx};
-
-fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
-    rules::is_claimable(run.status, run.lease.as_ref(), now)
-}
+use crate::writer::{Op, OpResult, Outcome, Tx};
 
 impl SledStore {
     /// Rewrites one run in the writer's next batch: `change` gets the
     /// stored run and returns the run to store, or `None` to store nothing.
     /// Returns the run as stored afterwards; with `durable`, once it is
     /// as durable as configured.
+    ///
+    /// An unfinished run is changed in memory; the change is written to
+    /// sled only with `durable` or when the status changes: claims and
+    /// renewals (same status, need not be durable) are written by the
+    /// run's next write to sled.
     async fn update_run(
         &self,
         id: RunId,
@@ -31,6 +36,33 @@ impl SledStore {
     ) -> Result<WorkflowRun, StoreError> {
         let key = id.to_bytes();
         let op: Op = Box::new(move |tx: &Tx<'_>| {
+            if let Some(mut active) = tx.active.get(&key) {
+                let updated = match change(&active.run) {
+                    Ok(Some(updated)) => updated,
+                    Ok(None) => return Ok(Ok(Outcome::Run(Box::new((*active.run).clone())))),
+                    Err(e) => return Ok(Err(e)),
+                };
+                if durable || updated.status != active.run.status {
+                    let bytes = match encode("run", &updated) {
+                        Ok(bytes) => bytes,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    tx.runs.insert(&key, bytes)?;
+                    tx_reindex(
+                        &tx.idx,
+                        &keys::run_index(&active.run),
+                        &keys::run_index(&updated),
+                    )?;
+                    active.unsaved = false;
+                } else {
+                    active.unsaved = true;
+                }
+                let reply = Box::new(updated.clone());
+                active.run = Arc::new(updated);
+                tx.active.set(key, Some(active));
+                return Ok(Ok(Outcome::Run(reply)));
+            }
+            // A finished run, or none: read from sled.
             let stored = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
                 Ok(Some(stored)) => stored,
                 Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
@@ -51,6 +83,8 @@ impl SledStore {
                 &keys::run_index(&stored),
                 &keys::run_index(&updated),
             )?;
+            // (Unfinished runs are all in memory: this one is finished,
+            // and no rule changes a finished run.)
             Ok(Ok(Outcome::Run(Box::new(updated))))
         });
         let outcome = if durable {
@@ -63,7 +97,77 @@ impl SledStore {
             other => Err(backend(format!("unexpected write outcome {other:?}"))),
         }
     }
+
+    /// The unfinished run `id` from memory, if it is one.
+    fn active_run(&self, id: &[u8; keys::ID]) -> Option<WorkflowRun> {
+        self.inner
+            .active
+            .read()
+            .get(id)
+            .map(|active| (*active.run).clone())
+    }
 }
+
+/// A commit to a run that is not unfinished: read from sled. Its checks
+/// fail (a finished run is never rewritten) unless it repeats a commit that
+/// was applied, whose reply was lost; then it succeeds and writes nothing.
+fn commit_to_stored(
+    tx: &Tx<'_>,
+    fence: Fence,
+    written: Option<&WorkflowRun>,
+    steps: &[(StepKey, StepState, IVec)],
+    states: &[StepState],
+) -> Result<OpResult, UnabortableTransactionError> {
+    let id = fence.run_id;
+    let key = id.to_bytes();
+    let stored = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut stored_steps = Vec::with_capacity(steps.len());
+    for (step_key, _, _) in steps {
+        stored_steps.push(tx.steps.get(step_key)?);
+    }
+    let state = RunState::from(&stored);
+    let head = written.map(RunState::from);
+    let checked = rules::check_fence(fence, &state, head.as_ref()).and_then(|()| {
+        rules::check_steps(id, states, |index, attempt| {
+            let i = states
+                .iter()
+                .position(|s| (s.index, s.attempt) == (index, attempt));
+            match i.and_then(|i| stored_steps[i].as_ref()) {
+                Some(old) => decode::<StepHead>("step run", old).map(|old| Some(old.status)),
+                None => Ok(None),
+            }
+        })
+        .and_then(|checked| checked)
+    });
+    let error = match checked {
+        Err(error) => error,
+        // Every unfinished run is in memory, so a stored run that passes
+        // the fence is not one this store wrote.
+        Ok(()) => {
+            return Ok(Err(backend(format!(
+                "run {id} is unfinished on disk but not among the unfinished runs in memory"
+            ))))
+        }
+    };
+    if !error.is_conflict() {
+        return Ok(Err(error));
+    }
+    let applied = rules::is_applied(fence, &stored, written, states, |i| {
+        stored_steps[i].as_deref() == Some(&steps[i].2[..])
+    });
+    Ok(if applied {
+        Ok(Outcome::Done)
+    } else {
+        Err(error)
+    })
+}
+
+/// The key of a step attempt.
+type StepKey = [u8; keys::ID + 8];
 
 #[async_trait]
 impl RunStore for SledStore {
@@ -71,6 +175,7 @@ impl RunStore for SledStore {
         let bytes = encode("run", run)?;
         let id = run.id;
         let index = keys::run_index(run);
+        let run = Arc::new(run.clone());
         let op: Op = Box::new(move |tx: &Tx<'_>| {
             if tx.runs.get(id.to_bytes())?.is_some() {
                 return Ok(Err(StoreError::already_exists("run", id)));
@@ -79,25 +184,39 @@ impl RunStore for SledStore {
             for key in &index {
                 tx.idx.insert(key.as_slice(), &[])?;
             }
+            tx.active
+                .set(id.to_bytes(), Some(ActiveRun::new(Arc::clone(&run))));
             Ok(Ok(Outcome::Done))
         });
         self.write_durable(op).await.map(drop)
     }
 
     async fn get_run(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
-        load(&self.inner.runs, "run", &id.to_bytes())?
-            .ok_or_else(|| StoreError::not_found("run", id))
+        let key = id.to_bytes();
+        if let Some(run) = self.active_run(&key) {
+            return Ok(run);
+        }
+        load(&self.inner.runs, "run", &key)?.ok_or_else(|| StoreError::not_found("run", id))
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError> {
         let query = query.clone();
         self.blocking(move |inner| {
             // The narrowest index the query allows; the rest is filtered.
+            // Unfinished statuses are indexed in memory, finished ones on
+            // disk.
+            let unfinished = query.status.filter(|s| keys::is_active(*s));
             let status = query.status.map(|s| [keys::status(s)]);
             let source = match (query.event_id, query.workflow_id, status) {
                 (Some(event), _, _) => {
                     Source::Index(keys::key(tag::RUN_BY_EVENT, &[&event.to_bytes()]))
                 }
+                (None, workflow, Some(_)) if unfinished.is_some() => Source::Ids(
+                    inner
+                        .active
+                        .read()
+                        .ids(unfinished.unwrap_or(RunStatus::Queued), workflow),
+                ),
                 (None, Some(wf), Some(st)) => Source::Index(keys::key(
                     tag::RUN_BY_WORKFLOW_STATUS,
                     &[&wf.to_bytes(), &st],
@@ -120,6 +239,13 @@ impl RunStore for SledStore {
             let keep = |r: &WorkflowRun| rules::run_matches(r, &query);
             let limit = page_limit(query.limit);
             let after = query.after.map(|id| id.to_bytes());
+            let fresh = |id: &[u8; keys::ID]| {
+                inner
+                    .active
+                    .read()
+                    .get(id)
+                    .map(|active| (*active.run).clone())
+            };
             let (items, more) = page(
                 &inner.runs,
                 &inner.idx,
@@ -131,6 +257,7 @@ impl RunStore for SledStore {
                     limit,
                 },
                 keep,
+                fresh,
             )?;
             Ok(Page::new(items, more, |r| r.id))
         })
@@ -145,51 +272,8 @@ impl RunStore for SledStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.blocking(move |inner| {
-            let mut ids = BTreeSet::new();
-            // The oldest queued runs (skipping the few just claimed)...
-            let queued = keys::key(tag::RUN_BY_STATUS, &[&[keys::status(RunStatus::Queued)]]);
-            let mut found = 0;
-            for entry in inner.idx.scan_prefix(queued).keys() {
-                if found == limit {
-                    break;
-                }
-                let key = entry.map_err(backend)?;
-                let Some(id) = keys::trailing_id(&key) else {
-                    continue;
-                };
-                let run = load::<WorkflowRun>(&inner.runs, "run", &id)?;
-                if run.is_some_and(|r| claimable(&r, now)) {
-                    ids.insert(id);
-                    found += 1;
-                }
-            }
-            // ...and every running run whose lease lapsed at or before
-            // `now`: the lease index is ordered by expiry, not by id, so
-            // the lapsed ones are all read (keys only) to find the oldest.
-            let lo = keys::key(tag::LEASE, &[&keys::TIME_MIN]);
-            let hi = keys::key(tag::LEASE, &[&keys::time(now), &[0xff; keys::ID]]);
-            for entry in inner.idx.range(lo..=hi).keys() {
-                let key = entry.map_err(backend)?;
-                ids.extend(keys::trailing_id(&key));
-            }
-            let mut found_runs = Vec::with_capacity(limit.min(ids.len()));
-            for id in ids {
-                if found_runs.len() == limit {
-                    break;
-                }
-                // Check the record: the lease index is kept to the
-                // microsecond, and `now` may fall inside one.
-                let Some(run) = load::<WorkflowRun>(&inner.runs, "run", &id)? else {
-                    continue;
-                };
-                if claimable(&run, now) {
-                    found_runs.push(run.id);
-                }
-            }
-            Ok(found_runs)
-        })
-        .await
+        // Unfinished runs are in memory, with their leases: nothing to read.
+        Ok(self.inner.active.read().claimable(now, limit))
     }
 
     async fn claim_run(
@@ -235,7 +319,7 @@ impl RunStore for SledStore {
         rules::check_commit_request(fence, run, steps)?;
         // Serialized once; the write only copies bytes.
         let run = match run {
-            Some(run) => Some((RunHead::from(run), run.clone(), encode("run", run)?)),
+            Some(run) => Some((Arc::new(run.clone()), encode("run", run)?)),
             None => None,
         };
         let steps = steps
@@ -244,45 +328,33 @@ impl RunStore for SledStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let key = id.to_bytes();
         let op: Op = Box::new(move |tx: &Tx<'_>| {
-            // Checks first: a commit that fails leaves nothing behind.
-            let stored = match op_load::<RunHead>(&tx.runs, "run", &key)? {
-                Ok(Some(stored)) => stored,
-                Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
-                Err(e) => return Ok(Err(e)),
-            };
-            let state = RunState::from(&stored);
-            let head = run.as_ref().map(|(head, _, _)| RunState::from(head));
             let states: Vec<StepState> = steps.iter().map(|(_, state, _)| *state).collect();
-            let mut stored_steps = Vec::with_capacity(steps.len());
-            for (step_key, _, _) in &steps {
-                stored_steps.push(tx.steps.get(step_key)?);
-            }
+            let written = run.as_ref().map(|(run, _)| &**run);
+            let Some(mut active) = tx.active.get(&key) else {
+                // Not an unfinished run: the checks fail or it is a retry.
+                return commit_to_stored(tx, fence, written, &steps, &states);
+            };
+            // Checks first, on the copy in memory: a commit that fails
+            // leaves nothing behind.
+            let state = RunState::from(&*active.run);
+            let head = written.map(RunState::from);
             let checked = rules::check_fence(fence, &state, head.as_ref()).and_then(|()| {
-                rules::check_steps(id, &states, |index, attempt| {
-                    let i = states
-                        .iter()
-                        .position(|s| (s.index, s.attempt) == (index, attempt));
-                    match i.and_then(|i| stored_steps[i].as_ref()) {
-                        Some(old) => {
-                            decode::<StepHead>("step run", old).map(|old| Some(old.status))
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .and_then(|checked| checked)
+                let stored = |index, attempt| Ok::<_, Infallible>(active.step(index, attempt));
+                match rules::check_steps(id, &states, stored) {
+                    Ok(checked) => checked,
+                    Err(never) => match never {},
+                }
             });
             if let Err(error) = checked {
                 if !error.is_conflict() {
                     return Ok(Err(error));
                 }
                 // A retry of a commit whose reply was lost succeeds.
-                let full = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
-                    Ok(Some(full)) => full,
-                    Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
-                    Err(e) => return Ok(Err(e)),
-                };
-                let written = run.as_ref().map(|(_, run, _)| run);
-                let applied = rules::is_applied(fence, &full, written, &states, |i| {
+                let mut stored_steps = Vec::with_capacity(steps.len());
+                for (step_key, _, _) in &steps {
+                    stored_steps.push(tx.steps.get(step_key)?);
+                }
+                let applied = rules::is_applied(fence, &active.run, written, &states, |i| {
                     stored_steps[i].as_deref() == Some(&steps[i].2[..])
                 });
                 return Ok(if applied {
@@ -291,26 +363,49 @@ impl RunStore for SledStore {
                     Err(error)
                 });
             }
-            for (step_key, _, bytes) in &steps {
+            for (step_key, state, bytes) in &steps {
                 tx.steps.insert(step_key, bytes.clone())?;
+                active.set_step(state.index, state.attempt, state.status);
             }
-            if let Some((head, run, bytes)) = &run {
-                // The flag is set by any engine at any time, and the
-                // owner's copy may predate it; the epoch belongs to claims
-                // alone. Re-serialized only in those rare cases.
-                let (bytes, index) = if rules::needs_merge(&state, &RunState::from(head)) {
-                    let mut kept = run.clone();
-                    rules::merge_committed(&state, &mut kept);
-                    match encode("run", &kept) {
-                        Ok(bytes) => (bytes, keys::run_index(&kept)),
-                        Err(e) => return Ok(Err(e)),
+            match &run {
+                Some((new, bytes)) => {
+                    // The flag is set by any engine at any time, and the
+                    // owner's copy may predate it; the epoch belongs to
+                    // claims alone. Re-serialized only in those rare cases.
+                    let (new, bytes) = if rules::needs_merge(&state, &RunState::from(&**new)) {
+                        let mut kept = (**new).clone();
+                        rules::merge_committed(&state, &mut kept);
+                        match encode("run", &kept) {
+                            Ok(bytes) => (Arc::new(kept), bytes),
+                            Err(e) => return Ok(Err(e)),
+                        }
+                    } else {
+                        (Arc::clone(new), bytes.clone())
+                    };
+                    tx.runs.insert(&key, bytes)?;
+                    let old = &active.run;
+                    let reindex = (old.status, old.created_at, old.finished_at)
+                        != (new.status, new.created_at, new.finished_at);
+                    if reindex {
+                        tx_reindex(&tx.idx, &keys::run_index(old), &keys::run_index(&new))?;
                     }
-                } else {
-                    (bytes.clone(), keys::run_head_index(head))
-                };
-                tx.runs.insert(&key, bytes)?;
-                tx_reindex(&tx.idx, &keys::run_head_index(&stored), &index)?;
+                    active.run = new;
+                    active.unsaved = false;
+                }
+                // A claim or renewal held in memory is written with the
+                // claimer's first write.
+                None if active.unsaved => {
+                    let bytes = match encode("run", &*active.run) {
+                        Ok(bytes) => bytes,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    tx.runs.insert(&key, bytes)?;
+                    active.unsaved = false;
+                }
+                None => {}
             }
+            // A finished run leaves the in-memory set.
+            tx.active.set(key, Some(active));
             Ok(Ok(Outcome::Done))
         });
         self.write_durable(op).await.map(drop)

@@ -28,6 +28,8 @@ pub(crate) enum Source {
         /// Before this time.
         until: Option<DateTime<Utc>>,
     },
+    /// These ids, in ascending order (from an in-memory index).
+    Ids(Vec<[u8; ID]>),
 }
 
 type Entry = Result<([u8; ID], Option<IVec>), StoreError>;
@@ -45,13 +47,15 @@ pub(crate) struct PageRequest {
 }
 
 /// One page of records of `primary` that `keep` accepts, as `request`
-/// says, and whether more follow.
+/// says, and whether more follow. `fresh` gives the records held in memory
+/// (unfinished runs), which are newer than their sled copies.
 pub(crate) fn page<T: DeserializeOwned>(
     primary: &Tree,
     idx: &Tree,
     kind: &'static str,
     request: PageRequest,
     keep: impl Fn(&T) -> bool,
+    fresh: impl Fn(&[u8; ID]) -> Option<T>,
 ) -> Result<(Vec<T>, bool), StoreError> {
     let PageRequest {
         source,
@@ -66,14 +70,27 @@ pub(crate) fn page<T: DeserializeOwned>(
             let ids = time_range(idx, tag, from, until, order, after)?;
             Box::new(ids.into_iter().map(|id| Ok((id, None))))
         }
+        Source::Ids(mut ids) => {
+            if let Some(after) = after {
+                ids.retain(|id| match order {
+                    Order::OldestFirst => *id > after,
+                    Order::NewestFirst => *id < after,
+                });
+            }
+            if order == Order::NewestFirst {
+                ids.reverse();
+            }
+            Box::new(ids.into_iter().map(|id| Ok((id, None))))
+        }
     };
     let mut items = Vec::with_capacity(limit.min(128) + 1);
     for entry in entries {
         let (id, value) = entry?;
-        let record: Option<T> = match value {
-            Some(bytes) => Some(decode(kind, &bytes)?),
+        let record: Option<T> = match (fresh(&id), value) {
+            (Some(record), _) => Some(record),
+            (None, Some(bytes)) => Some(decode(kind, &bytes)?),
             // An index entry whose record is gone was pruned meanwhile.
-            None => load(primary, kind, &id)?,
+            (None, None) => load(primary, kind, &id)?,
         };
         if let Some(record) = record.filter(|r| keep(r)) {
             items.push(record);

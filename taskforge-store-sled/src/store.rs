@@ -11,17 +11,27 @@ use serde::Serialize;
 use sled::transaction::{
     ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
 };
-use sled::{IVec, Tree};
+use sled::{IVec, Transactional, Tree};
 use taskforge_core::StoreError;
 
+use parking_lot::RwLock;
+
+use crate::active::{ActiveRun, ActiveRuns};
 use crate::config::{Durability, SledConfig};
 use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
+use crate::keys::{self, tag, RunHead, StepHead, ID};
 use crate::stats::{Counters, WriteStats};
 use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 
 /// The format version this release writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: every run indexed by status, running runs by lease expiry.
+/// - 2: unfinished runs marked by an `ACTIVE` index key and indexed by
+///   status and lease in memory; finished runs indexed by status on disk.
+///   A format-1 store is migrated when opened (one atomic sled
+///   transaction: it stays format 1 if interrupted).
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_TREE: &str = "meta";
 const MARKER_KEY: &[u8] = b"marker";
@@ -55,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) runs: Tree,
     pub(crate) steps: Tree,
     pub(crate) idx: Tree,
+    /// The unfinished runs; only the writer thread changes them.
+    pub(crate) active: Arc<RwLock<ActiveRuns>>,
     counters: Arc<Counters>,
     path: Option<PathBuf>,
 }
@@ -159,7 +171,7 @@ impl SledStore {
         existing: bool,
     ) -> Result<Self, OpenError> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from("<temporary>"));
-        check_format(&db, &shown, existing)?;
+        let format = check_format(&db, &shown, existing)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| sled_open_error(e, &shown));
         let counters = Arc::new(Counters::default());
         let commit = match config.durability {
@@ -173,6 +185,17 @@ impl SledStore {
             path: shown.clone(),
             reason: format!("indexing triggers: {e}"),
         })?;
+        if format == 1 {
+            migrate_v1(&db, &runs, &idx).map_err(|e| OpenError::Corrupt {
+                path: shown.clone(),
+                reason: format!("migrating format 1 to {FORMAT_VERSION}: {e}"),
+            })?;
+        }
+        let active = load_active(&runs, &steps, &idx).map_err(|e| OpenError::Corrupt {
+            path: shown.clone(),
+            reason: format!("loading the unfinished runs: {e}"),
+        })?;
+        let active = Arc::new(RwLock::new(active));
         let writer = Writer::start(
             events.clone(),
             runs.clone(),
@@ -180,6 +203,7 @@ impl SledStore {
             idx.clone(),
             commit.as_ref().map(|c| c.flushes().clone()),
             Arc::clone(&counters),
+            Arc::clone(&active),
         )?;
         let inner = Inner {
             workflows: tree("workflows")?,
@@ -192,6 +216,7 @@ impl SledStore {
             writer: Some(writer),
             commit,
             db,
+            active,
             counters,
             path,
         };
@@ -422,9 +447,9 @@ fn sled_open_error(error: sled::Error, path: &Path) -> OpenError {
 }
 
 /// Checks the format marker of an existing store, or writes it into a
-/// fresh database. `existing` says whether a data file was there before
-/// sled opened it.
-fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<(), OpenError> {
+/// fresh database, and returns the store's format version. `existing`
+/// says whether a data file was there before sled opened it.
+fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<u32, OpenError> {
     let corrupt = |e: sled::Error| sled_open_error(e, path);
     let has_meta = db.tree_names().iter().any(|n| n == META_TREE.as_bytes());
     let fresh = || -> Result<bool, OpenError> {
@@ -465,7 +490,7 @@ fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<(), OpenEr
         batch.insert(MARKER_KEY, MARKER);
         meta.apply_batch(batch).map_err(corrupt)?;
         db.flush().map_err(corrupt)?;
-        return Ok(());
+        return Ok(FORMAT_VERSION);
     };
     if marker != MARKER {
         return Err(OpenError::NotATaskforgeStore {
@@ -497,7 +522,92 @@ fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<(), OpenEr
             reason: "format version 0 does not exist".into(),
         });
     }
+    Ok(format)
+}
+
+/// Migrates a format-1 store to format 2, in one sled transaction (a crash
+/// leaves it format 1, migrated again on the next open): the status and
+/// lease index keys of unfinished runs give way to one `ACTIVE` key each.
+fn migrate_v1(db: &sled::Db, runs: &Tree, idx: &Tree) -> Result<(), StoreError> {
+    let meta = db.open_tree(META_TREE).map_err(backend)?;
+    let mut unfinished = Vec::new();
+    for entry in idx.scan_prefix([tag::RUN_BY_STATUS]).keys() {
+        let key = entry.map_err(backend)?;
+        // Format 1 kept queued (0), running (1) and unknown (0xff) runs
+        // here beside the finished ones.
+        if !matches!(key.get(1), Some(0 | 1 | 0xff)) {
+            continue;
+        }
+        let Some(id) = keys::trailing_id(&key) else {
+            continue;
+        };
+        if let Some(head) = load::<RunHead>(runs, "run", &id)? {
+            if keys::is_active(head.status) {
+                unfinished.push(head);
+            }
+        }
+    }
+    let leases = idx
+        .scan_prefix([tag::LEASE_V1])
+        .keys()
+        .collect::<Result<Vec<IVec>, _>>()
+        .map_err(backend)?;
+    (idx, &meta)
+        .transaction(|(idx, meta)| {
+            for head in &unfinished {
+                for key in keys::v1_active_index(head) {
+                    idx.remove(key)?;
+                }
+                idx.insert(keys::key(tag::ACTIVE, &[&head.id.to_bytes()]), &[])?;
+            }
+            for key in &leases {
+                idx.remove(key)?;
+            }
+            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| backend(format!("{e:?}")))?;
+    db.flush().map_err(backend)?;
+    tracing::info!(
+        unfinished = unfinished.len(),
+        "migrated the store from format 1 to {FORMAT_VERSION}"
+    );
     Ok(())
+}
+
+/// The unfinished runs of a store, with their attempts' statuses, from its
+/// `ACTIVE` index.
+fn load_active(runs: &Tree, steps: &Tree, idx: &Tree) -> Result<ActiveRuns, StoreError> {
+    let mut active = ActiveRuns::default();
+    for entry in idx.scan_prefix([tag::ACTIVE]).keys() {
+        let key = entry.map_err(backend)?;
+        let Some(id) = keys::trailing_id(&key) else {
+            continue;
+        };
+        let Some(run) = load::<taskforge_core::WorkflowRun>(runs, "run", &id)? else {
+            return Err(backend("an ACTIVE index key names a missing run"));
+        };
+        let mut loaded = ActiveRun::new(Arc::new(run));
+        for step in steps.scan_prefix(id) {
+            let (key, value) = step.map_err(backend)?;
+            let (Some(index), Some(attempt)) = (
+                key.get(ID..ID + 4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok()),
+                key.get(ID + 4..ID + 8)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok()),
+            ) else {
+                return Err(backend("malformed step attempt key"));
+            };
+            let head: StepHead = decode("step run", &value)?;
+            loaded.set_step(
+                u32::from_be_bytes(index),
+                u32::from_be_bytes(attempt),
+                head.status,
+            );
+        }
+        active.set(id, Some(loaded));
+    }
+    Ok(active)
 }
 
 /// Serializes a record.

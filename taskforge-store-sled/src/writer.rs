@@ -24,6 +24,9 @@ use sled::{IVec, Transactional, Tree};
 use taskforge_core::{Event, StoreError, WorkflowRun};
 use tokio::sync::oneshot;
 
+use parking_lot::RwLock;
+
+use crate::active::{ActiveRuns, Staged};
 use crate::error::backend;
 use crate::group_commit::Flushes;
 use crate::stats::Counters;
@@ -37,6 +40,8 @@ pub(crate) struct Tx<'a> {
     pub(crate) runs: TxTree<'a>,
     pub(crate) steps: TxTree<'a>,
     pub(crate) idx: TxTree<'a>,
+    /// The unfinished runs, as the batch left them so far.
+    pub(crate) active: &'a Staged<'a>,
 }
 
 /// One tree in the batch's transaction, counting what is written to it.
@@ -143,6 +148,7 @@ impl Writer {
         idx: Tree,
         flushes: Option<Flushes>,
         counters: Arc<Counters>,
+        active: Arc<RwLock<ActiveRuns>>,
     ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let busy = Arc::new(AtomicBool::new(false));
@@ -166,6 +172,7 @@ impl Writer {
                         &idx,
                         flushes.as_ref(),
                         &counters,
+                        &active,
                         batch,
                     );
                     applying.store(false, Ordering::Relaxed);
@@ -218,13 +225,18 @@ fn apply(
     idx: &Tree,
     flushes: Option<&Flushes>,
     counters: &Counters,
+    active: &RwLock<ActiveRuns>,
     batch: Vec<Job>,
 ) {
     if let Some(flushes) = flushes {
         flushes.applying();
     }
+    // Only this thread changes the unfinished runs: reading them while
+    // readers do needs no more than a read lock.
+    let shared = active.read();
     let result = (events, runs, steps, idx).transaction(|(events, runs, steps, idx)| {
         let written = Cell::new((0, 0));
+        let staged = Staged::new(&shared);
         let tree = |tree| TxTree {
             tree,
             written: &written,
@@ -234,20 +246,31 @@ fn apply(
             runs: tree(runs),
             steps: tree(steps),
             idx: tree(idx),
+            active: &staged,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in &batch {
             outcomes.push((job.op)(&tx)?);
         }
-        Ok::<_, ConflictableTransactionError<()>>((outcomes, written.get()))
+        drop(tx);
+        Ok::<_, ConflictableTransactionError<()>>((outcomes, written.get(), staged.into_changes()))
     });
+    drop(shared);
     // Asked for even if the batch failed: a failed batch wrote nothing,
     // but readers may have seen earlier ones, and the generation must be
     // recorded either way.
     let flush = batch.iter().any(|job| job.flush);
     let generation = flushes.map_or(0, |f| f.applied(flush));
     match result {
-        Ok((outcomes, (keys, bytes))) => {
+        Ok((outcomes, (keys, bytes), changes)) => {
+            // Applied before anyone is answered, so a caller that reads
+            // after its write sees it.
+            if !changes.is_empty() {
+                let mut active = active.write();
+                for (id, run) in changes {
+                    active.set(id, run);
+                }
+            }
             let durable = batch.iter().filter(|job| job.flush).count();
             counters.batch(batch.len(), durable, keys, bytes);
             for (job, outcome) in batch.into_iter().zip(outcomes) {

@@ -1,0 +1,221 @@
+//! The unfinished runs, in memory.
+//!
+//! sled locks its database files, so one process alone opens a store, and
+//! in it one writer thread applies every write to runs: what that thread
+//! knows of the unfinished runs is the whole truth. It keeps them here,
+//! each with its step attempts' statuses, and indexed by status (alone and
+//! with its workflow) and by lease expiry. So:
+//!
+//! - a claim, a lease renewal or a fenced commit reads nothing from sled
+//!   and decodes nothing: the fence and step checks run on this copy;
+//! - a claim and a renewal, which need not be durable, write nothing to
+//!   sled at all: the run's next durable write (its start, usually)
+//!   carries them, and a crash loses them together with their claimer,
+//!   as the contract allows;
+//! - starting a run writes no index key, and claimable runs and runs by
+//!   unfinished status are listed from here.
+//!
+//! On disk an unfinished run has an [`ACTIVE`](crate::keys::tag::ACTIVE)
+//! index key; opening the store loads those runs and their attempts back.
+//! Finished runs are not kept here: they leave with the write that
+//! finishes them, and are read from sled like any record.
+//!
+//! Writes in a batch stage their changes in a [`Staged`] overlay, which
+//! later writes of the same batch see; the writer thread applies the
+//! overlay to the shared copy once the batch's sled transaction has
+//! committed, before it answers anyone, and drops it if the batch failed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use taskforge_core::store::rules;
+use taskforge_core::{RunId, RunStatus, StepStatus, WorkflowId, WorkflowRun};
+
+use crate::keys::{self, ID, TIME_MIN};
+
+type Id = [u8; ID];
+
+/// An unfinished run as the store holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveRun {
+    /// The run, with any claim or renewal its sled record lacks.
+    pub(crate) run: Arc<WorkflowRun>,
+    /// Its stored step attempts: `(step index, attempt, status)`.
+    pub(crate) steps: Arc<Vec<(u32, u32, StepStatus)>>,
+    /// Whether `run` holds changes (a claim, a renewal) not written to
+    /// sled yet: the run's next write to sled writes them.
+    pub(crate) unsaved: bool,
+}
+
+impl ActiveRun {
+    /// A run stored just now, with no attempts.
+    pub(crate) fn new(run: Arc<WorkflowRun>) -> Self {
+        Self {
+            run,
+            steps: Arc::new(Vec::new()),
+            unsaved: false,
+        }
+    }
+
+    /// The stored status of attempt `(index, attempt)`.
+    pub(crate) fn step(&self, index: u32, attempt: u32) -> Option<StepStatus> {
+        self.steps
+            .iter()
+            .find(|(i, a, _)| (*i, *a) == (index, attempt))
+            .map(|(_, _, status)| *status)
+    }
+
+    /// Records that attempt `(index, attempt)` is stored in `status`.
+    pub(crate) fn set_step(&mut self, index: u32, attempt: u32, status: StepStatus) {
+        let steps = Arc::make_mut(&mut self.steps);
+        match steps
+            .iter_mut()
+            .find(|(i, a, _)| (*i, *a) == (index, attempt))
+        {
+            Some(slot) => slot.2 = status,
+            None => steps.push((index, attempt, status)),
+        }
+    }
+}
+
+/// The unfinished runs and their in-memory indexes.
+#[derive(Debug, Default)]
+pub(crate) struct ActiveRuns {
+    runs: HashMap<Id, ActiveRun>,
+    /// `(status, run)`.
+    by_status: BTreeSet<(u8, Id)>,
+    /// `(workflow, status, run)`.
+    by_workflow_status: BTreeSet<(Id, u8, Id)>,
+    /// `(lease expiry, run)` of running runs; no lease sorts first.
+    leases: BTreeSet<([u8; 8], Id)>,
+}
+
+fn lease_key(run: &WorkflowRun) -> Option<[u8; 8]> {
+    (run.status == RunStatus::Running).then(|| {
+        run.lease
+            .as_ref()
+            .map_or(TIME_MIN, |l| keys::time(l.expires_at))
+    })
+}
+
+impl ActiveRuns {
+    /// The unfinished run `id`, if it is one.
+    pub(crate) fn get(&self, id: &Id) -> Option<&ActiveRun> {
+        self.runs.get(id)
+    }
+
+    /// Replaces what is kept of run `id`: `None` (or a finished run)
+    /// removes it.
+    pub(crate) fn set(&mut self, id: Id, run: Option<ActiveRun>) {
+        if let Some(old) = self.runs.remove(&id) {
+            let st = keys::status(old.run.status);
+            self.by_status.remove(&(st, id));
+            self.by_workflow_status
+                .remove(&(old.run.workflow_id.to_bytes(), st, id));
+            if let Some(lease) = lease_key(&old.run) {
+                self.leases.remove(&(lease, id));
+            }
+        }
+        let Some(new) = run.filter(|r| keys::is_active(r.run.status)) else {
+            return;
+        };
+        let st = keys::status(new.run.status);
+        self.by_status.insert((st, id));
+        self.by_workflow_status
+            .insert((new.run.workflow_id.to_bytes(), st, id));
+        if let Some(lease) = lease_key(&new.run) {
+            self.leases.insert((lease, id));
+        }
+        self.runs.insert(id, new);
+    }
+
+    /// The ids of unfinished runs in `status` (of `workflow`, if given),
+    /// in id order.
+    pub(crate) fn ids(&self, status: RunStatus, workflow: Option<WorkflowId>) -> Vec<Id> {
+        let st = keys::status(status);
+        match workflow {
+            Some(wf) => {
+                let wf = wf.to_bytes();
+                self.by_workflow_status
+                    .range((wf, st, [0; ID])..=(wf, st, [0xff; ID]))
+                    .map(|(_, _, id)| *id)
+                    .collect()
+            }
+            None => self
+                .by_status
+                .range((st, [0; ID])..=(st, [0xff; ID]))
+                .map(|(_, id)| *id)
+                .collect(),
+        }
+    }
+
+    /// Up to `limit` runs a worker may claim at `now`, oldest first: the
+    /// oldest claimable queued runs, and the running runs whose lease
+    /// lapsed at or before `now`.
+    pub(crate) fn claimable(&self, now: DateTime<Utc>, limit: usize) -> Vec<RunId> {
+        let claimable = |id: &Id| {
+            self.runs
+                .get(id)
+                .is_some_and(|r| rules::is_claimable(r.run.status, r.run.lease.as_ref(), now))
+        };
+        let mut ids = BTreeSet::new();
+        let queued = keys::status(RunStatus::Queued);
+        for (_, id) in self
+            .by_status
+            .range((queued, [0; ID])..=(queued, [0xff; ID]))
+        {
+            if ids.len() == limit {
+                break;
+            }
+            if claimable(id) {
+                ids.insert(*id);
+            }
+        }
+        let lapsed = (keys::time(now), [0xff; ID]);
+        for (_, id) in self.leases.range(..=lapsed) {
+            // The index is kept to the microsecond: check the lease itself.
+            if claimable(id) {
+                ids.insert(*id);
+            }
+        }
+        ids.into_iter().take(limit).map(RunId::from_bytes).collect()
+    }
+}
+
+/// The changes a batch's writes make to the unfinished runs, seen by the
+/// later writes of the batch, applied once its transaction committed.
+#[derive(Debug)]
+pub(crate) struct Staged<'a> {
+    base: &'a ActiveRuns,
+    changes: RefCell<HashMap<Id, Option<ActiveRun>>>,
+}
+
+impl<'a> Staged<'a> {
+    pub(crate) fn new(base: &'a ActiveRuns) -> Self {
+        Self {
+            base,
+            changes: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The unfinished run `id` as the batch left it so far.
+    pub(crate) fn get(&self, id: &Id) -> Option<ActiveRun> {
+        match self.changes.borrow().get(id) {
+            Some(staged) => staged.clone(),
+            None => self.base.get(id).cloned(),
+        }
+    }
+
+    /// Stages run `id` as `run`; `None`, or a finished run, removes it.
+    pub(crate) fn set(&self, id: Id, run: Option<ActiveRun>) {
+        let run = run.filter(|r| keys::is_active(r.run.status));
+        self.changes.borrow_mut().insert(id, run);
+    }
+
+    /// What to apply once the batch committed.
+    pub(crate) fn into_changes(self) -> HashMap<Id, Option<ActiveRun>> {
+        self.changes.into_inner()
+    }
+}

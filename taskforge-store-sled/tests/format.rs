@@ -1,0 +1,179 @@
+//! Stores written by an earlier format open with every record: the
+//! fixture `fixtures/format1/store` was written by the format-1 release
+//! (commit 97e2528) with runs in every state, and `manifest.json` beside it
+//! names them.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+use serde_json::Value;
+use taskforge_core::store::{EventStore, RunStore, RunStoreExt};
+use taskforge_core::{EventQuery, RunId, RunQuery, RunStatus, WorkflowId};
+use taskforge_store_sled::{SledStore, FORMAT_VERSION};
+use tempfile::TempDir;
+
+fn manifest() -> serde_json::Map<String, Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/manifest.json");
+    let text = std::fs::read_to_string(path).expect("read the manifest");
+    serde_json::from_str(&text).expect("parse the manifest")
+}
+
+fn id<T: std::str::FromStr>(manifest: &serde_json::Map<String, Value>, name: &str) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    manifest[name]
+        .as_str()
+        .expect("an id")
+        .parse()
+        .expect("a valid id")
+}
+
+/// A copy of the format-1 fixture, which opening migrates.
+fn copy_fixture() -> TempDir {
+    let dir = TempDir::new().expect("tempdir");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/store");
+    let to = dir.path().join("store");
+    std::fs::create_dir_all(&to).expect("create");
+    for entry in std::fs::read_dir(from).expect("read the fixture") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+    dir
+}
+
+fn ids(runs: &[taskforge_core::WorkflowRun]) -> BTreeSet<RunId> {
+    runs.iter().map(|r| r.id).collect()
+}
+
+async fn check(store: &SledStore, m: &serde_json::Map<String, Value>) {
+    let names = [
+        "queued",
+        "claimed",
+        "running",
+        "succeeded",
+        "lapsed",
+        "failed",
+    ];
+    let run = |name: &str| id::<RunId>(m, &format!("run_{name}"));
+    for name in names {
+        let (stored, steps) = store
+            .get_run_with_steps(run(name))
+            .await
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
+        let status: RunStatus =
+            serde_json::from_value(m[&format!("status_{name}")].clone()).expect("status");
+        assert_eq!(stored.status, status, "{name}");
+        assert_eq!(stored.lease_epoch, m[&format!("epoch_{name}")], "{name}");
+        assert_eq!(steps.len() as u64, m[&format!("steps_{name}")], "{name}");
+        if name != "failed" {
+            let event = id(m, &format!("event_{name}"));
+            assert_eq!(stored.event_id, Some(event), "{name}");
+            assert_eq!(store.get_event(event).await.expect("event").id, event);
+        }
+    }
+    let workflow: WorkflowId = id(m, "workflow");
+    // Every status lists exactly its runs, with and without the workflow.
+    for (status, expected) in [
+        (RunStatus::Queued, vec!["queued", "claimed"]),
+        (RunStatus::Running, vec!["running", "lapsed"]),
+        (RunStatus::Succeeded, vec!["succeeded"]),
+        (RunStatus::Failed, vec!["failed"]),
+        (RunStatus::Cancelled, vec![]),
+    ] {
+        let expected: BTreeSet<RunId> = expected.into_iter().map(run).collect();
+        for workflow in [None, Some(workflow)] {
+            let query = RunQuery {
+                status: Some(status),
+                workflow_id: workflow,
+                ..RunQuery::default()
+            };
+            let listed = store.list_all_runs(&query).await.expect("list");
+            assert_eq!(ids(&listed), expected, "{status} {workflow:?}");
+        }
+    }
+    let all = RunQuery {
+        workflow_id: Some(workflow),
+        ..RunQuery::default()
+    };
+    assert_eq!(store.list_all_runs(&all).await.expect("list").len(), 6);
+    // The queued run with no lease and the running one whose lease lapsed
+    // in 2000 are claimable; the others hold leases until 2100.
+    let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let claimable: BTreeSet<RunId> = store
+        .list_claimable(now, 10)
+        .await
+        .expect("claimable")
+        .into_iter()
+        .collect();
+    assert_eq!(claimable, [run("queued"), run("lapsed")].into());
+    for i in 0..5 {
+        let event = store
+            .find_event_by_dedup_key(workflow, &format!("d-{i}"))
+            .await
+            .expect("find")
+            .expect("the event of each dedup key");
+        assert_eq!(event.dedup_key.as_deref(), Some(format!("d-{i}").as_str()));
+    }
+    let events = store
+        .list_events(&EventQuery {
+            workflow_id: Some(workflow),
+            ..EventQuery::default()
+        })
+        .await
+        .expect("events");
+    assert_eq!(events.items.len(), 5);
+}
+
+#[tokio::test]
+async fn a_format_1_store_is_migrated_and_keeps_every_record() {
+    let m = manifest();
+    let dir = copy_fixture();
+    let path = dir.path().join("store");
+    let store = SledStore::open(&path).expect("open the format-1 store");
+    check(&store, &m).await;
+    // The migrated store works: the lapsed run is claimed again.
+    let lapsed: RunId = id(&m, "run_lapsed");
+    let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+    let claimed = store
+        .claim_run(
+            lapsed,
+            "after-migration",
+            now,
+            now + chrono::TimeDelta::hours(1),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.lease_epoch, 2);
+    drop(store);
+
+    // It is format 2 now, and opens again (the claim, never written by a
+    // commit, need not have survived).
+    {
+        // sled's background threads may hold the lock a moment longer.
+        let start = std::time::Instant::now();
+        let db = loop {
+            match sled::open(&path) {
+                Ok(db) => break db,
+                Err(e) if start.elapsed() < std::time::Duration::from_secs(5) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("plain sled: {e}"),
+            }
+        };
+        let format = db
+            .open_tree("meta")
+            .expect("meta")
+            .get("format")
+            .expect("read")
+            .expect("a format");
+        assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+        assert_eq!(FORMAT_VERSION, 2);
+    }
+    let store = SledStore::open(&path).expect("reopen");
+    check(&store, &m).await;
+}
