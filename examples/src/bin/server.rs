@@ -13,7 +13,10 @@
 //! (default `example-secret-change-me`). SIGTERM or Ctrl-C shut it down
 //! gracefully: new deliveries get 503, requests in flight are answered,
 //! and running steps get 10 seconds to finish. `GET /metrics` serves the
-//! engine's metrics to a Prometheus scraper.
+//! engine's metrics to a Prometheus scraper. Built with `--features otel`,
+//! it exports its spans over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT`), a
+//! webhook's `traceparent` joining the run and its steps to the caller's
+//! trace.
 
 use std::time::Duration;
 
@@ -26,6 +29,12 @@ use taskforge::{
 };
 use taskforge_http::{bootstrap, router, Bootstrap, HttpOptions};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[cfg(feature = "otel")]
+#[path = "../otel.rs"]
+mod otel;
 
 fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
     let mut registry = StepRegistry::new();
@@ -86,12 +95,16 @@ fn setting(args: &[String], flag: &str, env: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sled=warn".into()),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sled=warn".into());
+    let logs = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer());
+    #[cfg(feature = "otel")]
+    let provider = otel::provider()?;
+    #[cfg(feature = "otel")]
+    let logs = logs.with(otel::layer(&provider));
+    logs.init();
     // Before the engine, so everything it does is counted.
     let metrics = taskforge_http::metrics::install()?;
     let args: Vec<String> = std::env::args().collect();
@@ -168,10 +181,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         signal.cancel();
     });
     let app = app.merge(taskforge_http::metrics::router(metrics));
+    #[cfg(feature = "otel")]
+    let app = app.layer(axum::middleware::from_fn(otel::propagate));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     engine.shutdown(Duration::from_secs(10)).await;
+    #[cfg(feature = "otel")]
+    provider.shutdown()?;
     println!("taskforge server stopped");
     Ok(())
 }
