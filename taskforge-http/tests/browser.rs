@@ -233,6 +233,31 @@ impl Browser {
         .await;
     }
 
+    /// Clicks the element `css` selects. A live page may swap the element
+    /// for a fresh copy between finding and clicking: then it is found
+    /// again.
+    async fn click_on(&self, css: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(element) = self.find(css).await {
+                let clicked = self
+                    .try_command(
+                        reqwest::Method::POST,
+                        &format!("/element/{element}/click"),
+                        Some(json!({})),
+                    )
+                    .await;
+                match clicked {
+                    Ok(_) => return,
+                    Err(error) if error["error"] == "stale element reference" => {}
+                    Err(error) => panic!("clicking {css}: {error}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "no {css} to click");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn type_into(&self, element: &str, text: &str) {
         self.command(
             reqwest::Method::POST,
@@ -354,7 +379,10 @@ impl Server {
         let permits = Arc::clone(&gate);
         let mut registry = StepRegistry::new();
         registry
+            // Each step takes a little while, so that the timeline has
+            // something to show.
             .step("build", |_ctx: StepContext, input: Value| async move {
+                tokio::time::sleep(Duration::from_millis(120)).await;
                 let tag = input["release"]["tag_name"]
                     .as_str()
                     .or(input["tag"].as_str())
@@ -365,6 +393,7 @@ impl Server {
             .expect("build")
             .step("migrate", |ctx: StepContext, _input: Value| async move {
                 // Fails twice, as a flaky database would, then succeeds.
+                tokio::time::sleep(Duration::from_millis(60)).await;
                 if ctx.attempt() < 3 {
                     return Err(StepError::retryable(format!(
                         "connection reset by db-primary (attempt {})",
@@ -375,6 +404,7 @@ impl Server {
             })
             .expect("migrate")
             .step("deploy", |ctx: StepContext, input: Value| async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
                 if input["break"] == true {
                     return Err(StepError::terminal("registry.local refused the image: 403"));
                 }
@@ -385,6 +415,7 @@ impl Server {
             .step(
                 "smoke-test",
                 |_ctx: StepContext, _input: Value| async move {
+                    tokio::time::sleep(Duration::from_millis(80)).await;
                     Ok::<_, StepError>(
                         json!({ "status": 200, "checks": ["health", "login", "search"] }),
                     )
@@ -408,7 +439,7 @@ impl Server {
             .build();
         engine.start();
 
-        let retry = RetryPolicy::fixed(3, Duration::from_millis(30));
+        let retry = RetryPolicy::fixed(3, Duration::from_millis(200));
         let deploy = engine
             .ensure_workflow("deploy-api")
             .await
@@ -704,8 +735,7 @@ async fn scenarios(server: &Server, browser: &Browser) {
             json!([]),
         )
         .await;
-    let cancel = browser.find("#cancel-run").await.expect("a cancel button");
-    browser.click(&cancel).await;
+    browser.click_on("#cancel-run").await;
     browser
         .wait_for(
             "the run cancelled",
@@ -780,6 +810,27 @@ async fn scenarios(server: &Server, browser: &Browser) {
             .await;
         assert_eq!(buttons, 0, "a read-only token sees no action buttons");
     }
+    browser.goto(&format!("{base}/ui/events")).await;
+    let replayable = browser
+        .script(
+            "const a = document.querySelector('tr[data-outcome=\"run_started\"] a'); return a && a.href",
+            json!([]),
+        )
+        .await;
+    browser
+        .goto(replayable.as_str().expect("an event link"))
+        .await;
+    browser
+        .wait_for(
+            "the event page",
+            "return document.querySelector('#payload-h') !== null",
+            json!([]),
+        )
+        .await;
+    assert!(
+        browser.find("#replay-event").await.is_none(),
+        "a read-only token sees no replay button"
+    );
     browser.goto(&format!("{base}/ui/events")).await;
     let rejected = browser
         .wait_for(

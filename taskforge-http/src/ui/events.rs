@@ -113,11 +113,17 @@ fn preview(event: &Event) -> String {
         return "<span class=\"muted\">none kept</span>".to_owned();
     }
     format!(
-        "<details data-key=\"ev-{}\"><summary>{} header{}{}</summary>{inner}</details>",
+        "<details data-key=\"ev-{}\"><summary>{}{}</summary>{inner}</details>",
         event.id,
-        event.metadata.len(),
-        if event.metadata.len() == 1 { "" } else { "s" },
-        if rejected { ", no body" } else { ", payload" },
+        match event.metadata.len() {
+            0 => "no metadata".to_owned(),
+            n => format!("metadata ({n})"),
+        },
+        if rejected {
+            " · no body"
+        } else {
+            " · payload"
+        },
     )
 }
 
@@ -229,7 +235,7 @@ async fn list_page<S: Store, X: StepExecutor>(
             .collect();
         body.push_str(
             "<table class=\"events\"><thead><tr><th scope=\"col\">Received (UTC)</th><th scope=\"col\">Workflow</th>\
-             <th scope=\"col\">Source</th><th scope=\"col\">Outcome</th><th scope=\"col\">Headers and payload</th></tr></thead><tbody>",
+             <th scope=\"col\">Source</th><th scope=\"col\">Outcome</th><th scope=\"col\">Kept headers and payload</th></tr></thead><tbody>",
         );
         for event in &events {
             let source = match event.trigger_id.and_then(|id| triggers.get(&id)) {

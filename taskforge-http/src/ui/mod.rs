@@ -338,11 +338,12 @@ fn layout(base: &str, viewer: Option<&Viewer>, page: Page) -> String {
         let scopes: Vec<&str> = token.scopes.iter().map(|s| s.as_str()).collect();
         let _ = write!(
             out,
-            "<div class=\"who\"><span title=\"token {prefix}…\">{name} <span class=\"muted\">({scopes})</span></span>{logout}</div>",
+            "<div class=\"who\"><span title=\"token {prefix}…\">{name} <span class=\"muted\">({scopes})</span></span>\
+             <form method=\"post\" action=\"{base}/logout\" class=\"inline\"><button type=\"submit\" class=\"link\" id=\"logout\">Sign out</button></form></div>",
             prefix = Esc(&token.prefix),
             name = Esc(&token.name),
             scopes = Esc(&scopes.join(", ")),
-            logout = viewer.button(&format!("{base}/logout"), "Sign out", "link", "logout"),
+            base = Esc(base),
         );
     }
     let _ = write!(
@@ -642,3 +643,6 @@ mod tests {
         assert_eq!(cookie(&headers), None);
     }
 }
+
+#[cfg(test)]
+mod page_tests;

@@ -684,10 +684,15 @@ fn timeline(run: &WorkflowRun, steps: &[StepRun], keys: &[String], now: DateTime
                 }
             }
             if let Some(retry_at) = attempt.retry_at {
+                let after = attempt
+                    .finished_at
+                    .map(|end| format!(", {} after it failed", duration(millis(end, retry_at))))
+                    .unwrap_or_default();
                 let _ = write!(
                     detail,
-                    "<p class=\"muted\">Retry due at {}</p>",
-                    time(retry_at)
+                    "<p class=\"muted\">Next attempt due at {}{}</p>",
+                    time(retry_at),
+                    Esc(&after)
                 );
             }
             if let Some(output) = &attempt.output {

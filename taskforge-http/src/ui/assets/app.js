@@ -25,7 +25,11 @@
     badge.setAttribute("data-state", state);
   }
 
+  var shown = null;
   function swap(html) {
+    // Nothing changed: leave the page (and whatever has focus) alone.
+    if (html === shown) return;
+    shown = html;
     var open = {};
     target.querySelectorAll("details[data-key]").forEach(function (d) {
       open[d.getAttribute("data-key")] = d.open;
