@@ -50,12 +50,15 @@ impl EventStore for SledStore {
             .map(|k| keys::dedup(event.workflow_id, k));
         let event_index = keys::event_index(event);
         let run = match run {
-            Some(run) => Some((
-                run.id,
-                encode("run", run)?,
-                keys::run_index(run),
-                Arc::new(run.clone()),
-            )),
+            Some(run) => {
+                let mut index = keys::run_index(run);
+                // The run an event starts is found through the event.
+                let started = event.outcome.run_id() == Some(run.id);
+                if !(started && run.event_id == Some(event.id)) {
+                    index.extend(keys::run_by_event(run));
+                }
+                Some((run.id, encode("run", run)?, index, Arc::new(run.clone())))
+            }
             None => None,
         };
         let op: Op = Box::new(move |tx: &Tx<'_>| {

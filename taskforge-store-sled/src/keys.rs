@@ -44,7 +44,10 @@ pub(crate) mod tag {
     pub(crate) const RUN_BY_STATUS: u8 = 0x21;
     /// `workflow ++ status ++ run`, for finished runs only (as above).
     pub(crate) const RUN_BY_WORKFLOW_STATUS: u8 = 0x22;
-    /// `event ++ run`.
+    /// `event ++ run`, for a run caused by an event that did not start it
+    /// (a replay, a run inserted on its own). Since format 3, the run an
+    /// event started (its outcome names it) is found through the event
+    /// record instead, and has no key here.
     pub(crate) const RUN_BY_EVENT: u8 = 0x23;
     /// `created_at ++ run`.
     pub(crate) const RUN_BY_TIME: u8 = 0x24;
@@ -52,8 +55,10 @@ pub(crate) mod tag {
     /// sorts first). Removed by the migration to format 2, which keeps
     /// leases in memory.
     pub(crate) const LEASE_V1: u8 = 0x25;
-    /// `finished_at ++ run`, for finished runs only.
-    pub(crate) const FINISHED: u8 = 0x26;
+    /// Formats 1 and 2 only: `finished_at ++ run`, for finished runs.
+    /// Retention finds old runs by creation time since format 3; prune
+    /// removes the keys left by earlier formats with their runs.
+    pub(crate) const FINISHED_V2: u8 = 0x26;
     /// `run`, for every unfinished run (format 2): what the in-memory
     /// index of unfinished runs is rebuilt from on open.
     pub(crate) const ACTIVE: u8 = 0x27;
@@ -145,8 +150,6 @@ pub(crate) struct RunHead {
     pub(crate) status: RunStatus,
     pub(crate) created_at: DateTime<Utc>,
     #[serde(default)]
-    pub(crate) finished_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub(crate) lease: Option<LeaseHead>,
     pub(crate) lease_epoch: u64,
     #[serde(default)]
@@ -187,7 +190,6 @@ impl From<&WorkflowRun> for RunHead {
             event_id: run.event_id,
             status: run.status,
             created_at: run.created_at,
-            finished_at: run.finished_at,
             lease: run.lease.as_ref().map(|l| LeaseHead {
                 expires_at: l.expires_at,
             }),
@@ -203,12 +205,15 @@ pub(crate) fn is_active(status: RunStatus) -> bool {
     !status.is_terminal()
 }
 
-/// Every index key of a run in its current state. Updating a run removes
-/// the keys of its old state that its new state lacks and adds the others.
+/// Every index key of a run in its current state but [`run_by_event`].
+/// Updating a run removes the keys of its old state that its new state
+/// lacks and adds the others.
 ///
 /// Only the run's creation and its end change them: an unfinished run's
 /// status and lease are indexed in memory (see `active.rs`), so starting
-/// a run, claiming it and renewing its lease write no index key.
+/// a run, claiming it and renewing its lease write no index key; its end
+/// writes three (the `ACTIVE` key out, its status alone and with its
+/// workflow in).
 pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
     run_head_index(&RunHead::from(run))
 }
@@ -221,17 +226,34 @@ pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
         key(tag::RUN_BY_WORKFLOW, &[&wf, &id]),
         key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]),
     ];
-    if let Some(event) = run.event_id {
-        keys.push(key(tag::RUN_BY_EVENT, &[&event.to_bytes(), &id]));
-    }
     if is_active(run.status) {
         keys.push(key(tag::ACTIVE, &[&id]));
     } else {
         let st = [status(run.status)];
-        let finished = run.finished_at.unwrap_or(run.created_at);
         keys.push(key(tag::RUN_BY_STATUS, &[&st, &id]));
         keys.push(key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]));
-        keys.push(key(tag::FINISHED, &[&time(finished), &id]));
+    }
+    keys
+}
+
+/// The [`tag::RUN_BY_EVENT`] key of `run`, which is written unless the run
+/// is the one its event started.
+pub(crate) fn run_by_event(run: &WorkflowRun) -> Option<Vec<u8>> {
+    run.event_id
+        .map(|event| key(tag::RUN_BY_EVENT, &[&event.to_bytes(), &run.id.to_bytes()]))
+}
+
+/// The index keys earlier formats wrote for a run that format 3 does not
+/// keep (its event key, which an event's own run no longer has, and its
+/// finish-time key): removed with the run.
+pub(crate) fn legacy_run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = run_by_event(run).into_iter().collect();
+    if !is_active(run.status) {
+        let finished = run.finished_at.unwrap_or(run.created_at);
+        keys.push(key(
+            tag::FINISHED_V2,
+            &[&time(finished), &run.id.to_bytes()],
+        ));
     }
     keys
 }

@@ -32,9 +32,11 @@ impl SledStore {
     /// failure stays removed.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
-        // Finished runs, in chunks: each chunk is one queued write.
+        // Finished runs, in chunks: each chunk is one queued write. A run
+        // finishes after it is created, so the runs created up to the
+        // cutoff are the candidates; each is checked in the write.
         let finished = self
-            .blocking(move |inner| old_ids(inner, tag::FINISHED, cutoff))
+            .blocking(move |inner| old_ids(inner, tag::RUN_BY_TIME, cutoff))
             .await?;
         for chunk in finished.chunks(CHUNK) {
             let chunk = chunk.to_vec();
@@ -73,7 +75,10 @@ impl SledStore {
                     for key in steps {
                         tx.steps.remove(key)?;
                     }
-                    for key in keys::run_index(&run) {
+                    for key in keys::run_index(&run)
+                        .into_iter()
+                        .chain(keys::legacy_run_index(&run))
+                    {
                         tx.idx.remove(key)?;
                     }
                     pruned.runs += 1;

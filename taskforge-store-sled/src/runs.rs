@@ -9,13 +9,15 @@ use sled::transaction::UnabortableTransactionError;
 use sled::IVec;
 use taskforge_core::store::rules::{self, page_limit, RunState, StepState};
 use taskforge_core::store::{Fence, RunStore};
-use taskforge_core::{Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun};
+use taskforge_core::{
+    Event, EventId, Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun,
+};
 
 use crate::active::ActiveRun;
 use crate::error::backend;
 use crate::keys::{self, tag, StepHead};
 use crate::scan::{page, PageRequest, Source};
-use crate::store::{decode, encode, load, op_load, tx_reindex, SledStore};
+use crate::store::{decode, encode, load, op_load, tx_reindex, Inner, SledStore};
 use crate::writer::{Op, OpResult, Outcome, Tx};
 
 impl SledStore {
@@ -166,6 +168,24 @@ fn commit_to_stored(
     })
 }
 
+/// The ids of the runs an event caused, in id order: the run it started
+/// (named by its outcome, and checked by the caller's filter) and the
+/// others, from the index.
+fn runs_of_event(inner: &Inner, event: EventId) -> Result<Vec<[u8; keys::ID]>, StoreError> {
+    let mut ids = std::collections::BTreeSet::new();
+    for entry in inner
+        .idx
+        .scan_prefix(keys::key(tag::RUN_BY_EVENT, &[&event.to_bytes()]))
+        .keys()
+    {
+        ids.extend(keys::trailing_id(&entry.map_err(backend)?));
+    }
+    if let Some(stored) = load::<Event>(&inner.events, "event", &event.to_bytes())? {
+        ids.extend(stored.outcome.run_id().map(|id| id.to_bytes()));
+    }
+    Ok(ids.into_iter().collect())
+}
+
 /// The key of a step attempt.
 type StepKey = [u8; keys::ID + 8];
 
@@ -174,7 +194,8 @@ impl RunStore for SledStore {
     async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError> {
         let bytes = encode("run", run)?;
         let id = run.id;
-        let index = keys::run_index(run);
+        let mut index = keys::run_index(run);
+        index.extend(keys::run_by_event(run));
         let run = Arc::new(run.clone());
         let op: Op = Box::new(move |tx: &Tx<'_>| {
             if tx.runs.get(id.to_bytes())?.is_some() {
@@ -208,9 +229,7 @@ impl RunStore for SledStore {
             let unfinished = query.status.filter(|s| keys::is_active(*s));
             let status = query.status.map(|s| [keys::status(s)]);
             let source = match (query.event_id, query.workflow_id, status) {
-                (Some(event), _, _) => {
-                    Source::Index(keys::key(tag::RUN_BY_EVENT, &[&event.to_bytes()]))
-                }
+                (Some(event), _, _) => Source::Ids(runs_of_event(inner, event)?),
                 (None, workflow, Some(_)) if unfinished.is_some() => Source::Ids(
                     inner
                         .active

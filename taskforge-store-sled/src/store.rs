@@ -29,9 +29,15 @@ use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 /// - 1: every run indexed by status, running runs by lease expiry.
 /// - 2: unfinished runs marked by an `ACTIVE` index key and indexed by
 ///   status and lease in memory; finished runs indexed by status on disk.
-///   A format-1 store is migrated when opened (one atomic sled
-///   transaction: it stays format 1 if interrupted).
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: the run an event started has no `event ++ run` index key (the
+///   event's outcome names it), and finished runs no finish-time key
+///   (retention goes by creation time).
+///
+/// A store of format 1 or 2 is migrated when opened, in one atomic sled
+/// transaction (it keeps its format if interrupted). Format 2 needs no
+/// change of its records: the keys it has that format 3 does not write
+/// are read correctly and removed with their runs.
+pub const FORMAT_VERSION: u32 = 3;
 
 const META_TREE: &str = "meta";
 const MARKER_KEY: &[u8] = b"marker";
@@ -185,12 +191,15 @@ impl SledStore {
             path: shown.clone(),
             reason: format!("indexing triggers: {e}"),
         })?;
-        if format == 1 {
-            migrate_v1(&db, &runs, &idx).map_err(|e| OpenError::Corrupt {
-                path: shown.clone(),
-                reason: format!("migrating format 1 to {FORMAT_VERSION}: {e}"),
-            })?;
-        }
+        let migrated = match format {
+            1 => migrate_v1(&db, &runs, &idx),
+            2 => set_format(&db),
+            _ => Ok(()),
+        };
+        migrated.map_err(|e| OpenError::Corrupt {
+            path: shown.clone(),
+            reason: format!("migrating format {format} to {FORMAT_VERSION}: {e}"),
+        })?;
         let active = load_active(&runs, &steps, &idx).map_err(|e| OpenError::Corrupt {
             path: shown.clone(),
             reason: format!("loading the unfinished runs: {e}"),
@@ -525,9 +534,20 @@ fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<u32, OpenE
     Ok(format)
 }
 
-/// Migrates a format-1 store to format 2, in one sled transaction (a crash
-/// leaves it format 1, migrated again on the next open): the status and
-/// lease index keys of unfinished runs give way to one `ACTIVE` key each.
+/// Marks a format-2 store as the current format (its keys are read as
+/// they are; see [`FORMAT_VERSION`]).
+fn set_format(db: &sled::Db) -> Result<(), StoreError> {
+    let meta = db.open_tree(META_TREE).map_err(backend)?;
+    meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+        .map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
+}
+
+/// Migrates a format-1 store to the current format, in one sled
+/// transaction (a crash leaves it format 1, migrated again on the next
+/// open): the status and lease index keys of unfinished runs give way to
+/// one `ACTIVE` key each.
 fn migrate_v1(db: &sled::Db, runs: &Tree, idx: &Tree) -> Result<(), StoreError> {
     let meta = db.open_tree(META_TREE).map_err(backend)?;
     let mut unfinished = Vec::new();

@@ -18,6 +18,8 @@
 //! - `memory-run`: one 3-step no-op run through the engine on the memory
 //!   store (`start_run`, then `wait_for_run`);
 //! - `sled-run`: the same on a durable sled store;
+//! - `sled-run-256`: 3-step runs on durable sled with 256 in flight (the
+//!   headline's closed loop): what a run costs when writes are batched;
 //! - `sled-commit`: one fenced durable `commit` on sled that finishes one
 //!   step attempt and starts the next (what the worker writes per step);
 //! - `sled-ingest`: one durable `insert_event` of a webhook-like event
@@ -40,9 +42,10 @@ use taskforge_core::{Engine, RunStatus, StepRun, Store, TriggerId, WorkflowRun};
 use taskforge_store_memory::MemoryStore;
 use taskforge_store_sled::{SledStore, WriteStats};
 
-const MODES: [&str; 5] = [
+const MODES: [&str; 6] = [
     "memory-run",
     "sled-run",
+    "sled-run-256",
     "sled-commit",
     "sled-ingest",
     "sled-ingest-dup",
@@ -161,6 +164,18 @@ fn child(mode: &str, n: usize) {
                 None
             }
             "sled-run" => Some(engine_runs(open(dir.path()), n).await),
+            "sled-run-256" => {
+                let store = open(dir.path());
+                // The warm-up's runs, then the counted ones.
+                taskforge_benches::runs_per_s(store.clone(), 3, WARM_UP * 10, 256)
+                    .await
+                    .expect("warm-up");
+                let before = store.write_stats();
+                taskforge_benches::runs_per_s(store.clone(), 3, n, 256)
+                    .await
+                    .expect("closed loop");
+                Some(store.write_stats().since(&before))
+            }
             "sled-commit" => Some(commits(open(dir.path()), n).await),
             "sled-ingest" => Some(ingest(open(dir.path()), n, false).await),
             "sled-ingest-dup" => Some(ingest(open(dir.path()), n, true).await),
