@@ -10,6 +10,10 @@ use crate::output::{self, emit, emit_json, Cell, Fields, Table};
 use crate::sse::SseParser;
 use crate::{Ctx, Done, RunFilter, RunsCommand};
 
+/// How long a watch waits for a byte (the server's keep-alives included)
+/// before it takes the connection for lost.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
 pub(crate) async fn run(ctx: &Ctx, command: RunsCommand) -> Result<Done, Error> {
@@ -289,7 +293,12 @@ async fn watch(ctx: &Ctx, id: &str) -> Result<Done, Error> {
         .await?;
     let mut parser = SseParser::default();
     loop {
-        let chunk = response.chunk().await.map_err(|e| ctx.api.transport(&e))?;
+        // The server sends a keep-alive every 15 s: a silent minute means
+        // the connection is gone, and the store says where the run is.
+        let chunk = match tokio::time::timeout(STREAM_IDLE, response.chunk()).await {
+            Ok(chunk) => chunk.map_err(|e| ctx.api.transport(&e))?,
+            Err(_) => None,
+        };
         let Some(chunk) = chunk else {
             // The server closed the stream (shutting down?): say where the
             // run is, from the store.
