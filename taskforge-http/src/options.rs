@@ -115,6 +115,9 @@ impl HttpOptions {
     /// to look, run scope to cancel, retry and replay), with live updates.
     /// The path is normalized to one leading and no trailing slash; it must
     /// not be `/` nor collide with `/api`, `/hooks` or the health routes.
+    ///
+    /// # Panics
+    /// [`router`](crate::router) panics on the mount `/`.
     pub fn ui(mut self, path: impl Into<String>) -> Self {
         self.ui = Some(format!("/{}", path.into().trim_matches('/')));
         self

@@ -64,6 +64,10 @@ pub(crate) fn mount<S: Store, X: StepExecutor>(
     routes: Router<Ctx<S, X>>,
     mount: &str,
 ) -> Router<Ctx<S, X>> {
+    assert!(
+        mount != "/",
+        "HttpOptions::ui: mount the inspector under a path such as /ui, not at the root"
+    );
     // Relative, so it holds wherever the host nests the router.
     let last = mount.rsplit('/').next().unwrap_or_default();
     let home = format!("../{last}");
