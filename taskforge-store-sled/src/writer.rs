@@ -218,6 +218,9 @@ impl Drop for Writer {
     }
 }
 
+// The writer thread's whole state, passed as it is: a struct would only
+// rename it.
+#[allow(clippy::too_many_arguments)]
 fn apply(
     events: &Tree,
     runs: &Tree,
@@ -252,7 +255,6 @@ fn apply(
         for job in &batch {
             outcomes.push((job.op)(&tx)?);
         }
-        drop(tx);
         Ok::<_, ConflictableTransactionError<()>>((outcomes, written.get(), staged.into_changes()))
     });
     drop(shared);
