@@ -174,6 +174,7 @@ pub(crate) async fn start<S: Store, X: StepExecutor>(
     State(ctx): State<Ctx<S, X>>,
     caller: Caller,
     Ids(id): Ids<WorkflowId>,
+    headers: axum::http::HeaderMap,
     Body(start): Body<StartRun>,
 ) -> Result<(StatusCode, Json<WorkflowRun>), Problem> {
     reachable(&ctx, &caller, Scope::Run, id).await?;
@@ -193,6 +194,11 @@ pub(crate) async fn start<S: Store, X: StepExecutor>(
     }
     if let Some(key) = start.idempotency_key {
         options = options.idempotency_key(key);
+    }
+    // The caller's W3C trace context follows the run (the engine keeps it
+    // only if it is well formed).
+    if let Some(parent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        options = options.trace_parent(parent);
     }
     let input = start
         .input
