@@ -276,3 +276,43 @@ async fn links_follow_the_mount_wherever_the_host_nests_it() {
         "/taskforge/ui/login?next=%2Ftaskforge%2Fui%2Fruns"
     );
 }
+
+#[tokio::test]
+async fn a_token_limited_to_workflows_sees_only_those() {
+    let app = app(false).await;
+    let response = send(
+        &app.router,
+        Request::post("/api/v1/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {}", app.admin))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({ "name": "other-team", "scopes": ["read", "run"], "workflows": ["elsewhere"] })
+                    .to_string(),
+            ))
+            .expect("a request"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = serde_json::from_str(&text(response).await).expect("json");
+    let limited = created["secret"].as_str().expect("a secret").to_owned();
+
+    // Lists answer, without what the token does not reach, and without a
+    // stream it may not open.
+    for path in ["/ui", "/ui/runs", "/ui/events"] {
+        let response = send(&app.router, get(path, Some(&limited))).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let page = text(response).await;
+        assert!(!page.contains("deploy"), "{path}: {page}");
+        assert!(!page.contains("data-stream"), "{path}");
+    }
+    // The run of a workflow it does not reach is refused, and so is acting on it.
+    let path = format!("/ui/runs/{}", app.run);
+    let response = send(&app.router, get(&path, Some(&limited))).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = send(
+        &app.router,
+        form(&format!("{path}/cancel"), Some(&limited), "csrf=x"),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
