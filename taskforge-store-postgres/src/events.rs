@@ -12,6 +12,8 @@ use crate::codec::{
 };
 use crate::conn::Tx;
 use crate::error::{backend, unique_violation};
+use crate::notify::Notifier;
+use crate::runs::Failure;
 use crate::schema::Sql;
 use crate::PostgresStore;
 
@@ -24,7 +26,6 @@ async fn find_event(
 ) -> Result<Option<Event>, StoreError> {
     let statement = tx.prepare(&sql.find_event).await.map_err(backend)?;
     match tx
-        .tx()
         .query_opt(&statement, &[workflow_id.as_uuid(), &key])
         .await
         .map_err(backend)?
@@ -59,7 +60,7 @@ pub(crate) async fn insert_event(
         &event.dedup_key,
         &to_doc(event)?,
     ];
-    match tx.tx().execute(&statement, &params).await {
+    match tx.execute(&statement, &params).await {
         Ok(1) => {}
         Ok(_) => {
             // Another insert of the key committed first: it is the event.
@@ -88,7 +89,6 @@ pub(crate) async fn insert_run(
 ) -> Result<(), StoreError> {
     let statement = tx.prepare(&sql.insert_run).await.map_err(backend)?;
     match tx
-        .tx()
         .execute(&statement, &run_params(run, sql)?.as_params())
         .await
     {
@@ -201,6 +201,16 @@ impl EventStore for PostgresStore {
         event: &Event,
         run: Option<&WorkflowRun>,
     ) -> Result<EventInsert, StoreError> {
+        let request = AdmitRequest::new(event, run, &self.inner.sql)?;
+        match self.inner.batches.admissions.call(request).await {
+            Some(Ok(true)) => return Ok(EventInsert::Inserted),
+            // Left out of the batch (a taken dedup key, or a batch the
+            // server refused): settled alone, which finds the duplicate or
+            // says what is wrong.
+            Some(Ok(false)) => {}
+            Some(Err(error)) => return Err(error),
+            None => return Err(backend("the admission batcher stopped")),
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let inserted = insert_event(&tx, &self.inner.sql, event, run).await?;
@@ -319,5 +329,195 @@ impl PostgresStore {
         let more = rows.len() > limit;
         rows.truncate(limit);
         Ok((rows, more))
+    }
+}
+
+/// An event and the run it starts, as the batch statement takes them.
+pub(crate) struct AdmitRequest {
+    id: uuid::Uuid,
+    workflow_id: uuid::Uuid,
+    trigger_id: Option<uuid::Uuid>,
+    outcome: String,
+    received_ns: i64,
+    dedup_key: Option<String>,
+    doc: String,
+    run: Option<RunRow>,
+}
+
+/// The columns of a run to insert.
+struct RunRow {
+    id: uuid::Uuid,
+    workflow_id: uuid::Uuid,
+    version_id: uuid::Uuid,
+    event_id: Option<uuid::Uuid>,
+    status: &'static str,
+    created_ns: i64,
+    owner: Option<String>,
+    expires: Option<String>,
+    expires_ns: Option<i64>,
+    epoch: i64,
+    cancel_requested: bool,
+    doc: String,
+}
+
+impl AdmitRequest {
+    fn new(event: &Event, run: Option<&WorkflowRun>, sql: &Sql) -> Result<Self, StoreError> {
+        let run = match run {
+            None => None,
+            Some(run) => {
+                let p = run_params(run, sql)?;
+                Some(RunRow {
+                    id: *run.id.as_uuid(),
+                    workflow_id: *run.workflow_id.as_uuid(),
+                    version_id: *run.version_id.as_uuid(),
+                    event_id: p.event_id,
+                    status: p.status,
+                    created_ns: p.created_ns,
+                    owner: p.lease.owner.map(str::to_owned),
+                    expires: p.lease.expires,
+                    expires_ns: p.lease.expires_ns,
+                    epoch: p.epoch,
+                    cancel_requested: run.cancel_requested,
+                    doc: p.doc,
+                })
+            }
+        };
+        Ok(Self {
+            id: *event.id.as_uuid(),
+            workflow_id: *event.workflow_id.as_uuid(),
+            trigger_id: event.trigger_id.map(|id| *id.as_uuid()),
+            outcome: outcome_name(event.outcome.kind())?,
+            received_ns: nanos(event.received_at),
+            dedup_key: event.dedup_key.clone(),
+            doc: to_doc(event)?,
+            run,
+        })
+    }
+}
+
+/// What a batched admission answers: `true` if the event (and its run) was
+/// stored, `false` if the batch left it out (the store then settles it
+/// alone).
+pub(crate) type AdmitAnswer = Result<bool, StoreError>;
+
+/// Stores a batch of events and their runs as one statement: one round
+/// trip, one transaction; then wakes other processes' engines if a run
+/// was stored.
+pub(crate) async fn run_admissions(
+    pool: &deadpool_postgres::Pool,
+    sql: &Sql,
+    notifier: &Notifier,
+    requests: Vec<AdmitRequest>,
+) -> Vec<AdmitAnswer> {
+    let n = requests.len();
+    // Inserted in dedup-key order, so that two batches racing for the same
+    // keys wait for each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&requests[a], &requests[b]);
+        (a.workflow_id, &a.dedup_key).cmp(&(b.workflow_id, &b.dedup_key))
+    });
+    let mut e_id = Vec::with_capacity(n);
+    let mut e_workflow = Vec::with_capacity(n);
+    let mut e_trigger = Vec::with_capacity(n);
+    let mut e_outcome = Vec::with_capacity(n);
+    let mut e_received = Vec::with_capacity(n);
+    let mut e_key = Vec::with_capacity(n);
+    let mut e_doc = Vec::with_capacity(n);
+    let mut r_with = Vec::with_capacity(n);
+    let mut r_id = Vec::with_capacity(n);
+    let mut r_workflow = Vec::with_capacity(n);
+    let mut r_version = Vec::with_capacity(n);
+    let mut r_event = Vec::with_capacity(n);
+    let mut r_status = Vec::with_capacity(n);
+    let mut r_created = Vec::with_capacity(n);
+    let mut r_owner = Vec::with_capacity(n);
+    let mut r_expires = Vec::with_capacity(n);
+    let mut r_expires_ns = Vec::with_capacity(n);
+    let mut r_epoch = Vec::with_capacity(n);
+    let mut r_cancel = Vec::with_capacity(n);
+    let mut r_doc = Vec::with_capacity(n);
+    for &i in &order {
+        let request = &requests[i];
+        e_id.push(request.id);
+        e_workflow.push(request.workflow_id);
+        e_trigger.push(request.trigger_id);
+        e_outcome.push(request.outcome.as_str());
+        e_received.push(request.received_ns);
+        e_key.push(request.dedup_key.as_deref());
+        e_doc.push(request.doc.as_str());
+        if let Some(run) = &request.run {
+            r_with.push(request.id);
+            r_id.push(run.id);
+            r_workflow.push(run.workflow_id);
+            r_version.push(run.version_id);
+            r_event.push(run.event_id);
+            r_status.push(run.status);
+            r_created.push(run.created_ns);
+            r_owner.push(run.owner.as_deref());
+            r_expires.push(run.expires.as_deref());
+            r_expires_ns.push(run.expires_ns);
+            r_epoch.push(run.epoch);
+            r_cancel.push(run.cancel_requested);
+            r_doc.push(run.doc.as_str());
+        }
+    }
+    let inserted = async {
+        let client = pool.get().await.map_err(|e| Failure::Lost(Box::new(e)))?;
+        let statement = client
+            .prepare_cached(&sql.insert_batch)
+            .await
+            .map_err(Failure::from)?;
+        let params: [&(dyn ToSql + Sync); 20] = [
+            &e_id,
+            &e_workflow,
+            &e_trigger,
+            &e_outcome,
+            &e_received,
+            &e_key,
+            &e_doc,
+            &r_with,
+            &r_id,
+            &r_workflow,
+            &r_version,
+            &r_event,
+            &r_status,
+            &r_created,
+            &r_owner,
+            &r_expires,
+            &r_expires_ns,
+            &r_epoch,
+            &r_cancel,
+            &r_doc,
+        ];
+        let rows = client
+            .query(&statement, &params)
+            .await
+            .map_err(Failure::from)?;
+        Ok::<_, Failure>(
+            rows.iter()
+                .filter_map(|row| row.try_get::<_, Option<uuid::Uuid>>(0).ok().flatten())
+                .collect::<std::collections::HashSet<_>>(),
+        )
+    }
+    .await;
+    match inserted {
+        Ok(inserted) => {
+            if requests
+                .iter()
+                .any(|r| r.run.is_some() && inserted.contains(&r.id))
+            {
+                notifier.wake_others();
+            }
+            requests
+                .iter()
+                .map(|r| Ok(inserted.contains(&r.id)))
+                .collect()
+        }
+        Err(Failure::Refused) => (0..n).map(|_| Ok(false)).collect(),
+        Err(Failure::Lost(error)) => {
+            let message = error.to_string();
+            (0..n).map(|_| Err(backend(message.clone()))).collect()
+        }
     }
 }

@@ -80,6 +80,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod codec;
 mod config;
 mod conn;

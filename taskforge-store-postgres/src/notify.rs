@@ -1,15 +1,21 @@
 //! LISTEN/NOTIFY: waking idle engines when another process adds work.
 //!
 //! Every write that makes a run claimable (a new run, with or without its
-//! event; a commit that gives a run back unleased) calls `pg_notify` in
-//! its own transaction, so the notification goes out when, and only if,
-//! the write commits. One connection per store (opened by the first
-//! subscriber) listens and bumps a counter that subscribers watch.
+//! event; a commit that gives a run back unleased) notifies the store's
+//! channel once it committed, so the notification goes out only if the
+//! write commits. Writes made in a host's transaction call `pg_notify` in
+//! it (PostgreSQL sends it at the host's commit); the store's own batches
+//! hand it to a [`Notifier`], which sends it from a transaction of its
+//! own, right after: a transaction that notifies holds PostgreSQL's global
+//! notification lock through its commit, flush included, so notifying in
+//! the batches would make every batch wait for the previous one's flush.
+//! One connection per store (opened by the first subscriber) listens and
+//! bumps a counter that subscribers watch.
 
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::PostgresStore;
@@ -100,6 +106,48 @@ impl PostgresStore {
             .await
             .is_ok()
     }
+}
+
+/// Sends the store's notification after writes that committed: one at a
+/// time, and one for all the writes that asked while it was being sent.
+pub(crate) struct Notifier {
+    asks: mpsc::Sender<()>,
+}
+
+impl Notifier {
+    /// Starts the sender on `runtime`; it stops when the notifier is dropped.
+    pub(crate) fn start(
+        runtime: &tokio::runtime::Handle,
+        pool: deadpool_postgres::Pool,
+        channel: String,
+    ) -> Self {
+        // One ask waits while one is sent: later asks join it.
+        let (asks, mut asked) = mpsc::channel(1);
+        runtime.spawn(async move {
+            while asked.recv().await.is_some() {
+                if let Err(error) = send(&pool, &channel).await {
+                    // Listeners poll as a fallback; the next write notifies again.
+                    tracing::debug!(%error, "sending a work notification failed");
+                }
+            }
+        });
+        Self { asks }
+    }
+
+    /// Asks for one notification to be sent soon.
+    pub(crate) fn wake_others(&self) {
+        let _ = self.asks.try_send(());
+    }
+}
+
+async fn send(
+    pool: &deadpool_postgres::Pool,
+    channel: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let client = pool.get().await?;
+    let statement = client.prepare_cached("SELECT pg_notify($1, '')").await?;
+    client.execute(&statement, &[&channel]).await?;
+    Ok(())
 }
 
 fn wake(tx: &watch::Sender<u64>) {

@@ -1,6 +1,6 @@
 //! [`RunStore`]: runs, claims, fenced commits and step attempts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::codec::{self, big, doc, lease_columns, nanos, status_name, to_doc};
 use crate::error::backend;
 use crate::events::{self, Filter};
-use crate::schema::RUN_COLUMNS;
+use crate::notify::Notifier;
+use crate::schema::{Sql, RUN_COLUMNS};
 use crate::PostgresStore;
 
 fn run_conflict(id: RunId, reason: impl Into<String>) -> StoreError {
@@ -94,12 +95,9 @@ impl RunStore for PostgresStore {
     }
 
     async fn insert_run(&self, run: &WorkflowRun) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        // One statement; the transaction only gives `insert_run` the
-        // shape it shares with a host's transaction.
-        let tx = client.transaction().await.map_err(backend)?;
-        events::insert_run(&tx, &self.inner.sql, run).await?;
-        tx.commit().await.map_err(backend)
+        // One statement, its own transaction: one round trip.
+        let client = self.client().await?;
+        events::insert_run(&*client, &self.inner.sql, run).await
     }
 
     async fn get_run(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
@@ -181,6 +179,20 @@ impl RunStore for PostgresStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<WorkflowRun, StoreError> {
+        let request = ClaimRequest {
+            id: *id.as_uuid(),
+            owner: owner.to_owned(),
+            expires: to_doc(&expires_at)?,
+            expires_ns: nanos(expires_at),
+            now_ns: nanos(now),
+        };
+        match self.inner.batches.claims.call(request).await {
+            Some(Ok(Some(run))) => return Ok(run),
+            // Refused in the batch: claimed again alone, which says why.
+            Some(Ok(None)) => {}
+            Some(Err(error)) => return Err(error),
+            None => return Err(backend("the claim batcher stopped")),
+        }
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&self.inner.sql.claim_run)
@@ -279,10 +291,58 @@ impl RunStore for PostgresStore {
         run: Option<&WorkflowRun>,
         steps: &[StepRun],
     ) -> Result<(), StoreError> {
-        let id = fence.run_id;
-        let sql = &self.inner.sql;
         // What can be checked without the database is checked first.
         rules::check_commit_request(fence, run, steps)?;
+        let batch = StepBatch::new(fence.run_id, steps)?;
+        // A fence naming a finished run never lets a commit through: the
+        // rules say so, alone.
+        if !fence.status.is_terminal() {
+            let request = CommitRequest::new(fence, run, batch)?;
+            match self.inner.batches.commits.call(request).await {
+                Some(Ok(true)) => return Ok(()),
+                // Refused in the batch (or the batch failed before it
+                // wrote): settled alone, by the contract's rules.
+                Some(Ok(false)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Err(backend("the commit batcher stopped")),
+            }
+        }
+        self.commit_alone(fence, run, steps).await
+    }
+
+    async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&self.inner.sql.request_cancel)
+            .await
+            .map_err(backend)?;
+        let row = client
+            .query_opt(&statement, &[id.as_uuid()])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("run", id))?;
+        codec::run(&row)
+    }
+
+    async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
+        self.fetch_all(&self.inner.sql.list_step_runs, &[run_id.as_uuid()])
+            .await
+    }
+}
+
+impl PostgresStore {
+    /// A commit on its own transaction: the row lock, then the contract's
+    /// rules in Rust on what it read, then the writes. Every commit that a
+    /// batch did not apply ends here, so refusals (and retries that were
+    /// applied already) are decided by the rules themselves.
+    async fn commit_alone(
+        &self,
+        fence: Fence,
+        run: Option<&WorkflowRun>,
+        steps: &[StepRun],
+    ) -> Result<(), StoreError> {
+        let id = fence.run_id;
+        let sql = &self.inner.sql;
         let states: Vec<StepState> = steps.iter().map(StepState::from).collect();
         let batch = StepBatch::new(id, steps)?;
 
@@ -369,25 +429,6 @@ impl RunStore for PostgresStore {
         }
         tx.commit().await.map_err(backend)
     }
-
-    async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&self.inner.sql.request_cancel)
-            .await
-            .map_err(backend)?;
-        let row = client
-            .query_opt(&statement, &[id.as_uuid()])
-            .await
-            .map_err(backend)?
-            .ok_or_else(|| StoreError::not_found("run", id))?;
-        codec::run(&row)
-    }
-
-    async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
-        self.fetch_all(&self.inner.sql.list_step_runs, &[run_id.as_uuid()])
-            .await
-    }
 }
 
 /// The step attempts of one commit as column arrays, one entry per
@@ -449,5 +490,323 @@ impl StepBatch {
 
     fn is_empty(&self) -> bool {
         self.indexes.is_empty()
+    }
+}
+
+/// A claim, as the batch statement takes it.
+pub(crate) struct ClaimRequest {
+    id: Uuid,
+    owner: String,
+    expires: String,
+    expires_ns: i64,
+    now_ns: i64,
+}
+
+/// What a batched claim answers: the run claimed, `None` if the batch did
+/// not claim it (the store then claims it alone, which says why).
+pub(crate) type ClaimAnswer = Result<Option<WorkflowRun>, StoreError>;
+
+/// Runs a batch of claims as one statement (`taskforge_claim`): one round
+/// trip, one transaction.
+pub(crate) async fn run_claims(
+    pool: &deadpool_postgres::Pool,
+    sql: &Sql,
+    _notifier: &Notifier,
+    requests: Vec<ClaimRequest>,
+) -> Vec<ClaimAnswer> {
+    let n = requests.len();
+    // A run asked for twice goes out once; the repeat is claimed alone,
+    // after this batch, and finds the run leased.
+    let mut seen = HashSet::with_capacity(n);
+    let first: Vec<bool> = requests.iter().map(|r| seen.insert(r.id)).collect();
+    let mut ids = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut expires = Vec::with_capacity(n);
+    let mut expires_ns = Vec::with_capacity(n);
+    let mut now_ns = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    for (i, request) in requests.iter().enumerate() {
+        if first[i] {
+            ids.push(request.id);
+            owners.push(request.owner.as_str());
+            expires.push(request.expires.as_str());
+            expires_ns.push(request.expires_ns);
+            now_ns.push(request.now_ns);
+            positions.push(i);
+        }
+    }
+    let rows = async {
+        let client = pool.get().await.map_err(|e| Failure::Lost(Box::new(e)))?;
+        let statement = client
+            .prepare_cached(&sql.claim_batch)
+            .await
+            .map_err(Failure::from)?;
+        client
+            .query(&statement, &[&ids, &owners, &expires, &expires_ns, &now_ns])
+            .await
+            .map_err(Failure::from)
+    }
+    .await;
+    let mut answers: Vec<ClaimAnswer> = (0..n).map(|_| Ok(None)).collect();
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                let pos: Result<i64, _> = row.try_get(5);
+                let at = pos
+                    .ok()
+                    .and_then(|p| usize::try_from(p - 1).ok())
+                    .and_then(|p| positions.get(p).copied());
+                if let Some(at) = at {
+                    answers[at] = codec::run(&row).map(Some);
+                }
+            }
+        }
+        // Nothing was written: each is claimed alone.
+        Err(Failure::Refused) => {}
+        Err(Failure::Lost(error)) => {
+            let message = error.to_string();
+            for answer in &mut answers {
+                *answer = Err(backend(message.clone()));
+            }
+        }
+    }
+    answers
+}
+
+/// Why a batch failed.
+pub(crate) enum Failure {
+    /// The server refused it (it rolled back): nothing was written.
+    Refused,
+    /// The connection failed: the batch may or may not have been applied.
+    Lost(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.as_db_error().is_some() {
+            tracing::debug!(%error, "a batch was refused; its requests are settled one by one");
+            Self::Refused
+        } else {
+            Self::Lost(Box::new(error))
+        }
+    }
+}
+
+/// A commit, as the batch statement takes it.
+pub(crate) struct CommitRequest {
+    id: Uuid,
+    epoch: i64,
+    status: &'static str,
+    run: Option<RunWrite>,
+    wake: bool,
+    steps: StepBatch,
+}
+
+/// The run a commit writes.
+struct RunWrite {
+    workflow: Uuid,
+    version: Uuid,
+    event: Option<Uuid>,
+    epoch: i64,
+    status: &'static str,
+    created_ns: i64,
+    owner: Option<String>,
+    expires: Option<String>,
+    expires_ns: Option<i64>,
+    cancel: bool,
+    doc: String,
+}
+
+impl CommitRequest {
+    fn new(fence: Fence, run: Option<&WorkflowRun>, steps: StepBatch) -> Result<Self, StoreError> {
+        let write = match run {
+            None => None,
+            Some(run) => {
+                let lease = lease_columns(run.lease.as_ref())?;
+                Some(RunWrite {
+                    workflow: *run.workflow_id.as_uuid(),
+                    version: *run.version_id.as_uuid(),
+                    event: run.event_id.map(|id| *id.as_uuid()),
+                    epoch: big(run.lease_epoch)?,
+                    status: status_name(run.status),
+                    created_ns: nanos(run.created_at),
+                    owner: lease.owner.map(str::to_owned),
+                    expires: lease.expires,
+                    expires_ns: lease.expires_ns,
+                    cancel: run.cancel_requested,
+                    doc: to_doc(run)?,
+                })
+            }
+        };
+        Ok(Self {
+            id: *fence.run_id.as_uuid(),
+            epoch: big(fence.epoch)?,
+            status: status_name(fence.status),
+            // A run given back unfinished and unleased is work for any engine.
+            wake: run.is_some_and(|run| run.lease.is_none() && !run.status.is_terminal()),
+            run: write,
+            steps,
+        })
+    }
+}
+
+/// What a batched commit answers: `true` if applied, `false` if the batch
+/// did not apply it (the store then settles it alone).
+pub(crate) type CommitAnswer = Result<bool, StoreError>;
+
+/// Runs a batch of commits as one call of `taskforge_commit`: one round
+/// trip, one transaction, one WAL flush; then wakes other processes'
+/// engines if a commit gave a run back.
+pub(crate) async fn run_commits(
+    pool: &deadpool_postgres::Pool,
+    sql: &Sql,
+    notifier: &Notifier,
+    requests: Vec<CommitRequest>,
+) -> Vec<CommitAnswer> {
+    let n = requests.len();
+    // Two commits of one run never share a batch: the repeat is settled
+    // alone, after this batch.
+    let mut seen = HashSet::with_capacity(n);
+    let positions: Vec<usize> = (0..n).filter(|&i| seen.insert(requests[i].id)).collect();
+    let m = positions.len();
+    let mut c = CommitColumns::with_capacity(m);
+    for (k, &i) in positions.iter().enumerate() {
+        c.push(&requests[i], i32::try_from(k + 1).unwrap_or(i32::MAX));
+    }
+    let applied = async {
+        let client = pool.get().await.map_err(|e| Failure::Lost(Box::new(e)))?;
+        let statement = client
+            .prepare_cached(&sql.commit_batch)
+            .await
+            .map_err(Failure::from)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &c.id,
+                    &c.epoch,
+                    &c.status,
+                    &c.has_run,
+                    &c.workflow,
+                    &c.version,
+                    &c.event,
+                    &c.run_epoch,
+                    &c.new_status,
+                    &c.created_ns,
+                    &c.owner,
+                    &c.expires,
+                    &c.expires_ns,
+                    &c.cancel,
+                    &c.doc,
+                    &c.s_commit,
+                    &c.s_index,
+                    &c.s_attempt,
+                    &c.s_terminal,
+                    &c.s_doc,
+                ],
+            )
+            .await
+            .map_err(Failure::from)?;
+        row.try_get::<_, Vec<Option<bool>>>(0)
+            .map_err(|e| Failure::Lost(Box::new(e)))
+    }
+    .await;
+    let mut answers: Vec<CommitAnswer> = (0..n).map(|_| Ok(false)).collect();
+    match applied {
+        Ok(applied) => {
+            let mut wake = false;
+            for (k, &i) in positions.iter().enumerate() {
+                let done = applied.get(k).copied().flatten().unwrap_or(false);
+                wake |= done && requests[i].wake;
+                answers[i] = Ok(done);
+            }
+            if wake {
+                notifier.wake_others();
+            }
+        }
+        Err(Failure::Refused) => {}
+        Err(Failure::Lost(error)) => {
+            let message = error.to_string();
+            for answer in &mut answers {
+                *answer = Err(backend(message.clone()));
+            }
+        }
+    }
+    answers
+}
+
+/// The arguments of `taskforge_commit`, one array per column.
+#[derive(Default)]
+struct CommitColumns<'a> {
+    id: Vec<Uuid>,
+    epoch: Vec<i64>,
+    status: Vec<&'static str>,
+    has_run: Vec<bool>,
+    workflow: Vec<Option<Uuid>>,
+    version: Vec<Option<Uuid>>,
+    event: Vec<Option<Uuid>>,
+    run_epoch: Vec<Option<i64>>,
+    new_status: Vec<Option<&'static str>>,
+    created_ns: Vec<Option<i64>>,
+    owner: Vec<Option<&'a str>>,
+    expires: Vec<Option<&'a str>>,
+    expires_ns: Vec<Option<i64>>,
+    cancel: Vec<bool>,
+    doc: Vec<Option<&'a str>>,
+    s_commit: Vec<i32>,
+    s_index: Vec<i64>,
+    s_attempt: Vec<i64>,
+    s_terminal: Vec<bool>,
+    s_doc: Vec<&'a str>,
+}
+
+impl<'a> CommitColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            id: Vec::with_capacity(n),
+            epoch: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            has_run: Vec::with_capacity(n),
+            workflow: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            event: Vec::with_capacity(n),
+            run_epoch: Vec::with_capacity(n),
+            new_status: Vec::with_capacity(n),
+            created_ns: Vec::with_capacity(n),
+            owner: Vec::with_capacity(n),
+            expires: Vec::with_capacity(n),
+            expires_ns: Vec::with_capacity(n),
+            cancel: Vec::with_capacity(n),
+            doc: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `request` as commit number `k` (from 1).
+    fn push(&mut self, request: &'a CommitRequest, k: i32) {
+        self.id.push(request.id);
+        self.epoch.push(request.epoch);
+        self.status.push(request.status);
+        self.has_run.push(request.run.is_some());
+        let run = request.run.as_ref();
+        self.workflow.push(run.map(|r| r.workflow));
+        self.version.push(run.map(|r| r.version));
+        self.event.push(run.and_then(|r| r.event));
+        self.run_epoch.push(run.map(|r| r.epoch));
+        self.new_status.push(run.map(|r| r.status));
+        self.created_ns.push(run.map(|r| r.created_ns));
+        self.owner.push(run.and_then(|r| r.owner.as_deref()));
+        self.expires.push(run.and_then(|r| r.expires.as_deref()));
+        self.expires_ns.push(run.and_then(|r| r.expires_ns));
+        self.cancel.push(run.is_some_and(|r| r.cancel));
+        self.doc.push(run.map(|r| r.doc.as_str()));
+        let steps = &request.steps;
+        for j in 0..steps.len() {
+            self.s_commit.push(k);
+            self.s_index.push(steps.indexes[j]);
+            self.s_attempt.push(steps.attempts[j]);
+            self.s_terminal.push(steps.terminal[j]);
+            self.s_doc.push(&steps.docs[j]);
+        }
     }
 }

@@ -7,7 +7,14 @@ use crate::error::OpenError;
 /// Every migration, in order; the one at index `i` takes the schema from
 /// version `i` to `i + 1`. Released migrations are never edited: a change
 /// is a new file.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_batches.sql"),
+];
+
+/// What a migration writes where the store's schema (quoted) goes: function
+/// bodies name their tables with it.
+const SCHEMA_TOKEN: &str = "@schema@";
 
 /// The schema version this release of the crate writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -91,7 +98,9 @@ pub(crate) async fn migrate(
     for (index, migration) in pending {
         let version = i64::try_from(index).unwrap_or(i64::MAX) + 1;
         tracing::info!(schema, version, "applying taskforge migration");
-        tx.batch_execute(migration).await.map_err(failed)?;
+        tx.batch_execute(&migration.replace(SCHEMA_TOKEN, &quoted))
+            .await
+            .map_err(failed)?;
         tx.execute(
             "INSERT INTO taskforge_migrations (version, crate_version) VALUES ($1, $2)",
             &[&version, &env!("CARGO_PKG_VERSION")],
@@ -123,6 +132,7 @@ pub(crate) struct Sql {
     pub(crate) list_versions: String,
     pub(crate) insert_trigger: String,
     pub(crate) lock_trigger: String,
+    pub(crate) trigger_name_taken: String,
     pub(crate) delete_trigger: String,
     pub(crate) update_trigger: String,
     pub(crate) get_trigger: String,
@@ -142,6 +152,9 @@ pub(crate) struct Sql {
     pub(crate) upsert_steps: String,
     pub(crate) update_run: String,
     pub(crate) request_cancel: String,
+    pub(crate) claim_batch: String,
+    pub(crate) commit_batch: String,
+    pub(crate) insert_batch: String,
     pub(crate) list_step_runs: String,
     pub(crate) events_table: String,
     pub(crate) runs_table: String,
@@ -186,6 +199,9 @@ impl Sql {
             ),
             insert_trigger: format!(
                 "INSERT INTO {s}.triggers (id, workflow_id, webhook_path, name, doc) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            trigger_name_taken: format!(
+                "SELECT 1 FROM {s}.triggers WHERE workflow_id = $1 AND name = $2"
             ),
             lock_trigger: format!("SELECT doc FROM {s}.triggers WHERE id = $1 FOR UPDATE"),
             delete_trigger: format!("DELETE FROM {s}.triggers WHERE id = $1"),
@@ -269,6 +285,42 @@ impl Sql {
                  SET cancel_requested = cancel_requested OR status IN ('queued', 'running')
                  WHERE id = $1
                  RETURNING {run_columns}"
+            ),
+            claim_batch: format!(
+                "SELECT * FROM {s}.taskforge_claim($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])"
+            ),
+            commit_batch: format!(
+                "SELECT {s}.taskforge_commit($1::uuid[], $2::bigint[], $3::text[], $4::boolean[],
+                     $5::uuid[], $6::uuid[], $7::uuid[], $8::bigint[], $9::text[], $10::bigint[],
+                     $11::text[], $12::text[], $13::bigint[], $14::boolean[], $15::text[],
+                     $16::integer[], $17::bigint[], $18::bigint[], $19::boolean[], $20::text[])"
+            ),
+            // Events and the runs they start, many at once: a run is inserted
+            // only with its event (`with_event`), and an event whose dedup
+            // key is taken is left out (the caller settles it alone).
+            // Listeners are notified after the commit (see `notify`).
+            insert_batch: format!(
+                "WITH ev AS (
+                     INSERT INTO {s}.events (id, workflow_id, trigger_id, outcome, received_ns, dedup_key, doc)
+                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bigint[],
+                         $6::text[], $7::text[])
+                     ON CONFLICT (workflow_id, dedup_key) DO NOTHING
+                     RETURNING id),
+                 ru AS (
+                     INSERT INTO {s}.runs (id, workflow_id, version_id, event_id, status, created_ns,
+                         lease_owner, lease_expires, lease_expires_ns, lease_epoch, cancel_requested, doc)
+                     SELECT r.id, r.workflow_id, r.version_id, r.event_id, r.status, r.created_ns,
+                         r.lease_owner, r.lease_expires, r.lease_expires_ns, r.lease_epoch,
+                         r.cancel_requested, r.doc
+                     FROM unnest($8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[],
+                         $13::text[], $14::bigint[], $15::text[], $16::text[], $17::bigint[],
+                         $18::bigint[], $19::boolean[], $20::text[])
+                         AS r (with_event, id, workflow_id, version_id, event_id, status, created_ns,
+                             lease_owner, lease_expires, lease_expires_ns, lease_epoch,
+                             cancel_requested, doc)
+                     WHERE r.with_event IN (SELECT id FROM ev)
+                     RETURNING 1)
+                 SELECT id FROM ev"
             ),
             list_step_runs: format!(
                 "SELECT doc FROM {s}.step_runs WHERE run_id = $1 ORDER BY step_index, attempt"

@@ -10,8 +10,12 @@ use tokio::sync::watch;
 use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
+use crate::batch::Batcher;
 use crate::config::PostgresConfig;
 use crate::error::{backend, OpenError};
+use crate::events::{self, AdmitAnswer, AdmitRequest};
+use crate::notify::Notifier;
+use crate::runs::{self, ClaimAnswer, ClaimRequest, CommitAnswer, CommitRequest};
 use crate::schema::{self, Sql};
 
 /// A Taskforge store in one schema of a PostgreSQL database. Clones share
@@ -26,13 +30,52 @@ pub struct PostgresStore {
 
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
-    pub(crate) sql: Sql,
+    pub(crate) sql: Arc<Sql>,
+    /// Claims, commits and admissions, grouped (see [`crate::batch`]).
+    pub(crate) batches: Batches,
     pub(crate) schema: String,
     pub(crate) address: String,
     pub(crate) pg_config: tokio_postgres::Config,
     pub(crate) runtime: tokio::runtime::Handle,
     /// The notification listener, started by the first subscriber.
     pub(crate) wakeups: OnceLock<watch::Receiver<u64>>,
+}
+
+/// The batchers of the hot writes.
+pub(crate) struct Batches {
+    pub(crate) claims: Batcher<ClaimRequest, ClaimAnswer>,
+    pub(crate) commits: Batcher<CommitRequest, CommitAnswer>,
+    pub(crate) admissions: Batcher<AdmitRequest, AdmitAnswer>,
+}
+
+/// The most requests of one batch.
+const MAX_BATCH: usize = 256;
+
+impl Batches {
+    /// Batchers with `lanes` lanes each, on `pool`.
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        pool: &Pool,
+        sql: &Arc<Sql>,
+        notifier: &Arc<Notifier>,
+        lanes: usize,
+    ) -> Self {
+        macro_rules! batcher {
+            ($run:path) => {{
+                let (pool, sql, notifier) = (pool.clone(), Arc::clone(sql), Arc::clone(notifier));
+                Batcher::start(runtime, lanes, MAX_BATCH, move |requests| {
+                    let (pool, sql, notifier) =
+                        (pool.clone(), Arc::clone(&sql), Arc::clone(&notifier));
+                    async move { $run(&pool, &sql, &notifier, requests).await }
+                })
+            }};
+        }
+        Self {
+            claims: batcher!(runs::run_claims),
+            commits: batcher!(runs::run_commits),
+            admissions: batcher!(events::run_admissions),
+        }
+    }
 }
 
 impl PostgresStore {
@@ -58,7 +101,7 @@ impl PostgresStore {
     /// outside a Tokio runtime.
     pub async fn connect_with(config: PostgresConfig) -> Result<Self, OpenError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| OpenError::NoRuntime)?;
-        let sql = Sql::new(&config.schema)?;
+        let sql = Arc::new(Sql::new(&config.schema)?);
         let mut pg_config =
             tokio_postgres::Config::from_str(&config.url).map_err(|e| OpenError::InvalidUrl {
                 reason: e.to_string(),
@@ -68,6 +111,13 @@ impl PostgresStore {
         }
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("taskforge");
+        }
+        if !config.synchronous_commit {
+            let options = match pg_config.get_options() {
+                Some(options) => format!("{options} -c synchronous_commit=off"),
+                None => "-c synchronous_commit=off".to_owned(),
+            };
+            pg_config.options(&options);
         }
         let address = address(&pg_config);
 
@@ -104,10 +154,13 @@ impl PostgresStore {
                 address: address.clone(),
                 reason: e.to_string(),
             })?;
+        let notifier = Arc::new(Notifier::start(&runtime, pool.clone(), sql.channel.clone()));
+        let batches = Batches::start(&runtime, &pool, &sql, &notifier, config.lanes());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 sql,
+                batches,
                 schema: config.schema,
                 address,
                 pg_config,

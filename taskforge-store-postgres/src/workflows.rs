@@ -213,10 +213,29 @@ impl WorkflowStore for PostgresStore {
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(StoreError::not_found("workflow", trigger.workflow_id))
             }
-            Err(e) => Err(match unique_violation(&e) {
-                Some(constraint) => trigger_key_taken(trigger, Some(constraint)),
-                None => backend(e),
-            }),
+            Err(e) => match unique_violation(&e) {
+                // PostgreSQL reports the first index it finds violated, the
+                // path's; the name is checked first, as by the other
+                // stores, so that a host declaring its triggers by name
+                // (racing another replica) learns the name is taken.
+                Some("triggers_webhook_path_key") if name.is_some() => {
+                    let taken = client
+                        .prepare_cached(&self.inner.sql.trigger_name_taken)
+                        .await
+                        .map_err(backend)?;
+                    let row = client
+                        .query_opt(&taken, &[trigger.workflow_id.as_uuid(), &name])
+                        .await
+                        .map_err(backend)?;
+                    Err(if row.is_some() {
+                        rules::name_taken(trigger)
+                    } else {
+                        trigger_key_taken(trigger, Some("triggers_webhook_path_key"))
+                    })
+                }
+                Some(constraint) => Err(trigger_key_taken(trigger, Some(constraint))),
+                None => Err(backend(e)),
+            },
         }
     }
 

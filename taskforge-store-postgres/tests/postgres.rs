@@ -140,6 +140,7 @@ async fn webhook_paths_are_unique() {
     let fixture = fixture().await;
     let store = fixture.store();
     let version = setup(store).await;
+    // Each under a name of its own: only the path is shared.
     let webhook = |path: &str| {
         let config: WebhookConfig =
             serde_json::from_value(json!({ "path": path })).expect("webhook config");
@@ -148,6 +149,7 @@ async fn webhook_paths_are_unique() {
             TriggerKind::Webhook(config),
             Utc::now(),
         )
+        .with_name(uuid::Uuid::now_v7().simple().to_string())
     };
     store
         .insert_trigger(&webhook("github"))
@@ -305,5 +307,121 @@ async fn hot_queries_use_indexes_on_100k_runs() {
             .collect();
         let plan = plan.join("\n");
         assert!(!plan.contains("Seq Scan"), "{query}\n{plan}");
+    }
+}
+
+/// Claims and commits made at the same time go to the server in batches;
+/// within a batch each keeps the contract: of racing claims of a run one
+/// wins, a stale fence is refused, a repeated commit is accepted once
+/// applied, and a refused commit writes nothing.
+#[tokio::test]
+async fn batched_claims_and_commits_keep_the_contract() {
+    use taskforge_core::store::{Fence, RunTransition, StepTransition};
+    use taskforge_core::{RunStatus, StepRun};
+
+    let fixture = fixture().await;
+    let store = Arc::new(fixture.store().clone());
+    let version = setup(&store).await;
+    let now = Utc::now();
+    let mut runs = Vec::new();
+    for i in 0..40 {
+        let run = WorkflowRun::new(&version, json!({ "i": i }), now);
+        store.insert_run(&run).await.expect("insert");
+        runs.push(run);
+    }
+    // Eight claimers per run, all at once.
+    let mut claims = Vec::new();
+    for run in &runs {
+        for k in 0..8 {
+            let (store, id) = (Arc::clone(&store), run.id);
+            claims.push(tokio::spawn(async move {
+                let owner = format!("engine-{k}");
+                (
+                    id,
+                    store
+                        .claim_run(id, &owner, now, now + chrono::TimeDelta::seconds(60))
+                        .await,
+                )
+            }));
+        }
+    }
+    let mut claimed = BTreeMap::new();
+    for claim in claims {
+        let (id, result) = claim.await.expect("task");
+        match result {
+            Ok(run) => assert!(claimed.insert(id, run).is_none(), "run {id} claimed twice"),
+            Err(error) => assert!(error.is_conflict(), "{error:?}"),
+        }
+    }
+    assert_eq!(claimed.len(), runs.len(), "every run claimed once");
+
+    // Per run, at once: the owner's commit, the same commit again (a retry
+    // after a lost reply), and a commit under a stale fence.
+    let mut commits = Vec::new();
+    for run in claimed.values() {
+        let fence = run.fence();
+        let mut started = run.clone();
+        started
+            .transition(RunTransition::Start, now)
+            .expect("start");
+        let step = StepRun::start(run.id, "ship", 0, 1, now);
+        let stale = Fence {
+            epoch: fence.epoch - 1,
+            ..fence
+        };
+        for (label, fence) in [("owner", fence), ("retry", fence), ("stale", stale)] {
+            let (store, started, step) = (Arc::clone(&store), started.clone(), step.clone());
+            commits.push(tokio::spawn(async move {
+                let result = store.commit(fence, Some(&started), &[step]).await;
+                (label, result)
+            }));
+        }
+    }
+    for commit in commits {
+        let (label, result) = commit.await.expect("task");
+        match label {
+            "stale" => assert!(
+                matches!(&result, Err(e) if e.is_conflict()),
+                "stale: {result:?}"
+            ),
+            _ => assert!(result.is_ok(), "{label}: {result:?}"),
+        }
+    }
+    for run in claimed.values() {
+        let stored = store.get_run(run.id).await.expect("get");
+        assert_eq!(stored.status, RunStatus::Running);
+        assert_eq!(stored.lease_epoch, run.lease_epoch);
+        let steps = store.list_step_runs(run.id).await.expect("steps");
+        assert_eq!(steps.len(), 1);
+    }
+
+    // A finished attempt is never rewritten, even in a batch with others.
+    let mut finishes = Vec::new();
+    for run in claimed.values() {
+        let mut running = store.get_run(run.id).await.expect("get");
+        let fence = running.fence();
+        let mut step = StepRun::start(run.id, "ship", 0, 1, now);
+        step.transition(StepTransition::Succeed, now)
+            .expect("succeed");
+        running
+            .transition(RunTransition::Succeed, now)
+            .expect("finish");
+        let store = Arc::clone(&store);
+        finishes.push(tokio::spawn(async move {
+            store
+                .commit(fence, Some(&running), &[step])
+                .await
+                .expect("finish");
+            let rewrite = StepRun::start(running.id, "ship", 0, 1, now);
+            let fence = Fence {
+                status: RunStatus::Running,
+                ..fence
+            };
+            store.commit(fence, None, &[rewrite]).await
+        }));
+    }
+    for finish in finishes {
+        let result = finish.await.expect("task");
+        assert!(matches!(&result, Err(e) if e.is_conflict()), "{result:?}");
     }
 }
