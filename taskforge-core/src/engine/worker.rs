@@ -522,14 +522,17 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             let check_at = Instant::now() + self.shared.config.cancel_check_interval;
             tokio::select! {
                 biased;
-                out = &mut fut => return Ok(Guarded::Done(out)),
-                () = self.cancel.cancelled() => return Ok(Guarded::Cancelled),
-                () = sleep_until_opt(deadline) => return Ok(Guarded::RunTimedOut),
+                // An overdue renewal comes before the handler: after a
+                // stalled store call the lease may have lapsed, and the
+                // handler must not carry on under another engine's lease.
                 () = tokio::time::sleep_until(renew_at) => {
                     if !self.renew().await? {
                         return Ok(Guarded::LeaseLost);
                     }
                 }
+                out = &mut fut => return Ok(Guarded::Done(out)),
+                () = self.cancel.cancelled() => return Ok(Guarded::Cancelled),
+                () = sleep_until_opt(deadline) => return Ok(Guarded::RunTimedOut),
                 () = tokio::time::sleep_until(check_at) => self.check_cancel().await,
             }
         }
@@ -568,10 +571,13 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             Err(error) => {
                 tracing::warn!(%error, "lease renewal failed");
                 // Keep going while the lease still holds; past it, another
-                // engine may already own the run.
+                // engine may already own the run. Judged when the answer
+                // came: a failed call may have taken a while.
                 let margin =
                     TimeDelta::from_std(self.shared.config.lease_ttl / 10).unwrap_or_default();
-                Ok(now
+                Ok(self
+                    .shared
+                    .now()
                     .checked_add_signed(margin)
                     .is_some_and(|t| t < self.lease_expires))
             }
