@@ -63,6 +63,8 @@ use std::future::Future;
 use crate::store::Store;
 
 pub mod engine;
+pub mod faults;
+pub mod simulation;
 pub mod store;
 pub mod triggers;
 
@@ -356,6 +358,15 @@ mod tests {
 
     use super::*;
 
+    /// Files of the testing module that hold no conformance case.
+    const SUPPORT_PATHS: &[&str] = &[
+        "faults.rs",
+        "simulation.rs",
+        "simulation/check.rs",
+        "simulation/plan.rs",
+        "simulation/world.rs",
+    ];
+
     /// Every `.rs` file under `src/testing/` but `mod.rs`, relative to it.
     fn suite_files(dir: &Path, prefix: &str, files: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).expect("read the testing directory") {
@@ -378,6 +389,7 @@ mod tests {
         let sources: BTreeSet<String> = STORE_CASE_PATHS
             .iter()
             .chain(ENGINE_CASE_PATHS)
+            .chain(SUPPORT_PATHS)
             .map(|path| (*path).to_owned())
             .collect();
         assert_eq!(sources, files);
