@@ -30,6 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sled::IVec;
 use taskforge_core::store::rules;
 use taskforge_core::{RunId, RunStatus, StepStatus, WorkflowId, WorkflowRun};
 
@@ -37,46 +38,70 @@ use crate::keys::{self, ID, TIME_MIN};
 
 type Id = [u8; ID];
 
+/// A stored step attempt of an unfinished run.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredStep {
+    pub(crate) index: u32,
+    pub(crate) attempt: u32,
+    pub(crate) status: StepStatus,
+    /// Its JSON, as stored.
+    pub(crate) bytes: IVec,
+}
+
 /// An unfinished run as the store holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct ActiveRun {
     /// The run, with any claim or renewal its sled record lacks.
     pub(crate) run: Arc<WorkflowRun>,
-    /// Its stored step attempts: `(step index, attempt, status)`.
-    pub(crate) steps: Arc<Vec<(u32, u32, StepStatus)>>,
+    /// The run's JSON as its record holds it (without `unsaved` changes).
+    pub(crate) run_bytes: IVec,
+    /// Its stored step attempts, by (index, attempt).
+    pub(crate) steps: Arc<Vec<StoredStep>>,
     /// Whether `run` holds changes (a claim, a renewal) not written to
     /// sled yet: the run's next write to sled writes them.
     pub(crate) unsaved: bool,
 }
 
 impl ActiveRun {
-    /// A run stored just now, with no attempts.
-    pub(crate) fn new(run: Arc<WorkflowRun>) -> Self {
+    /// A run stored just now as `run_bytes`, with no attempts.
+    pub(crate) fn new(run: Arc<WorkflowRun>, run_bytes: IVec) -> Self {
         Self {
             run,
+            run_bytes,
             steps: Arc::new(Vec::new()),
             unsaved: false,
         }
     }
 
-    /// The stored status of attempt `(index, attempt)`.
-    pub(crate) fn step(&self, index: u32, attempt: u32) -> Option<StepStatus> {
+    /// The stored attempt `(index, attempt)`.
+    pub(crate) fn step(&self, index: u32, attempt: u32) -> Option<&StoredStep> {
         self.steps
             .iter()
-            .find(|(i, a, _)| (*i, *a) == (index, attempt))
-            .map(|(_, _, status)| *status)
+            .find(|s| (s.index, s.attempt) == (index, attempt))
     }
 
-    /// Records that attempt `(index, attempt)` is stored in `status`.
-    pub(crate) fn set_step(&mut self, index: u32, attempt: u32, status: StepStatus) {
+    /// Records that attempt `(index, attempt)` is stored as `bytes`, in
+    /// `status`.
+    pub(crate) fn set_step(&mut self, index: u32, attempt: u32, status: StepStatus, bytes: IVec) {
         let steps = Arc::make_mut(&mut self.steps);
-        match steps
-            .iter_mut()
-            .find(|(i, a, _)| (*i, *a) == (index, attempt))
-        {
-            Some(slot) => slot.2 = status,
-            None => steps.push((index, attempt, status)),
+        let step = StoredStep {
+            index,
+            attempt,
+            status,
+            bytes,
+        };
+        match steps.binary_search_by_key(&(index, attempt), |s| (s.index, s.attempt)) {
+            Ok(i) => steps[i] = step,
+            Err(i) => steps.insert(i, step),
         }
+    }
+
+    /// The run's record: its JSON with its attempts.
+    pub(crate) fn record(&self) -> IVec {
+        crate::record::compose(
+            &self.run_bytes,
+            self.steps.iter().map(|s| (s.index, s.attempt, &s.bytes)),
+        )
     }
 }
 

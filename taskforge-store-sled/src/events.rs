@@ -87,8 +87,10 @@ impl EventStore for SledStore {
                 for key in index {
                     tx.idx.insert(key.as_slice(), &[])?;
                 }
-                tx.active
-                    .set(run_id.to_bytes(), Some(ActiveRun::new(Arc::clone(stored))));
+                tx.active.set(
+                    run_id.to_bytes(),
+                    Some(ActiveRun::new(Arc::clone(stored), bytes.clone())),
+                );
             }
             tx.events
                 .insert(&event_id.to_bytes(), event_bytes.clone())?;

@@ -30,8 +30,11 @@
 //! and the run's next write carries it; starting a run writes no index
 //! key; claimable runs and runs in unfinished statuses are listed from
 //! memory. On disk an unfinished run has one `ACTIVE` index key, from which
-//! opening the store loads them back. A three-step run writes 20 keys
-//! (format 1: 29).
+//! opening the store loads them back. A run's step attempts are kept in
+//! its record, so a commit that finishes one step and starts the next
+//! writes one key; the run an event started needs no index key of its own
+//! (the event names it). A durable three-step run writes 14 keys (format
+//! 1: 29); see `benches/README.md`.
 //!
 //! In sled 0.34 each transaction writes out sled's log buffer, however
 //! small, so run and event writes are queued to one writer thread that
@@ -103,6 +106,7 @@ mod events;
 mod group_commit;
 mod keys;
 mod prune;
+mod record;
 mod runs;
 mod scan;
 mod stats;

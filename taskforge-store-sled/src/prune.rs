@@ -6,7 +6,7 @@ use taskforge_core::{Event, StoreError, WorkflowRun};
 
 use crate::error::backend;
 use crate::keys::{self, tag};
-use crate::store::{op_load, Inner, SledStore};
+use crate::store::{decode, op_load, Inner, SledStore};
 use crate::writer::{Op, Outcome, PruneReport, Tx};
 
 impl SledStore {
@@ -61,11 +61,15 @@ impl SledStore {
             let op: Op = Box::new(move |tx: &Tx<'_>| {
                 let mut pruned = PruneReport::default();
                 for (id, steps) in &targets {
-                    let run = match op_load::<WorkflowRun>(&tx.runs, "run", id)? {
-                        Ok(Some(run)) => run,
-                        Ok(None) => continue,
+                    let Some(record) = tx.runs.get(id)? else {
+                        continue;
+                    };
+                    let run: WorkflowRun = match decode("run", &record) {
+                        Ok(run) => run,
                         Err(e) => return Ok(Err(e)),
                     };
+                    // Attempts kept in the record go with it.
+                    let kept = crate::record::attempts(&record).map_or(0, |a| a.len());
                     let finished_before = run.status.is_terminal()
                         && run.finished_at.unwrap_or(run.created_at) < cutoff;
                     if !finished_before {
@@ -82,7 +86,7 @@ impl SledStore {
                         tx.idx.remove(key)?;
                     }
                     pruned.runs += 1;
-                    pruned.step_runs += steps.len() as u64;
+                    pruned.step_runs += (steps.len() + kept) as u64;
                 }
                 Ok(Ok(Outcome::Pruned(pruned)))
             });

@@ -1,5 +1,6 @@
 //! [`RunStore`] over sled: runs, leases and fenced commits.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -16,8 +17,9 @@ use taskforge_core::{
 use crate::active::ActiveRun;
 use crate::error::backend;
 use crate::keys::{self, tag, StepHead};
+use crate::record;
 use crate::scan::{page, PageRequest, Source};
-use crate::store::{decode, encode, load, op_load, tx_reindex, Inner, SledStore};
+use crate::store::{decode, encode, load, tx_reindex, Inner, SledStore};
 use crate::writer::{Op, OpResult, Outcome, Tx};
 
 impl SledStore {
@@ -45,11 +47,11 @@ impl SledStore {
                     Err(e) => return Ok(Err(e)),
                 };
                 if durable || updated.status != active.run.status {
-                    let bytes = match encode("run", &updated) {
+                    active.run_bytes = match encode("run", &updated) {
                         Ok(bytes) => bytes,
                         Err(e) => return Ok(Err(e)),
                     };
-                    tx.runs.insert(&key, bytes)?;
+                    tx.runs.insert(&key, active.record())?;
                     tx_reindex(
                         &tx.idx,
                         &keys::run_index(&active.run),
@@ -65,9 +67,11 @@ impl SledStore {
                 return Ok(Ok(Outcome::Run(reply)));
             }
             // A finished run, or none: read from sled.
-            let stored = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
-                Ok(Some(stored)) => stored,
-                Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+            let Some(record) = tx.runs.get(key)? else {
+                return Ok(Err(StoreError::not_found("run", id)));
+            };
+            let stored: WorkflowRun = match decode("run", &record) {
+                Ok(stored) => stored,
                 Err(e) => return Ok(Err(e)),
             };
             let updated = match change(&stored) {
@@ -79,7 +83,17 @@ impl SledStore {
                 Ok(bytes) => bytes,
                 Err(e) => return Ok(Err(e)),
             };
-            tx.runs.insert(&key, bytes)?;
+            // The attempts in the record stay.
+            let attempts = match record::attempts(&record) {
+                Ok(attempts) => attempts,
+                Err(e) => return Ok(Err(backend(format!("corrupt run record: {e}")))),
+            };
+            let attempts: Vec<(u32, u32, IVec)> = attempts
+                .into_iter()
+                .map(|(index, attempt, json)| (index, attempt, IVec::from(json)))
+                .collect();
+            let kept = attempts.iter().map(|(i, a, json)| (*i, *a, json));
+            tx.runs.insert(&key, record::compose(&bytes, kept))?;
             tx_reindex(
                 &tx.idx,
                 &keys::run_index(&stored),
@@ -122,14 +136,27 @@ fn commit_to_stored(
 ) -> Result<OpResult, UnabortableTransactionError> {
     let id = fence.run_id;
     let key = id.to_bytes();
-    let stored = match op_load::<WorkflowRun>(&tx.runs, "run", &key)? {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return Ok(Err(StoreError::not_found("run", id))),
+    let Some(record) = tx.runs.get(key)? else {
+        return Ok(Err(StoreError::not_found("run", id)));
+    };
+    let stored: WorkflowRun = match decode("run", &record) {
+        Ok(stored) => stored,
         Err(e) => return Ok(Err(e)),
     };
+    let in_record = match record::attempts(&record) {
+        Ok(attempts) => attempts,
+        Err(e) => return Ok(Err(backend(format!("corrupt run record: {e}")))),
+    };
+    // Each attempt from the record, or the steps tree of earlier formats.
     let mut stored_steps = Vec::with_capacity(steps.len());
-    for (step_key, _, _) in steps {
-        stored_steps.push(tx.steps.get(step_key)?);
+    for (step_key, state, _) in steps {
+        let kept = in_record
+            .iter()
+            .find(|(index, attempt, _)| (*index, *attempt) == (state.index, state.attempt));
+        stored_steps.push(match kept {
+            Some((_, _, json)) => Some(IVec::from(*json)),
+            None => tx.steps.get(step_key)?,
+        });
     }
     let state = RunState::from(&stored);
     let head = written.map(RunState::from);
@@ -205,8 +232,10 @@ impl RunStore for SledStore {
             for key in &index {
                 tx.idx.insert(key.as_slice(), &[])?;
             }
-            tx.active
-                .set(id.to_bytes(), Some(ActiveRun::new(Arc::clone(&run))));
+            tx.active.set(
+                id.to_bytes(),
+                Some(ActiveRun::new(Arc::clone(&run), bytes.clone())),
+            );
             Ok(Ok(Outcome::Done))
         });
         self.write_durable(op).await.map(drop)
@@ -358,7 +387,9 @@ impl RunStore for SledStore {
             let state = RunState::from(&*active.run);
             let head = written.map(RunState::from);
             let checked = rules::check_fence(fence, &state, head.as_ref()).and_then(|()| {
-                let stored = |index, attempt| Ok::<_, Infallible>(active.step(index, attempt));
+                let stored = |index, attempt| {
+                    Ok::<_, Infallible>(active.step(index, attempt).map(|s| s.status))
+                };
                 match rules::check_steps(id, &states, stored) {
                     Ok(checked) => checked,
                     Err(never) => match never {},
@@ -369,12 +400,11 @@ impl RunStore for SledStore {
                     return Ok(Err(error));
                 }
                 // A retry of a commit whose reply was lost succeeds.
-                let mut stored_steps = Vec::with_capacity(steps.len());
-                for (step_key, _, _) in &steps {
-                    stored_steps.push(tx.steps.get(step_key)?);
-                }
                 let applied = rules::is_applied(fence, &active.run, written, &states, |i| {
-                    stored_steps[i].as_deref() == Some(&steps[i].2[..])
+                    let (_, state, bytes) = &steps[i];
+                    active
+                        .step(state.index, state.attempt)
+                        .is_some_and(|s| s.bytes == *bytes)
                 });
                 return Ok(if applied {
                     Ok(Outcome::Done)
@@ -382,9 +412,10 @@ impl RunStore for SledStore {
                     Err(error)
                 });
             }
-            for (step_key, state, bytes) in &steps {
-                tx.steps.insert(step_key, bytes.clone())?;
-                active.set_step(state.index, state.attempt, state.status);
+            // The attempts go into the run's record: one key for all.
+            let mut changed = !steps.is_empty();
+            for (_, state, bytes) in &steps {
+                active.set_step(state.index, state.attempt, state.status, bytes.clone());
             }
             match &run {
                 Some((new, bytes)) => {
@@ -401,7 +432,8 @@ impl RunStore for SledStore {
                     } else {
                         (Arc::clone(new), bytes.clone())
                     };
-                    tx.runs.insert(&key, bytes)?;
+                    active.run_bytes = bytes;
+                    changed = true;
                     let old = &active.run;
                     let reindex = (old.status, old.created_at, old.finished_at)
                         != (new.status, new.created_at, new.finished_at);
@@ -414,14 +446,17 @@ impl RunStore for SledStore {
                 // A claim or renewal held in memory is written with the
                 // claimer's first write.
                 None if active.unsaved => {
-                    let bytes = match encode("run", &*active.run) {
+                    active.run_bytes = match encode("run", &*active.run) {
                         Ok(bytes) => bytes,
                         Err(e) => return Ok(Err(e)),
                     };
-                    tx.runs.insert(&key, bytes)?;
                     active.unsaved = false;
+                    changed = true;
                 }
                 None => {}
+            }
+            if changed {
+                tx.runs.insert(&key, active.record())?;
             }
             // A finished run leaves the in-memory set.
             tx.active.set(key, Some(active));
@@ -439,12 +474,22 @@ impl RunStore for SledStore {
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
         self.blocking(move |inner| {
-            inner
-                .steps
-                .scan_prefix(run_id.to_bytes())
-                .values()
-                .map(|v| decode("step run", &v.map_err(backend)?))
-                .collect()
+            let key = run_id.to_bytes();
+            let mut found = BTreeMap::new();
+            // Attempts written by earlier formats...
+            for value in inner.steps.scan_prefix(key).values() {
+                let step: StepRun = decode("step run", &value.map_err(backend)?)?;
+                found.insert((step.step_index, step.attempt), step);
+            }
+            // ...and those in the run's record, which supersede them.
+            if let Some(record) = inner.runs.get(key).map_err(backend)? {
+                let attempts = record::attempts(&record)
+                    .map_err(|e| backend(format!("corrupt run record: {e}")))?;
+                for (index, attempt, json) in attempts {
+                    found.insert((index, attempt), decode("step run", json)?);
+                }
+            }
+            Ok(found.into_values().collect())
         })
         .await
     }

@@ -32,12 +32,15 @@ use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 /// - 3: the run an event started has no `event ++ run` index key (the
 ///   event's outcome names it), and finished runs no finish-time key
 ///   (retention goes by creation time).
+/// - 4: a run's step attempts are kept in its record (see `record.rs`),
+///   not each under a key of its own in the `steps` tree.
 ///
-/// A store of format 1 or 2 is migrated when opened, in one atomic sled
-/// transaction (it keeps its format if interrupted). Format 2 needs no
-/// change of its records: the keys it has that format 3 does not write
-/// are read correctly and removed with their runs.
-pub const FORMAT_VERSION: u32 = 3;
+/// A store of format 1, 2 or 3 is migrated when opened, in one atomic sled
+/// transaction (it keeps its format if interrupted). Formats 2 and 3 need
+/// no change of their records: the keys they have that format 4 does not
+/// write (attempts in the `steps` tree, index keys) are read correctly and
+/// removed with their runs.
+pub const FORMAT_VERSION: u32 = 4;
 
 const META_TREE: &str = "meta";
 const MARKER_KEY: &[u8] = b"marker";
@@ -193,7 +196,7 @@ impl SledStore {
         })?;
         let migrated = match format {
             1 => migrate_v1(&db, &runs, &idx),
-            2 => set_format(&db),
+            2 | 3 => set_format(&db),
             _ => Ok(()),
         };
         migrated.map_err(|e| OpenError::Corrupt {
@@ -604,10 +607,15 @@ fn load_active(runs: &Tree, steps: &Tree, idx: &Tree) -> Result<ActiveRuns, Stor
         let Some(id) = keys::trailing_id(&key) else {
             continue;
         };
-        let Some(run) = load::<taskforge_core::WorkflowRun>(runs, "run", &id)? else {
+        let Some(stored) = runs.get(id).map_err(backend)? else {
             return Err(backend("an ACTIVE index key names a missing run"));
         };
-        let mut loaded = ActiveRun::new(Arc::new(run));
+        let run: taskforge_core::WorkflowRun = decode("run", &stored)?;
+        let run_bytes = crate::record::run_json(&stored)
+            .map(IVec::from)
+            .map_err(backend)?;
+        let mut loaded = ActiveRun::new(Arc::new(run), run_bytes);
+        // Attempts of earlier formats, in the steps tree...
         for step in steps.scan_prefix(id) {
             let (key, value) = step.map_err(backend)?;
             let (Some(index), Some(attempt)) = (
@@ -623,7 +631,13 @@ fn load_active(runs: &Tree, steps: &Tree, idx: &Tree) -> Result<ActiveRuns, Stor
                 u32::from_be_bytes(index),
                 u32::from_be_bytes(attempt),
                 head.status,
+                value,
             );
+        }
+        // ...and those in the run's record, which supersede them.
+        for (index, attempt, json) in crate::record::attempts(&stored).map_err(backend)? {
+            let head: StepHead = decode("step run", json)?;
+            loaded.set_step(index, attempt, head.status, IVec::from(json));
         }
         active.set(id, Some(loaded));
     }
@@ -637,12 +651,15 @@ pub(crate) fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<IVec
         .map_err(|e| backend(format!("cannot serialize {kind}: {e}")))
 }
 
-/// Deserializes a record.
+/// Deserializes a record (of a run kept with its attempts, the run's part:
+/// see `record.rs`).
 pub(crate) fn decode<T: DeserializeOwned>(
     kind: &'static str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| backend(format!("corrupt {kind} record: {e}")))
+    let json = crate::record::run_json(bytes)
+        .map_err(|e| backend(format!("corrupt {kind} record: {e}")))?;
+    serde_json::from_slice(json).map_err(|e| backend(format!("corrupt {kind} record: {e}")))
 }
 
 /// Reads and deserializes the record at `key` of `tree`.

@@ -20,14 +20,16 @@
 //! - `sled-run`: the same on a durable sled store;
 //! - `sled-run-256`: 3-step runs on durable sled with 256 in flight (the
 //!   headline's closed loop): what a run costs when writes are batched;
-//! - `sled-commit`: one fenced durable `commit` on sled that finishes one
-//!   step attempt and starts the next (what the worker writes per step);
+//! - `sled-commit`: one fenced durable `commit` on sled that finishes step
+//!   0 of a started run and starts step 1 (what the worker writes between
+//!   two steps);
 //! - `sled-ingest`: one durable `insert_event` of a webhook-like event
 //!   with the queued run it starts, new dedup key;
 //! - `sled-ingest-dup`: the same event again (a duplicate).
 //!
-//! With `--child MODE N` it runs N operations of one mode without valgrind
-//! and prints what sled wrote per operation (`SledStore::write_stats`).
+//! With `--child MODE N [PREPARE]` it runs N operations of one mode without
+//! valgrind and prints what sled wrote per operation
+//! (`SledStore::write_stats`).
 
 use std::path::Path;
 use std::process::Command;
@@ -35,9 +37,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use taskforge_benches::{catalog, definition, noop_registry, payload, webhook_event, NOOP};
-use taskforge_core::store::{
-    EventInsert, EventStore, Fence, RunStore, RunTransition, StepTransition,
-};
+use taskforge_core::store::{EventInsert, EventStore, RunStore, RunTransition, StepTransition};
 use taskforge_core::{Engine, RunStatus, StepRun, Store, TriggerId, WorkflowRun};
 use taskforge_store_memory::MemoryStore;
 use taskforge_store_sled::{SledStore, WriteStats};
@@ -66,7 +66,8 @@ fn main() {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .expect("--child MODE N");
-                child(&mode, n);
+                let prepare = args.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                child(&mode, n, prepare);
                 return;
             }
             "--ops" => {
@@ -94,9 +95,12 @@ fn main() {
     println!("| hot path | instructions per op | sled keys per op | sled bytes per op | batches per op | flushes per op |");
     println!("|---|---:|---:|---:|---:|---:|");
     for mode in &modes {
-        let written = native(&exe, mode, ops);
-        let small = callgrind(&exe, mode, ops);
-        let large = callgrind(&exe, mode, 2 * ops);
+        // Set-up that grows with the operations is done for 2N + warm-up
+        // in both runs.
+        let prepare = 2 * ops + WARM_UP;
+        let written = native(&exe, mode, ops, prepare);
+        let small = callgrind(&exe, mode, ops, prepare);
+        let large = callgrind(&exe, mode, 2 * ops, prepare);
         let per_op = match (small, large) {
             (Some(small), Some(large)) => {
                 format!("{}", (large.saturating_sub(small)) / ops as u64)
@@ -110,9 +114,9 @@ fn main() {
 }
 
 /// Runs `mode` natively and returns the sled columns of its row.
-fn native(exe: &Path, mode: &str, ops: usize) -> String {
+fn native(exe: &Path, mode: &str, ops: usize, prepare: usize) -> String {
     let output = Command::new(exe)
-        .args(["--child", mode, &ops.to_string()])
+        .args(["--child", mode, &ops.to_string(), &prepare.to_string()])
         .output()
         .expect("run the child");
     assert!(
@@ -127,14 +131,14 @@ fn native(exe: &Path, mode: &str, ops: usize) -> String {
 }
 
 /// Total instructions of `mode` with `ops` operations under callgrind.
-fn callgrind(exe: &Path, mode: &str, ops: usize) -> Option<u64> {
+fn callgrind(exe: &Path, mode: &str, ops: usize, prepare: usize) -> Option<u64> {
     let dir = tempfile::tempdir().ok()?;
     let out = dir.path().join("callgrind.out");
     let status = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(exe)
-        .args(["--child", mode, &ops.to_string()])
+        .args(["--child", mode, &ops.to_string(), &prepare.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
@@ -151,7 +155,7 @@ fn callgrind(exe: &Path, mode: &str, ops: usize) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-fn child(mode: &str, n: usize) {
+fn child(mode: &str, n: usize, prepare: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -176,7 +180,7 @@ fn child(mode: &str, n: usize) {
                     .expect("closed loop");
                 Some(store.write_stats().since(&before))
             }
-            "sled-commit" => Some(commits(open(dir.path()), n).await),
+            "sled-commit" => Some(commits(open(dir.path()), n, prepare).await),
             "sled-ingest" => Some(ingest(open(dir.path()), n, false).await),
             "sled-ingest-dup" => Some(ingest(open(dir.path()), n, true).await),
             other => panic!("unknown mode {other:?}; modes: {}", MODES.join(", ")),
@@ -245,46 +249,46 @@ impl Stats for SledStore {
     }
 }
 
-/// `WARM_UP + n` fenced commits to one started run, each finishing step
-/// `i` and starting step `i + 1`.
-async fn commits(store: SledStore, n: usize) -> WriteStats {
+/// Fenced commits, each finishing step 0 of a started run and starting its
+/// step 1 (what the worker writes between two steps): `prepare` runs are
+/// started first (the same number whatever `n`, so that the set-up cancels
+/// out), then `WARM_UP + n` of them get their commit.
+async fn commits(store: SledStore, n: usize, prepare: usize) -> WriteStats {
     let (_, version) = catalog(&store, "commits", definition(3, NOOP))
         .await
         .expect("catalog");
-    let now = Utc::now();
-    let run = WorkflowRun::new(&version, payload(0), now);
-    store.insert_run(&run).await.expect("insert run");
-    let mut run = store
-        .claim_run(run.id, "bench", now, now + chrono::TimeDelta::hours(1))
-        .await
-        .expect("claim");
-    let fence = run.fence();
-    run.transition(RunTransition::Start, now).expect("start");
-    let mut running = StepRun::start(run.id, "s0", 0, 1, now);
-    store
-        .commit(fence, Some(&run), std::slice::from_ref(&running))
-        .await
-        .expect("commit start");
-    let fence = Fence {
-        status: RunStatus::Running,
-        ..fence
-    };
+    let mut started = Vec::with_capacity(prepare);
+    for i in 0..prepare.max(WARM_UP + n) {
+        let now = Utc::now();
+        let run = WorkflowRun::new(&version, payload(i as u64), now);
+        store.insert_run(&run).await.expect("insert run");
+        let mut run = store
+            .claim_run(run.id, "bench", now, now + chrono::TimeDelta::hours(1))
+            .await
+            .expect("claim");
+        let fence = run.fence();
+        run.transition(RunTransition::Start, now).expect("start");
+        let step = StepRun::start(run.id, "s0", 0, 1, now);
+        store
+            .commit(fence, Some(&run), std::slice::from_ref(&step))
+            .await
+            .expect("commit start");
+        started.push((run.fence(), step));
+    }
     let mut before = WriteStats::default();
-    for i in 0..WARM_UP + n {
+    for (i, (fence, mut step)) in started.into_iter().take(WARM_UP + n).enumerate() {
         if i == WARM_UP {
             before = store.write_stats();
         }
         let now = Utc::now();
-        running
-            .transition(StepTransition::Succeed, now)
+        step.transition(StepTransition::Succeed, now)
             .expect("succeed");
-        running.output = Some(serde_json::Value::Null);
-        let next = StepRun::start(run.id, "s", i as u32 + 1, 1, now);
+        step.output = Some(serde_json::Value::Null);
+        let next = StepRun::start(fence.run_id, "s1", 1, 1, now);
         store
-            .commit(fence, None, &[running, next.clone()])
+            .commit(fence, None, &[step, next])
             .await
             .expect("commit");
-        running = next;
     }
     store.write_stats().since(&before)
 }
