@@ -21,33 +21,43 @@ impl EventStore for SledStore {
         event: &Event,
         run: Option<&WorkflowRun>,
     ) -> Result<EventInsert, StoreError> {
-        // A stored duplicate is answered with a read: nothing to write,
-        // serialize or queue. Its original may have been applied a moment
-        // ago and not be on disk yet, so the answer waits until it is:
-        // a sender told "duplicate" stops retrying, and a crash must not
-        // lose the original then.
-        // Only while the writer is idle: during its transactions a read
-        // would block this async worker, and the writer checks anyway.
-        let dedup_key = event.dedup_key.as_deref().filter(|_| !self.writer_busy());
-        if let Some(dedup_key) = dedup_key {
-            let dedup = keys::dedup(event.workflow_id, dedup_key);
-            if let Some(stored_id) = self.inner.idx.get(&dedup).map_err(backend)? {
+        // A stored duplicate is answered from memory or with a read:
+        // nothing to write, serialize or queue. Its original may have been
+        // applied a moment ago and not be on disk yet, so the answer waits
+        // until it is: a sender told "duplicate" stops retrying, and a
+        // crash must not lose the original then.
+        let dedup = event
+            .dedup_key
+            .as_deref()
+            .map(|k| keys::dedup(event.workflow_id, k));
+        let generation = self.inner.recent.generation();
+        if let Some(dedup) = &dedup {
+            if let Some(stored) = self.inner.recent.get(dedup) {
+                self.read_durable().await?;
+                return Ok(EventInsert::Duplicate(Box::new((*stored).clone())));
+            }
+        }
+        // Read only while the writer is idle: during its transactions a
+        // read would block this async worker, and the writer checks anyway.
+        if let Some(dedup) = dedup.as_ref().filter(|_| !self.writer_busy()) {
+            if let Some(stored_id) = self.inner.idx.get(dedup).map_err(backend)? {
                 let stored = load::<Event>(&self.inner.events, "event", &stored_id)?;
                 // A missing event was pruned meanwhile, or the batch storing it
                 // is still being applied: the writer decides.
                 if let Some(stored) = stored {
                     self.read_durable().await?;
-                    return Ok(EventInsert::Duplicate(Box::new(stored)));
+                    let stored = Arc::new(stored);
+                    self.inner
+                        .recent
+                        .insert(generation, dedup.clone(), Arc::clone(&stored));
+                    return Ok(EventInsert::Duplicate(Box::new((*stored).clone())));
                 }
             }
         }
         // Everything is serialized once, before the write is queued.
         let event_bytes = encode("event", event)?;
         let event_id = event.id;
-        let dedup = event
-            .dedup_key
-            .as_deref()
-            .map(|k| keys::dedup(event.workflow_id, k));
+        let cached = dedup.clone();
         let event_index = keys::event_index(event);
         let run = match run {
             Some(run) => {
@@ -105,10 +115,18 @@ impl EventStore for SledStore {
         // A duplicate's original may have been stored a moment ago by a
         // writer still waiting for its flush; the caller acts on it too:
         // waited for either way.
-        Ok(match self.write_durable(op).await? {
+        let inserted = match self.write_durable(op).await? {
             Outcome::Duplicate(stored) => EventInsert::Duplicate(stored),
             _ => EventInsert::Inserted,
-        })
+        };
+        if let Some(key) = cached {
+            let stored = match &inserted {
+                EventInsert::Duplicate(stored) => Arc::new((**stored).clone()),
+                _ => Arc::new(event.clone()),
+            };
+            self.inner.recent.insert(generation, key, stored);
+        }
+        Ok(inserted)
     }
 
     async fn get_event(&self, id: EventId) -> Result<Event, StoreError> {

@@ -106,6 +106,7 @@ mod events;
 mod group_commit;
 mod keys;
 mod prune;
+mod recent;
 mod record;
 mod runs;
 mod scan;

@@ -32,6 +32,9 @@ impl SledStore {
     /// failure stays removed.
     pub async fn prune(&self, cutoff: DateTime<Utc>) -> Result<PruneReport, StoreError> {
         let mut report = PruneReport::default();
+        // Events are removed: the cache of recent ones forgets them (and
+        // refuses entries read before this), before and after.
+        self.inner.recent.clear();
         // Finished runs, in chunks: each chunk is one queued write. A run
         // finishes after it is created, so the runs created up to the
         // cutoff are the candidates; each is checked in the write.
@@ -148,6 +151,7 @@ impl SledStore {
                 report.events += pruned.events;
             }
         }
+        self.inner.recent.clear();
         self.durable().await?;
         Ok(report)
     }

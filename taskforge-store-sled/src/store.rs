@@ -21,6 +21,7 @@ use crate::config::{Durability, SledConfig};
 use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, tag, RunHead, StepHead, ID};
+use crate::recent::RecentEvents;
 use crate::stats::{Counters, WriteStats};
 use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) idx: Tree,
     /// The unfinished runs; only the writer thread changes them.
     pub(crate) active: Arc<RwLock<ActiveRuns>>,
+    /// Recently stored events with dedup keys.
+    pub(crate) recent: RecentEvents,
     counters: Arc<Counters>,
     path: Option<PathBuf>,
 }
@@ -229,6 +232,7 @@ impl SledStore {
             commit,
             db,
             active,
+            recent: RecentEvents::default(),
             counters,
             path,
         };

@@ -846,3 +846,34 @@ fn an_empty_directory_becomes_a_store() {
     let missing = dir.path().join("a").join("b");
     drop(SledStore::open(&missing).expect("create nested"));
 }
+
+#[tokio::test]
+async fn a_pruned_delivery_is_stored_again_not_answered_from_memory() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = open(&dir);
+    let (wf, _) = workflow(&store, "recent").await;
+    let old = now() - TimeDelta::days(30);
+    let first = event(&wf, Some("k"), old);
+    assert_eq!(
+        store.insert_event(&first, None).await.expect("first"),
+        EventInsert::Inserted
+    );
+    // The repeat is answered (from memory now) with the original.
+    let repeat = event(&wf, Some("k"), old);
+    match store.insert_event(&repeat, None).await.expect("repeat") {
+        EventInsert::Duplicate(stored) => assert_eq!(stored.id, first.id),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    let report = store.prune(now()).await.expect("prune");
+    assert_eq!(report.events, 1);
+    // The key is free again: the next delivery is stored.
+    let again = event(&wf, Some("k"), now());
+    assert_eq!(
+        store.insert_event(&again, None).await.expect("again"),
+        EventInsert::Inserted
+    );
+    match store.insert_event(&repeat, None).await.expect("repeat") {
+        EventInsert::Duplicate(stored) => assert_eq!(stored.id, again.id),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+}
