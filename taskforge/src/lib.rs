@@ -3,8 +3,9 @@
 //! This crate is the one a host application depends on. It re-exports
 //! [`taskforge_core`] (the engine, the domain model and the storage
 //! contract) and, behind features, the storage backends: [`sled`] (the
-//! default, durable and embedded) and `memory` (the in-memory store, feature
-//! `memory`).
+//! default, durable and embedded), `memory` (the in-memory store, feature
+//! `memory`) and `postgres` (PostgreSQL, feature `postgres`: several engine
+//! processes on one database).
 //!
 //! ```no_run
 //! use serde_json::{json, Value};
@@ -34,6 +35,9 @@ pub use taskforge_core::*;
 /// The in-memory store.
 #[cfg(feature = "memory")]
 pub use taskforge_store_memory as memory;
+/// The PostgreSQL store: several engine processes share one database.
+#[cfg(feature = "postgres")]
+pub use taskforge_store_postgres as postgres;
 /// The durable embedded store on sled.
 #[cfg(feature = "sled")]
 pub use taskforge_store_sled as sled;

@@ -1,13 +1,21 @@
 //! The self-hosted Taskforge server: the quickstart's deploy workflow, a
-//! GitHub release webhook and a nightly cron report, on the sled store,
-//! served over HTTP by `taskforge-http`.
+//! GitHub release webhook and a nightly cron report, on the sled store or
+//! on PostgreSQL, served over HTTP by `taskforge-http`.
 //!
 //! ```text
 //! cargo run -p taskforge-examples --bin server -- [--addr 127.0.0.1:8080] [--data ./taskforge-data]
+//! cargo run -p taskforge-examples --bin server -- --postgres postgres://user@host:5432/db
 //! ```
 //!
 //! The address and data directory also come from `TASKFORGE_ADDR` and
-//! `TASKFORGE_DATA`. On the first start of an empty store it prints an
+//! `TASKFORGE_DATA`. With `--postgres <url>` (or `TASKFORGE_POSTGRES_URL`)
+//! the store is PostgreSQL instead of sled, in schema `taskforge` (or
+//! `--postgres-schema` / `TASKFORGE_POSTGRES_SCHEMA`): start as many copies
+//! as you like on one database, and they share the work (a delivery to
+//! any of them may run on any of them; each cron slot fires once).
+//! `TASKFORGE_MAX_CONCURRENT_RUNS` caps the runs one copy executes at once
+//! (256), `TASKFORGE_REPORT_CRON` sets the report's schedule (`0 3 * * *`).
+//! On the first start of an empty store it prints an
 //! admin API token, once (or stores `TASKFORGE_ADMIN_TOKEN` instead, for
 //! provisioning). The GitHub webhook secret is `GITHUB_WEBHOOK_SECRET`
 //! (default `example-secret-change-me`). SIGTERM or Ctrl-C shut it down
@@ -18,13 +26,16 @@
 //! webhook's `traceparent` joining the run and its steps to the caller's
 //! trace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use taskforge::postgres::{PostgresConfig, PostgresStore};
 use taskforge::sled::SledStore;
+use taskforge::store::TokenStore;
 use taskforge::webhook::{DedupSource, Filter, SignatureScheme};
 use taskforge::{
-    CronConfig, Engine, RetryPolicy, StepContext, StepDefinition, StepError, StepRegistry,
+    CronConfig, Engine, RetryPolicy, StepContext, StepDefinition, StepError, StepRegistry, Store,
     TriggerKind, WebhookConfig, WorkflowDefinition,
 };
 use taskforge_http::{bootstrap, router, Bootstrap, HttpOptions};
@@ -86,11 +97,37 @@ fn deploy_definition() -> WorkflowDefinition {
 
 /// `--name value` from the arguments, else the environment variable.
 fn setting(args: &[String], flag: &str, env: &str, default: &str) -> String {
+    optional_setting(args, flag, env).unwrap_or_else(|| default.to_owned())
+}
+
+/// `--name value` from the arguments, else the environment variable, if set.
+fn optional_setting(args: &[String], flag: &str, env: &str) -> Option<String> {
     args.iter()
         .position(|a| a == flag)
         .and_then(|i| args.get(i + 1).cloned())
         .or_else(|| std::env::var(env).ok())
-        .unwrap_or_else(|| default.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The store: PostgreSQL if a URL is given (several copies of the server
+/// can share it), else sled in the data directory. Also says where it is.
+async fn open_store(
+    args: &[String],
+) -> Result<(Arc<dyn Store>, String), Box<dyn std::error::Error>> {
+    if let Some(url) = optional_setting(args, "--postgres", "TASKFORGE_POSTGRES_URL") {
+        let schema = setting(
+            args,
+            "--postgres-schema",
+            "TASKFORGE_POSTGRES_SCHEMA",
+            "taskforge",
+        );
+        let store = PostgresStore::connect_with(PostgresConfig::new(url).schema(&schema)).await?;
+        let place = format!("PostgreSQL at {}, schema {schema}", store.address());
+        return Ok((Arc::new(store), place));
+    }
+    let data = setting(args, "--data", "TASKFORGE_DATA", "taskforge-data");
+    let store = SledStore::open(&data)?;
+    Ok((Arc::new(store), format!("data in {data}")))
 }
 
 #[tokio::main]
@@ -109,11 +146,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = taskforge_http::metrics::install()?;
     let args: Vec<String> = std::env::args().collect();
     let addr = setting(&args, "--addr", "TASKFORGE_ADDR", "127.0.0.1:8080");
-    let data = setting(&args, "--data", "TASKFORGE_DATA", "taskforge-data");
     let secret = std::env::var("GITHUB_WEBHOOK_SECRET")
         .unwrap_or_else(|_| "example-secret-change-me".to_owned());
+    let max_runs: usize = setting(
+        &args,
+        "--max-concurrent-runs",
+        "TASKFORGE_MAX_CONCURRENT_RUNS",
+        "256",
+    )
+    .parse()?;
+    let report_cron = setting(&args, "--report-cron", "TASKFORGE_REPORT_CRON", "0 3 * * *");
 
-    let engine = Engine::builder(SledStore::open(&data)?, registry()?).build();
+    let (store, place) = open_store(&args).await?;
+    let engine = Engine::builder(store, registry()?)
+        .max_concurrent_runs(max_runs)
+        .build();
     engine.start();
 
     // The quickstart's workflow, run by hand through the API.
@@ -124,16 +171,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ensure_workflow("deploy-api-on-github-release")
         .await?;
     engine.publish(github.id, deploy_definition()).await?;
-    if engine.triggers(github.id).await?.is_empty() {
-        let config = WebhookConfig::new("github/releases")
-            .with_signature(SignatureScheme::github(secret))
-            .with_dedup(DedupSource::Header("X-GitHub-Delivery".into()))
-            .with_filter(Filter::equals("/action", "published"))
-            .keep_header("X-GitHub-Event");
-        engine
-            .create_trigger(github.id, TriggerKind::Webhook(config))
-            .await?;
-    }
+    // Triggers are declared by name, so copies of the server starting at
+    // once on one database declare each one once.
+    let config = WebhookConfig::new("github/releases")
+        .with_signature(SignatureScheme::github(secret))
+        .with_dedup(DedupSource::Header("X-GitHub-Delivery".into()))
+        .with_filter(Filter::equals("/action", "published"))
+        .keep_header("X-GitHub-Event");
+    let webhook = TriggerKind::Webhook(config);
+    engine
+        .ensure_trigger(github.id, &webhook.default_name(), webhook)
+        .await?;
     // A report every night at 03:00 UTC.
     let nightly = engine.ensure_workflow("nightly-report").await?;
     engine
@@ -142,22 +190,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             WorkflowDefinition::new(vec![StepDefinition::new("report", "report")]),
         )
         .await?;
-    if engine.triggers(nightly.id).await?.is_empty() {
-        engine
-            .create_trigger(
-                nightly.id,
-                TriggerKind::Cron(CronConfig::new("0 3 * * *", "UTC")),
-            )
-            .await?;
-    }
+    // Named after the default schedule, which earlier releases of this
+    // server created it with, whatever `TASKFORGE_REPORT_CRON` says now.
+    let name = TriggerKind::Cron(CronConfig::new("0 3 * * *", "UTC")).default_name();
+    engine
+        .ensure_trigger(
+            nightly.id,
+            &name,
+            TriggerKind::Cron(CronConfig::new(report_cron, "UTC")),
+        )
+        .await?;
 
     let provided = std::env::var("TASKFORGE_ADMIN_TOKEN").ok();
-    match bootstrap(engine.store(), provided.as_deref(), chrono::Utc::now()).await? {
-        Bootstrap::Created(token) => {
+    match bootstrap(engine.store(), provided.as_deref(), chrono::Utc::now()).await {
+        Ok(Bootstrap::Created(token)) => {
             println!("admin token (shown once, keep it): {}", token.expose());
         }
-        Bootstrap::Provisioned => println!("admin token taken from TASKFORGE_ADMIN_TOKEN"),
-        _ => {}
+        Ok(Bootstrap::Provisioned) => println!("admin token taken from TASKFORGE_ADMIN_TOKEN"),
+        Ok(_) => {}
+        // Another copy of the server on the same database made the first
+        // token at the same moment.
+        Err(_) if !engine.store().list_tokens().await?.is_empty() => {}
+        Err(error) => return Err(error.into()),
     }
 
     let shutdown = CancellationToken::new();
@@ -170,7 +224,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!(
-        "taskforge server on http://{} (data in {data})",
+        "taskforge server on http://{} ({place})",
         listener.local_addr()?
     );
     println!("inspector on http://{}/ui", listener.local_addr()?);
