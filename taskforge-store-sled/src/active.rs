@@ -134,6 +134,18 @@ impl ActiveRuns {
     /// Replaces what is kept of run `id`: `None` (or a finished run)
     /// removes it.
     pub(crate) fn set(&mut self, id: Id, run: Option<ActiveRun>) {
+        // Most changes (a commit between two steps) keep the run's status
+        // and lease: its index entries stay as they are.
+        if let (Some(new), Some(old)) = (&run, self.runs.get_mut(&id)) {
+            let same = keys::is_active(new.run.status)
+                && new.run.status == old.run.status
+                && new.run.workflow_id == old.run.workflow_id
+                && lease_key(&new.run) == lease_key(&old.run);
+            if same {
+                *old = new.clone();
+                return;
+            }
+        }
         if let Some(old) = self.runs.remove(&id) {
             let st = keys::status(old.run.status);
             self.by_status.remove(&(st, id));
