@@ -49,6 +49,7 @@ mod admit;
 mod cancel;
 mod config;
 pub(crate) mod cron;
+mod delivery;
 mod dispatch;
 mod intake;
 mod shared;
@@ -61,7 +62,7 @@ use self::cron::CronFiring;
 use self::shared::Shared;
 
 pub use self::config::{EngineConfig, RunOptions, DEFAULT_STEP_TIMEOUT};
-pub use self::intake::Delivery;
+pub use self::delivery::Delivery;
 pub use self::update::RunUpdate;
 
 /// The metadata of a manual event: who asked, if known.

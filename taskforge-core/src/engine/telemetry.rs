@@ -29,7 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
-use super::intake::Delivery;
+use super::delivery::Delivery;
 use crate::event::EventOutcome;
 use crate::id::WorkflowId;
 use crate::run::WorkflowRun;
