@@ -51,18 +51,36 @@
 //!
 //! # Many processes
 //!
-//! - A claim is one conditional `UPDATE`: racing claims of one run queue on
-//!   its row lock, and each re-checks the lease on the winner's row, so
-//!   exactly one succeeds.
+//! - A claim takes the run's row lock and checks the lease in the same
+//!   statement, so of racing claims (in one process or many) exactly one
+//!   wins.
 //! - A [`commit`](taskforge_core::store::RunStore::commit) is one
 //!   transaction that locks the run's row, checks the fence (lease epoch
 //!   and status) and writes the run and its step attempts; a connection
-//!   lost midway leaves nothing.
+//!   lost midway leaves nothing, and the engine's retry of a commit that
+//!   was applied is accepted.
 //! - Unique constraints enforce workflow names, version numbers, webhook
 //!   paths and dedup keys per workflow (cron slots are dedup keys), so
 //!   racing processes cannot create two of anything.
-//! - New runs notify listeners through `LISTEN/NOTIFY` in the inserting
-//!   transaction; see [`PostgresStore::notifications`].
+//! - New runs, and runs given back unfinished, notify listeners through
+//!   `LISTEN/NOTIFY` once committed; see [`PostgresStore::notifications`].
+//!
+//! # Group commit
+//!
+//! Claims, commits and admissions (an event with its run) that callers
+//! make at the same moment go to the server together: one statement, one
+//! transaction, one WAL flush per batch, on a few lanes (connections) per
+//! kind of write (a quarter of [`PostgresConfig::pool_size`] each). A write
+//! that finds a lane free goes out at once, alone. Claims and commits run
+//! as the server-side functions `taskforge_claim` and `taskforge_commit`
+//! (migration 2), which lock the batch's runs in id order (so batches
+//! cannot deadlock) and apply each claim or commit whose checks pass;
+//! whatever a batch leaves out (a refused fence, a finished attempt, a
+//! merge, a taken dedup key, a batch the server refused) is settled alone
+//! by the contract's rules in [`taskforge_core::store::rules`], so the
+//! answers are exactly those of one write at a time. A batch lost with its
+//! connection is an error for each of its writes, as a lone write's would
+//! be: the engine retries.
 //!
 //! # Enqueue in your transaction
 //!

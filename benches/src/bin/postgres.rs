@@ -364,10 +364,15 @@ async fn floor(options: &Options) -> (f64, f64) {
         latencies.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let p50 = percentile(&latencies, 50.0);
+    // Every connection first, then the clock.
+    let mut clients = Vec::new();
+    for _ in 0..64 {
+        clients.push(connect().await);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(3);
     let mut tasks = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for id in 1..=64i32 {
-        let client = connect().await;
+    for (id, client) in (1..=64i32).zip(clients) {
         let update = update.clone();
         tasks.push(tokio::spawn(async move {
             let statement = client.prepare(&update).await.expect("prepare");
@@ -379,7 +384,6 @@ async fn floor(options: &Options) -> (f64, f64) {
             n
         }));
     }
-    let start = Instant::now();
     let mut total = 0;
     for task in tasks {
         total += task.await.expect("task");
