@@ -193,7 +193,7 @@ impl SledStore {
         let (events, runs, steps, idx) =
             (tree("events")?, tree("runs")?, tree("steps")?, tree("idx")?);
         let triggers = tree("triggers")?;
-        crate::workflows::index_triggers(&triggers, &idx).map_err(|e| OpenError::Corrupt {
+        index_triggers(&triggers, &idx).map_err(|e| OpenError::Corrupt {
             path: shown.clone(),
             reason: format!("indexing triggers: {e}"),
         })?;
@@ -717,6 +717,23 @@ pub(crate) fn tx_reindex(
     }
     for key in new.iter().filter(|k| !old.contains(k)) {
         idx.insert(key.as_slice(), &[])?;
+    }
+    Ok(())
+}
+
+/// Indexes the unique keys of triggers stored by an earlier release, which
+/// did not index them. Idempotent, and cheap (triggers are few): run on
+/// every open. A key held already is left to its holder.
+pub(crate) fn index_triggers(triggers: &sled::Tree, idx: &sled::Tree) -> Result<(), StoreError> {
+    for entry in triggers.iter().values() {
+        let trigger: taskforge_core::Trigger = decode("trigger", &entry.map_err(backend)?)?;
+        let unique = crate::keys::trigger_unique(&trigger);
+        let id = trigger.id.to_bytes();
+        for key in unique.name.iter().chain(&unique.path) {
+            idx.compare_and_swap(key.as_slice(), None as Option<&[u8]>, Some(&id[..]))
+                .map_err(backend)?
+                .ok();
+        }
     }
     Ok(())
 }

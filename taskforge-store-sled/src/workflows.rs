@@ -320,20 +320,3 @@ fn release_unique(
     }
     Ok(())
 }
-
-/// Indexes the unique keys of triggers stored by an earlier release, which
-/// did not index them. Idempotent, and cheap (triggers are few): run on
-/// every open. A key held already is left to its holder.
-pub(crate) fn index_triggers(triggers: &sled::Tree, idx: &sled::Tree) -> Result<(), StoreError> {
-    for entry in triggers.iter().values() {
-        let trigger: Trigger = decode("trigger", &entry.map_err(backend)?)?;
-        let unique = keys::trigger_unique(&trigger);
-        let id = trigger.id.to_bytes();
-        for key in unique.name.iter().chain(&unique.path) {
-            idx.compare_and_swap(key.as_slice(), None as Option<&[u8]>, Some(&id[..]))
-                .map_err(backend)?
-                .ok();
-        }
-    }
-    Ok(())
-}
