@@ -7,8 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use super::plan::{Behavior, HandlerMix, Plan};
-use super::world::Ack;
+use super::plan::{Ack, Behavior, HandlerMix, Plan};
 use super::INJECTED_PANIC;
 use crate::store::{EventStore, RunStore, RunTransition, StepTransition, Store};
 use crate::testing::faults::FaultyStore;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::testing::faults::FaultConfig;
+use crate::{EventId, RunId};
 use crate::{RetryPolicy, StepDefinition, WorkflowDefinition};
 
 /// Everything a scenario does, drawn from its seed by [`Plan::from_seed`].
@@ -340,4 +341,13 @@ impl Plan {
         timeline.sort_by_key(|(at, _)| *at);
         timeline
     }
+}
+
+/// What a client was told: an arrival's run.
+#[derive(Debug, Clone)]
+pub(super) struct Ack {
+    pub(super) arrival: usize,
+    pub(super) key: String,
+    pub(super) run_id: RunId,
+    pub(super) event_id: Option<EventId>,
 }

@@ -13,30 +13,21 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::plan::{self, ArrivalKind, Plan};
+use super::plan::{self, Ack, ArrivalKind, Plan};
 use super::{check, Report, CLIENT_TRIES, LINGER_LIMIT, SETTLE_LIMIT, TICK};
 use crate::clock::{Clock, ManualClock};
 use crate::store::{RunStore, RunStoreExt, Store, WorkflowStore};
 use crate::testing::faults::{FaultConfig, FaultyStore};
 use crate::webhook::{DedupSource, Headers, WebhookRequest};
 use crate::{
-    Delivery, Engine, EngineBuilder, EventId, RunId, RunOptions, RunQuery, RunUpdate, StepContext,
-    StepRegistry, TriggerKind, WebhookConfig, WorkflowId,
+    Delivery, Engine, EngineBuilder, RunOptions, RunQuery, RunUpdate, StepContext, StepRegistry,
+    TriggerKind, WebhookConfig, WorkflowId,
 };
 
 /// A live engine, and the token its clients watch to see it crash.
 struct Live<S> {
     engine: Engine<FaultyStore<S>, StepRegistry>,
     crashed: CancellationToken,
-}
-
-/// What a client was told: an arrival's run.
-#[derive(Debug, Clone)]
-pub(super) struct Ack {
-    pub(super) arrival: usize,
-    pub(super) key: String,
-    pub(super) run_id: RunId,
-    pub(super) event_id: Option<EventId>,
 }
 
 /// One scenario.
