@@ -140,7 +140,9 @@ fn options() -> Options {
                     "usage: headline [--quick] [--repeat N] [--peer] [--only GROUP,...]\n\
                      groups (for profiling): overhead, memory, sled, latency, \
                      ingest-memory, ingest-sled, footprint, batches (group commit at \
-                     1, 16 and 256 runs in flight; only when named)"
+                     1, 16 and 256 runs in flight; only when named), instructions \
+                     (callgrind counts of the hot paths, from the instructions binary; \
+                     needs valgrind; only when named)"
                 );
                 std::process::exit(0);
             }
@@ -337,6 +339,11 @@ fn main() {
         .peer
         .then(|| run_peer(sizes.peer_runs, options.repeat));
 
+    // Instruction counts do not move with the load: printed beside the
+    // wall-clock figures, they are what to compare on a busy machine.
+    let instructions = options
+        .names("instructions")
+        .then(|| instruction_counts(if options.quick { 100 } else { 200 }));
     let (load_after, text) = load_average();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let busy = load_before.max(load_after) > cores as f64;
@@ -350,6 +357,15 @@ fn main() {
         for row in &batches {
             println!("{row}");
         }
+    }
+    if let Some(table) = instructions {
+        println!();
+        println!(
+            "Instruction counts (callgrind, `--only instructions`; they do not follow the load \
+             as wall-clock figures do, but vary by about 10% between runs):"
+        );
+        println!();
+        print!("{table}");
     }
     println!();
     println!(
@@ -539,6 +555,37 @@ fn footprint(runs: usize, stored: usize) -> f64 {
         .find_map(|l| l.strip_prefix("bytes_per_run "))
         .and_then(|v| v.trim().parse().ok())
         .expect("footprint prints bytes_per_run")
+}
+
+/// The table of the `instructions` binary (which runs the hot paths under
+/// callgrind), with `ops` operations per mode.
+fn instruction_counts(ops: usize) -> String {
+    let output = cargo()
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "taskforge-benches",
+            "--bin",
+            "instructions",
+            "--",
+        ])
+        .args(["--ops", &ops.to_string()])
+        .output()
+        .expect("run cargo");
+    if !output.status.success() {
+        return format!(
+            "instructions failed: {}\n",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `cargo`, run from the workspace root.
