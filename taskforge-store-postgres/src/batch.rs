@@ -3,30 +3,43 @@
 //! transaction, so they share one round trip and one WAL flush.
 //!
 //! A [`Batcher`] queues requests and runs them in batches on a few lanes
-//! (each lane a pooled connection running one batch at a time). A request
-//! that finds a lane free goes out at once, alone: batching adds no wait
-//! to a quiet store. Under load, the requests that arrive while every lane
+//! (each lane a task on a pooled connection, running one batch at a time).
+//! A request that finds a lane free goes out at once, alone: batching adds
+//! no wait to a quiet store, and one task hand-off. Under load, the requests that arrive while every lane
 //! is busy go out together when the next lane frees up, so batches grow
 //! with the load and the server's per-transaction costs (a round trip, a
 //! commit record, a flush) are paid once per batch.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use futures::FutureExt;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 type Job<Req, Res> = (Req, oneshot::Sender<Res>);
+type Run<Req, Res> =
+    dyn Fn(Vec<Req>) -> Pin<Box<dyn Future<Output = Vec<Res>> + Send>> + Send + Sync;
 
 /// Runs requests in batches; see the module docs.
 pub(crate) struct Batcher<Req, Res> {
-    queue: mpsc::UnboundedSender<Job<Req, Res>>,
+    shared: Arc<Shared<Req, Res>>,
+}
+
+struct Shared<Req, Res> {
+    queue: Mutex<VecDeque<Job<Req, Res>>>,
+    lanes: Arc<Semaphore>,
+    max: usize,
+    run: Box<Run<Req, Res>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl<Req: Send + 'static, Res: Send + 'static> Batcher<Req, Res> {
-    /// Starts a batcher on `runtime` that runs at most `lanes` batches at
-    /// once, each of at most `max` requests, with `run`, which answers
-    /// each request of a batch, in order. The batcher stops when it is
-    /// dropped.
+    /// A batcher that runs at most `lanes` batches at once on `runtime`,
+    /// each of at most `max` requests, with `run`, which answers each
+    /// request of a batch, in order.
     pub(crate) fn start<F, Fut>(
         runtime: &tokio::runtime::Handle,
         lanes: usize,
@@ -37,50 +50,82 @@ impl<Req: Send + 'static, Res: Send + 'static> Batcher<Req, Res> {
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Res>> + Send + 'static,
     {
-        let (queue, mut jobs) = mpsc::unbounded_channel::<Job<Req, Res>>();
-        let lanes = Arc::new(Semaphore::new(lanes.max(1)));
-        let run = Arc::new(run);
-        let spawner = runtime.clone();
-        runtime.spawn(async move {
-            loop {
-                // A lane first: while every lane is busy, requests queue up
-                // and go out together.
-                let Ok(lane) = Arc::clone(&lanes).acquire_owned().await else {
-                    return;
-                };
-                let Some(first) = jobs.recv().await else {
-                    return;
-                };
-                let mut batch = Vec::with_capacity(16);
-                batch.push(first);
-                while batch.len() < max {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let run = Arc::clone(&run);
-                spawner.spawn(async move {
-                    let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Res>>) =
-                        batch.into_iter().unzip();
-                    let answers = run(requests).await;
-                    drop(lane);
-                    for (reply, answer) in replies.into_iter().zip(answers) {
-                        // The caller may have gone (its future was dropped).
-                        let _ = reply.send(answer);
-                    }
-                });
-            }
-        });
-        Self { queue }
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                lanes: Arc::new(Semaphore::new(lanes.max(1))),
+                max: max.max(1),
+                run: Box::new(move |requests| Box::pin(run(requests))),
+                runtime: runtime.clone(),
+            }),
+        }
     }
 
-    /// Runs `request` in the next batch; `None` if the batcher stopped or
-    /// the batch failed to answer (its task panicked).
+    /// Runs `request` in the next batch; `None` if its batch failed to
+    /// answer (the task running it panicked).
     pub(crate) async fn call(&self, request: Req) -> Option<Res> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((request, reply)).ok()?;
+        self.shared.push((request, reply));
+        // A free lane takes the queue at once, this request first; with
+        // every lane busy, the next lane to finish takes it.
+        if let Ok(lane) = Arc::clone(&self.shared.lanes).try_acquire_owned() {
+            let shared = Arc::clone(&self.shared);
+            self.shared.runtime.spawn(shared.drive(lane));
+        }
         answer.await.ok()
+    }
+}
+
+impl<Req: Send + 'static, Res: Send + 'static> Shared<Req, Res> {
+    fn push(&self, job: Job<Req, Res>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+    }
+
+    /// Up to `max` queued jobs, oldest first.
+    fn take(&self) -> Vec<Job<Req, Res>> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = queue.len().min(self.max);
+        queue.drain(..n).collect()
+    }
+
+    /// A lane: runs batches while requests are queued.
+    async fn drive(self: Arc<Self>, mut lane: OwnedSemaphorePermit) {
+        loop {
+            let batch = self.take();
+            if batch.is_empty() {
+                drop(lane);
+                // A request queued after the look above, whose caller found
+                // no free lane (this one was still held), is taken here.
+                if self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+                {
+                    return;
+                }
+                match Arc::clone(&self.lanes).try_acquire_owned() {
+                    Ok(again) => lane = again,
+                    // Another lane is free and running: it will take them.
+                    Err(_) => return,
+                }
+                continue;
+            }
+            let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Res>>) =
+                batch.into_iter().unzip();
+            // A panic fails this batch's callers (their replies are
+            // dropped), not the lane: queued requests still go out.
+            let Ok(answers) = AssertUnwindSafe((self.run)(requests)).catch_unwind().await else {
+                continue;
+            };
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                // The caller may have gone (its future was dropped).
+                let _ = reply.send(answer);
+            }
+        }
     }
 }
 
