@@ -10,6 +10,7 @@ use crate::error::OpenError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_batches.sql"),
+    include_str!("../migrations/0003_fillfactor.sql"),
 ];
 
 /// What a migration writes where the store's schema (quoted) goes: function
