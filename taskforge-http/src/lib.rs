@@ -120,7 +120,7 @@ pub fn router<S: Store, X: StepExecutor>(engine: Engine<S, X>, options: HttpOpti
         engine,
         options,
     }));
-    let mut routes = api::Routes::<S, X>::all().router();
+    let mut routes = routes::<S, X>().router();
     if let Some(mount) = ctx.options.ui.as_deref() {
         routes = ui::mount(routes, mount);
     }
@@ -136,6 +136,12 @@ pub fn router<S: Store, X: StepExecutor>(engine: Engine<S, X>, options: HttpOpti
     layers::apply(routes, &ctx).with_state(ctx)
 }
 
+/// Every route: the API's, and the OpenAPI document that describes them
+/// (added here, above both, so neither module imports the other).
+fn routes<S: Store, X: StepExecutor>() -> api::Routes<S, X> {
+    api::Routes::all().get("/api/v1/openapi.json", openapi::document)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -149,7 +155,7 @@ mod tests {
     /// is routed.
     #[test]
     fn openapi_documents_exactly_the_routes() {
-        let routes = api::Routes::<MemoryStore, StepRegistry>::all();
+        let routes = super::routes::<MemoryStore, StepRegistry>();
         let routed: BTreeSet<(String, String)> = routes
             .table()
             .iter()

@@ -135,6 +135,25 @@ impl<Req, Res> std::fmt::Debug for Batcher<Req, Res> {
     }
 }
 
+/// Why a batch failed.
+pub(crate) enum Failure {
+    /// The server refused it (it rolled back): nothing was written.
+    Refused,
+    /// The connection failed: the batch may or may not have been applied.
+    Lost(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.as_db_error().is_some() {
+            tracing::debug!(%error, "a batch was refused; its requests are settled one by one");
+            Self::Refused
+        } else {
+            Self::Lost(Box::new(error))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,13 @@ use taskforge_core::store::{
 use taskforge_core::{Event, EventId, WorkflowId, WorkflowRun};
 use tokio_postgres::types::ToSql;
 
+use crate::batch::Failure;
 use crate::codec::{
     big, doc, lease_columns, nanos, outcome_name, status_name, to_doc, LeaseColumns,
 };
 use crate::conn::Tx;
 use crate::error::{backend, unique_violation};
 use crate::notify::Notifier;
-use crate::runs::Failure;
 use crate::schema::Sql;
 use crate::PostgresStore;
 

@@ -10,6 +10,7 @@ use taskforge_core::{EventId, RunId, RunStatus, StepRun, VersionId, WorkflowId, 
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::batch::Failure;
 use crate::codec::{self, big, doc, lease_columns, nanos, status_name, to_doc};
 use crate::error::backend;
 use crate::events::{self, Filter};
@@ -571,25 +572,6 @@ pub(crate) async fn run_claims(
         }
     }
     answers
-}
-
-/// Why a batch failed.
-pub(crate) enum Failure {
-    /// The server refused it (it rolled back): nothing was written.
-    Refused,
-    /// The connection failed: the batch may or may not have been applied.
-    Lost(Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(error: tokio_postgres::Error) -> Self {
-        if error.as_db_error().is_some() {
-            tracing::debug!(%error, "a batch was refused; its requests are settled one by one");
-            Self::Refused
-        } else {
-            Self::Lost(Box::new(error))
-        }
-    }
 }
 
 /// A commit, as the batch statement takes it.

@@ -88,7 +88,7 @@ pub(crate) struct Routes<S, X> {
 
 macro_rules! verb {
     ($name:ident, $method:literal, $make:path) => {
-        fn $name<H, T>(mut self, path: &'static str, handler: H) -> Self
+        pub(crate) fn $name<H, T>(mut self, path: &'static str, handler: H) -> Self
         where
             H: Handler<T, Ctx<S, X>>,
             T: 'static,
@@ -116,7 +116,6 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .get("/healthz", crate::health::healthz)
             .get("/readyz", crate::health::readyz::<S, X>)
             .post("/hooks/{*path}", crate::hooks::deliver::<S, X>)
-            .get("/api/v1/openapi.json", crate::openapi::document)
             .get("/api/v1/workflows", workflows::list::<S, X>)
             .post("/api/v1/workflows", workflows::create::<S, X>)
             .get("/api/v1/workflows/{id}", workflows::get_one::<S, X>)
