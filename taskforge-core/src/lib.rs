@@ -46,6 +46,7 @@
 //!   backend applies the same way;
 //! - [`webhook`]: what an HTTP layer needs to hand deliveries to the engine;
 //! - [`cron`]: cron schedules and their policies;
+//! - [`secret`]: secrets encrypted at rest, and the vault that seals them;
 //! - [`error`]: every error type; [`limits`]: every bound on input;
 //! - [`clock`]: the engine's clock, and a manual one for tests;
 //! - `testing` (feature `testing`): test support for backends, the store
@@ -61,6 +62,7 @@
 
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod clock;
 mod duration_ms;
 mod engine;
@@ -69,6 +71,7 @@ mod event;
 mod id;
 mod retry;
 mod run;
+pub mod secret;
 mod step;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -85,7 +88,7 @@ pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
 pub use retry::{Backoff, RetryPolicy};
 pub use run::{RunError, RunStatus, StepFailure, StepRun, StepStatus, WorkflowRun};
-pub use step::{StepContext, StepError, StepExecutor, StepFuture, StepRegistry};
+pub use step::{LogLevel, LogLine, StepContext, StepError, StepExecutor, StepFuture, StepRegistry};
 pub use store::{EventQuery, Order, Page, RunQuery, Store};
 pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
 pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
@@ -125,6 +128,10 @@ pub mod telemetry {
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
     pub use crate::engine::DEFAULT_STEP_TIMEOUT;
+    pub use crate::secret::MAX_SECRET_BYTES;
+    pub use crate::step::{
+        DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES, LINE_CUT_MARKER, MAX_LOG_LINE_BYTES,
+    };
     pub use crate::store::MAX_PAGE_SIZE;
     pub use crate::trigger::auth::MIN_TOKEN_LEN;
     pub use crate::trigger::cron::{MAX_CATCH_UP, MAX_EXPRESSION_LEN, SKIP_GRACE};

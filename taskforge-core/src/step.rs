@@ -16,12 +16,20 @@ use serde_json::Value;
 
 use crate::workflow::NameError;
 
+mod capture;
 mod context;
 mod error;
+mod log;
 
+pub(crate) use self::capture::Captured;
 pub use self::context::StepContext;
 pub(crate) use self::context::StepContextParts;
 pub use self::error::{ReadError, StepError};
+pub(crate) use self::log::{AttemptLog, AttemptLogParts, LogSink};
+pub use self::log::{
+    LogLevel, LogLine, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES, LINE_CUT_MARKER,
+    MAX_LOG_LINE_BYTES,
+};
 
 /// The future a [`StepExecutor`] returns.
 pub type StepFuture = BoxFuture<'static, Result<Value, StepError>>;

@@ -36,6 +36,7 @@ use crate::api;
         api::runs::get_one,
         api::runs::cancel,
         api::runs::wait,
+        api::runs::logs,
         api::triggers::list,
         api::triggers::create,
         api::triggers::get_one,

@@ -66,7 +66,9 @@
 
 mod catalog;
 mod data;
+mod logs;
 mod page;
+mod secrets;
 mod tokens;
 
 use std::fmt;
@@ -98,6 +100,8 @@ struct Inner {
     catalog: RwLock<Catalog>,
     data: Mutex<Data>,
     tokens: Mutex<tokens::Tokens>,
+    secrets: Mutex<secrets::Secrets>,
+    logs: Mutex<logs::Logs>,
 }
 
 impl MemoryStore {

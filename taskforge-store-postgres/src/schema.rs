@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_batches.sql"),
     include_str!("../migrations/0003_fillfactor.sql"),
+    include_str!("../migrations/0004_secrets.sql"),
+    include_str!("../migrations/0005_step_logs.sql"),
 ];
 
 /// What a migration writes where the store's schema (quoted) goes: function
@@ -160,6 +162,8 @@ pub(crate) struct Sql {
     pub(crate) events_table: String,
     pub(crate) runs_table: String,
     pub(crate) tokens_table: String,
+    pub(crate) secrets_table: String,
+    pub(crate) logs_table: String,
 }
 
 /// The columns a run is read from, in the order `codec::run` expects.
@@ -329,6 +333,8 @@ impl Sql {
             events_table: format!("{s}.events"),
             runs_table: format!("{s}.runs"),
             tokens_table: format!("{s}.tokens"),
+            secrets_table: format!("{s}.secrets"),
+            logs_table: format!("{s}.step_logs"),
         })
     }
 }

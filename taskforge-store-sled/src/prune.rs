@@ -43,6 +43,7 @@ impl SledStore {
             .await?;
         for chunk in finished.chunks(CHUNK) {
             let chunk = chunk.to_vec();
+            let chunk_ids = chunk.clone();
             let targets = self
                 .blocking(move |inner| {
                     // Attempts of a finished run never change (commits to
@@ -97,6 +98,18 @@ impl SledStore {
                 report.runs += pruned.runs;
                 report.step_runs += pruned.step_runs;
             }
+            // The logs of the runs that went: they are only ever read
+            // through their run, so removing them after it is safe.
+            let ids: Vec<[u8; 16]> = chunk_ids;
+            self.blocking(move |inner| {
+                for id in ids {
+                    if inner.runs.get(id).map_err(backend)?.is_none() {
+                        SledStore::remove_logs(&inner.db, &id)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
         }
 
         // Events received before the cutoff that no stored run refers to

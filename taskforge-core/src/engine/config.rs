@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::step::{LogLevel, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES};
+
 /// Engine settings; set them through [`EngineBuilder`](crate::EngineBuilder).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -24,6 +26,14 @@ pub struct EngineConfig {
     /// cancellation asked for by another engine. A cancel from any engine
     /// stops the step within about this long, whatever the lease length.
     pub cancel_check_interval: Duration,
+    /// The most lines one step attempt's log keeps (the first ones; a
+    /// marker line says how many more were dropped).
+    pub max_log_lines: u32,
+    /// The most bytes of messages one step attempt's log keeps.
+    pub max_log_bytes: usize,
+    /// The least level of `tracing` events captured into a step's log
+    /// ([`StepContext::log`](crate::StepContext::log) keeps every level).
+    pub log_capture_level: LogLevel,
 }
 
 /// The default [`EngineConfig::default_step_timeout`]: one hour.
@@ -38,6 +48,9 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_secs(1),
             default_step_timeout: Some(DEFAULT_STEP_TIMEOUT),
             cancel_check_interval: Duration::from_secs(1),
+            max_log_lines: DEFAULT_MAX_LOG_LINES,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            log_capture_level: LogLevel::Info,
         }
     }
 }

@@ -37,8 +37,8 @@ use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
-use crate::step::StepExecutor;
-use crate::store::{EventQuery, Page, RunQuery, RunStoreExt, Store};
+use crate::step::{LogLine, StepExecutor};
+use crate::store::{EventQuery, LogQuery, Page, RunQuery, RunStoreExt, Store};
 use crate::trigger::auth::SignatureScheme;
 use crate::trigger::request::WebhookRequest;
 use crate::trigger::{InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
@@ -52,6 +52,7 @@ pub(crate) mod cron;
 mod delivery;
 mod dispatch;
 mod intake;
+mod logs;
 mod shared;
 pub(crate) mod telemetry;
 mod update;
@@ -131,6 +132,22 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
     /// takes to stop the step.
     pub fn cancel_check_interval(mut self, interval: Duration) -> Self {
         self.config.cancel_check_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The caps of each step attempt's log: lines (default 10,000) and
+    /// bytes of messages (default 1 MiB). Past either, lines are dropped
+    /// and one marker line at the end says how many.
+    pub fn log_limits(mut self, max_lines: u32, max_bytes: usize) -> Self {
+        self.config.max_log_lines = max_lines;
+        self.config.max_log_bytes = max_bytes;
+        self
+    }
+
+    /// The least level of `tracing` events a step's log captures (default
+    /// `Info`).
+    pub fn log_capture_level(mut self, level: crate::LogLevel) -> Self {
+        self.config.log_capture_level = level;
         self
     }
 
@@ -505,6 +522,37 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     pub async fn run(&self, id: RunId) -> Result<RunDetails, EngineError> {
         let (run, steps) = self.store().get_run_with_steps(id).await?;
         Ok(RunDetails { run, steps })
+    }
+
+    /// A page of one step attempt's log, in the order it was written.
+    ///
+    /// ```
+    /// # use serde_json::Value;
+    /// # use taskforge_core::{Engine, LogLevel, StepDefinition, StepError, StepRegistry, WorkflowDefinition};
+    /// # use taskforge_core::store::LogQuery;
+    /// # use taskforge_store_memory::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut registry = StepRegistry::new();
+    /// registry.step_without_input("build", |ctx| async move {
+    ///     ctx.log(LogLevel::Info, "compiling");
+    ///     Ok::<_, StepError>(Value::Null)
+    /// })?;
+    /// let engine = Engine::builder(MemoryStore::new(), registry).build();
+    /// engine.start();
+    /// let workflow = engine.ensure_workflow("ci").await?;
+    /// engine.publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::new("build", "build")])).await?;
+    /// let run = engine.start_run(workflow.id, Value::Null).await?;
+    /// engine.wait_for_run(run.id).await?;
+    ///
+    /// let attempt = &engine.run(run.id).await?.steps[0];
+    /// let page = engine.step_logs(&LogQuery::new(run.id, attempt.id)).await?;
+    /// assert_eq!(page.items[0].message, "compiling");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn step_logs(&self, query: &LogQuery) -> Result<Page<LogLine, u32>, EngineError> {
+        Ok(self.store().list_logs(query).await?)
     }
 
     /// A page of runs.

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::id::{RunId, WorkflowId};
 use crate::run::RunStatus;
+use crate::step::LogLine;
 
 /// What happened in a run, as it happens. Delivered to
 /// subscribers of [`Engine::subscribe`](crate::Engine::subscribe); the store
@@ -66,6 +67,16 @@ pub enum RunUpdate {
         step_key: String,
         /// What it reported.
         progress: Value,
+    },
+    /// A step attempt wrote a line to its log (already redacted and
+    /// within the log's caps; it reaches the store in the next flush).
+    StepLog {
+        /// The step.
+        step_key: String,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The line; its `run_id` is the run's.
+        line: LogLine,
     },
     /// A run reached a terminal status.
     RunFinished {

@@ -25,7 +25,10 @@ use crate::run::{
     Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
     StepTransition, WorkflowRun,
 };
-use crate::step::{StepContext, StepContextParts, StepError, StepExecutor};
+use crate::step::{
+    AttemptLog, AttemptLogParts, Captured, LogSink, StepContext, StepContextParts, StepError,
+    StepExecutor,
+};
 use crate::store::Store;
 use crate::workflow::WorkflowVersion;
 
@@ -74,6 +77,7 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
     let lease_expires = run.lease.as_ref().map_or(now, |l| l.expires_at);
     Worker {
         shared,
+        sink: Arc::clone(shared) as Arc<dyn LogSink>,
         fence: run.fence(),
         input: Arc::clone(&run.input),
         run,
@@ -113,6 +117,8 @@ struct Next {
 
 struct Worker<'a, S, X> {
     shared: &'a Shared<S, X>,
+    /// Where step attempts' logs go: the engine.
+    sink: Arc<dyn LogSink>,
     run: WorkflowRun,
     /// The fence of every write: the claimed epoch, status `Running` once started.
     fence: Fence,
@@ -262,8 +268,22 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 attempt,
             });
 
-            let ctx = self.context(&step.key, &step.config, attempt);
-            let call = call_handler(&self.shared.executor, &step.handler, ctx);
+            let log = Arc::new(AttemptLog::new(AttemptLogParts {
+                run_id,
+                step_run_id: record.id,
+                step_key: step.key.clone(),
+                attempt,
+                max_lines: self.shared.config.max_log_lines,
+                max_bytes: self.shared.config.max_log_bytes,
+                sink: Arc::clone(&self.sink),
+                redact: None,
+            }));
+            let ctx = self.context(&step.key, &step.config, attempt, Arc::clone(&log));
+            let call = Captured::new(
+                call_handler(&self.shared.executor, &step.handler, ctx),
+                Arc::clone(&log),
+                self.shared.config.log_capture_level,
+            );
             let span = tracing::info_span!(
                 "step",
                 step = %step.key,
@@ -280,6 +300,9 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             };
             let began = Instant::now();
             let guarded = self.guard(call).instrument(span).await?;
+            if let Err(error) = log.flush(true).await {
+                tracing::warn!(step = %step.key, attempt, %error, "could not store the attempt's last log lines");
+            }
             metrics::histogram!(
                 telemetry::STEP_ATTEMPT_DURATION,
                 "workflow" => Arc::clone(&self.workflow),
@@ -477,7 +500,13 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         Ok(())
     }
 
-    fn context(&self, step_key: &str, config: &Value, attempt: u32) -> StepContext {
+    fn context(
+        &self,
+        step_key: &str,
+        config: &Value,
+        attempt: u32,
+        log: Arc<AttemptLog>,
+    ) -> StepContext {
         let progress = (self.shared.updates.receiver_count() > 0).then(|| {
             let updates = self.shared.updates.clone();
             let (run_id, step_key) = (self.run.id, step_key.to_owned());
@@ -501,6 +530,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             outputs: Arc::clone(&self.outputs),
             cancel: self.cancel.clone(),
             progress,
+            log: Some(log),
         })
     }
 

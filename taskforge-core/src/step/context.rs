@@ -7,7 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use super::log::{AttemptLog, LogLevel};
 use super::ReadError;
+use crate::error::StoreError;
 use crate::id::{RunId, VersionId, WorkflowId};
 use crate::run::idempotency_key;
 
@@ -43,6 +45,8 @@ pub(crate) struct StepContextParts {
     pub(crate) cancel: CancellationToken,
     /// Receives progress reports.
     pub(crate) progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+    /// The attempt's log; `None` outside a run.
+    pub(crate) log: Option<Arc<AttemptLog>>,
 }
 
 impl fmt::Debug for StepContextParts {
@@ -80,6 +84,7 @@ impl StepContext {
             outputs: Arc::default(),
             cancel: CancellationToken::new(),
             progress: None,
+            log: None,
         })
     }
 
@@ -210,6 +215,45 @@ impl StepContext {
     /// future soon after anyway; this lets a handler clean up first.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
+    }
+
+    /// Writes a line to this attempt's log.
+    ///
+    /// The line is redacted, kept with the attempt (subject to the
+    /// engine's caps: [`EngineConfig::max_log_lines`](crate::EngineConfig::max_log_lines)
+    /// and [`max_log_bytes`](crate::EngineConfig::max_log_bytes)), and
+    /// announced at once to subscribers as
+    /// [`RunUpdate::StepLog`](crate::RunUpdate::StepLog). Lines reach the
+    /// store in batches: when the attempt ends, every 256 lines, and on
+    /// [`flush_logs`](Self::flush_logs). `tracing` events the handler emits
+    /// while it runs are written here too, at their level. Outside a run
+    /// ([`detached`](Self::detached)) lines are dropped.
+    ///
+    /// ```
+    /// use taskforge_core::{LogLevel, StepError, StepRegistry};
+    ///
+    /// let mut registry = StepRegistry::new();
+    /// registry.step_without_input("deploy", |ctx| async move {
+    ///     ctx.log(LogLevel::Info, "uploading 3 files");
+    ///     tracing::warn!(host = "eu-1", "slow upload"); // captured too
+    ///     Ok::<_, StepError>("deployed")
+    /// })?;
+    /// # Ok::<(), taskforge_core::error::RegistryError>(())
+    /// ```
+    pub fn log(&self, level: LogLevel, message: impl AsRef<str>) {
+        if let Some(log) = &self.inner.log {
+            log.append(level, message.as_ref());
+        }
+    }
+
+    /// Writes the lines logged so far to the store, so they survive a crash
+    /// of this process. The engine flushes at the end of every attempt
+    /// anyway; this is for long steps whose progress should be durable.
+    pub async fn flush_logs(&self) -> Result<(), StoreError> {
+        match &self.inner.log {
+            Some(log) => log.flush(false).await,
+            None => Ok(()),
+        }
     }
 
     /// Reports progress; subscribers see it as

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, StoreError, WorkSignal,
-    WorkflowStore,
+    EventInsert, EventQuery, EventStore, Fence, Page, RunQuery, RunStore, SecretStore, StoreError,
+    WorkSignal, WorkflowStore,
 };
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
+use crate::secret::SealedSecret;
 use crate::token::{ApiToken, TokenDigest, TokenId, TokenStore};
 use crate::trigger::Trigger;
 use crate::workflow::{Workflow, WorkflowVersion};
@@ -210,5 +211,54 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
 
     async fn touch_token(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         (**self).touch_token(id, at).await
+    }
+}
+
+#[async_trait]
+impl<T: SecretStore + ?Sized> SecretStore for Arc<T> {
+    async fn insert_secret(&self, secret: &SealedSecret) -> Result<(), StoreError> {
+        (**self).insert_secret(secret).await
+    }
+
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        (**self).get_secret(name, version).await
+    }
+
+    async fn list_secret_versions(&self, name: &str) -> Result<Vec<SealedSecret>, StoreError> {
+        (**self).list_secret_versions(name).await
+    }
+
+    async fn list_secret_names(&self) -> Result<Vec<String>, StoreError> {
+        (**self).list_secret_names().await
+    }
+
+    async fn reseal_secret(
+        &self,
+        secret: &SealedSecret,
+        expected_key_id: &str,
+    ) -> Result<(), StoreError> {
+        (**self).reseal_secret(secret, expected_key_id).await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<usize, StoreError> {
+        (**self).delete_secret(name).await
+    }
+}
+
+#[async_trait]
+impl<T: super::LogStore + ?Sized> super::LogStore for Arc<T> {
+    async fn append_logs(&self, lines: &[crate::step::LogLine]) -> Result<(), StoreError> {
+        (**self).append_logs(lines).await
+    }
+
+    async fn list_logs(
+        &self,
+        query: &super::LogQuery,
+    ) -> Result<Page<crate::step::LogLine, u32>, StoreError> {
+        (**self).list_logs(query).await
     }
 }

@@ -24,10 +24,16 @@ use chrono::{DateTime, Utc};
 pub use crate::error::StoreError;
 pub use crate::event::OutcomeKind;
 pub use crate::run::{Fence, Lease, RunTransition, StepTransition};
+pub use crate::secret::SealedSecret;
 pub use crate::token::{ApiToken, Scope, TokenDigest, TokenId, TokenStore};
 
 mod arc;
+mod log;
 pub mod rules;
+mod secret;
+
+pub use self::log::{LogQuery, LogStore};
+pub use self::secret::SecretStore;
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{RunStatus, StepRun, WorkflowRun};
@@ -393,9 +399,12 @@ pub trait RunStore: Send + Sync + 'static {
 }
 
 /// A backend: all the store traits over one database.
-pub trait Store: WorkflowStore + EventStore + RunStore + TokenStore {}
+pub trait Store:
+    WorkflowStore + EventStore + RunStore + TokenStore + LogStore + SecretStore
+{
+}
 
-impl<T: WorkflowStore + EventStore + RunStore + TokenStore> Store for T {}
+impl<T: WorkflowStore + EventStore + RunStore + TokenStore + LogStore + SecretStore> Store for T {}
 
 /// Conveniences over [`RunStore`], for every store.
 #[async_trait]

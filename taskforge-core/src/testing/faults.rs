@@ -18,8 +18,8 @@
 //!
 //! Writes are every method that changes the store: `insert_*`,
 //! `update_*`, `delete_trigger`, `claim_run`, `renew_lease`, `commit`,
-//! `request_cancel`, `revoke_token` and `touch_token`. Everything else is a
-//! read.
+//! `request_cancel`, `revoke_token`, `touch_token`, `reseal_secret` and
+//! `delete_secret`. Everything else is a read.
 //!
 //! ```
 //! use taskforge_core::store::WorkflowStore;
@@ -54,8 +54,10 @@ use parking_lot::Mutex;
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
 use crate::run::{Fence, StepRun, WorkflowRun};
+use crate::secret::SealedSecret;
 use crate::store::{
-    EventInsert, EventQuery, EventStore, Page, RunQuery, RunStore, StoreError, WorkflowStore,
+    EventInsert, EventQuery, EventStore, Page, RunQuery, RunStore, SecretStore, StoreError,
+    WorkflowStore,
 };
 use crate::token::{ApiToken, TokenDigest, TokenId, TokenStore};
 use crate::trigger::Trigger;
@@ -719,6 +721,66 @@ impl<S: TokenStore> TokenStore for FaultyStore<S> {
     async fn touch_token(&self, id: TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.write("touch_token", || self.inner.touch_token(id, at))
             .await
+    }
+}
+
+#[async_trait]
+impl<S: SecretStore> SecretStore for FaultyStore<S> {
+    async fn insert_secret(&self, secret: &SealedSecret) -> Result<(), StoreError> {
+        self.write("insert_secret", || self.inner.insert_secret(secret))
+            .await
+    }
+
+    async fn get_secret(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<SealedSecret>, StoreError> {
+        self.read("get_secret", || self.inner.get_secret(name, version))
+            .await
+    }
+
+    async fn list_secret_versions(&self, name: &str) -> Result<Vec<SealedSecret>, StoreError> {
+        self.read("list_secret_versions", || {
+            self.inner.list_secret_versions(name)
+        })
+        .await
+    }
+
+    async fn list_secret_names(&self) -> Result<Vec<String>, StoreError> {
+        self.read("list_secret_names", || self.inner.list_secret_names())
+            .await
+    }
+
+    async fn reseal_secret(
+        &self,
+        secret: &SealedSecret,
+        expected_key_id: &str,
+    ) -> Result<(), StoreError> {
+        self.write("reseal_secret", || {
+            self.inner.reseal_secret(secret, expected_key_id)
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<usize, StoreError> {
+        self.write("delete_secret", || self.inner.delete_secret(name))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: crate::store::LogStore> crate::store::LogStore for FaultyStore<S> {
+    async fn append_logs(&self, lines: &[crate::step::LogLine]) -> Result<(), StoreError> {
+        self.write("append_logs", || self.inner.append_logs(lines))
+            .await
+    }
+
+    async fn list_logs(
+        &self,
+        query: &crate::store::LogQuery,
+    ) -> Result<Page<crate::step::LogLine, u32>, StoreError> {
+        self.read("list_logs", || self.inner.list_logs(query)).await
     }
 }
 

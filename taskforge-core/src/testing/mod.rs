@@ -18,6 +18,10 @@
 //!   [`Engine`](crate::Engine) over the store (runs, retries, timeouts,
 //!   cancellation, versions, recovery, webhooks, cron).
 //!
+//! The artifact store suite ([`artifacts`], run by
+//! [`artifact_conformance!`](crate::artifact_conformance)) is apart: it
+//! checks an [`ArtifactStore`](crate::artifact::ArtifactStore).
+//!
 //! A backend runs them with one line each, usually in its
 //! `tests/conformance.rs` and `tests/engine.rs`:
 //!
@@ -62,6 +66,7 @@ use std::future::Future;
 
 use crate::store::Store;
 
+pub mod artifacts;
 pub mod engine;
 pub mod faults;
 pub mod simulation;
@@ -169,7 +174,9 @@ case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
     "store/events.rs",
     "store/hardening.rs",
     "store/listing.rs",
+    "store/logs.rs",
     "store/runs.rs",
+    "store/secrets.rs",
     "store/tokens.rs",
     "store/workflows.rs",
 );
@@ -179,6 +186,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/cancellation.rs",
     "engine/execution.rs",
     "engine/hardening.rs",
+    "engine/logs.rs",
     "engine/recovery.rs",
     "engine/versions.rs",
     "triggers/mod.rs",
@@ -340,6 +348,20 @@ macro_rules! store_conformance {
             revoked_token_stays_revoked,
             touch_token_only_moves_forward,
             missing_tokens_are_not_found,
+            // secrets
+            secret_round_trip,
+            secret_versions_are_unique,
+            concurrent_inserts_of_one_secret_version_have_one_winner,
+            latest_secret_is_the_highest_version,
+            reseal_is_a_compare_and_set_on_key_id,
+            delete_secret_removes_every_version,
+            missing_secrets_are_not_found_or_empty,
+            large_secrets_and_every_name_character_round_trip,
+            // logs
+            log_lines_round_trip_in_seq_order,
+            log_appends_are_idempotent,
+            logs_are_kept_per_attempt,
+            empty_logs_are_empty_pages,
             // hardening
             concurrent_creates_of_one_webhook_path_have_one_winner,
             trigger_names_are_unique_per_workflow,
@@ -389,6 +411,7 @@ mod tests {
         let sources: BTreeSet<String> = STORE_CASE_PATHS
             .iter()
             .chain(ENGINE_CASE_PATHS)
+            .chain(&["artifacts.rs"])
             .chain(SUPPORT_PATHS)
             .map(|path| (*path).to_owned())
             .collect();

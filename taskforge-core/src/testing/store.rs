@@ -17,7 +17,9 @@ mod commits;
 mod events;
 mod hardening;
 mod listing;
+mod logs;
 mod runs;
+mod secrets;
 mod tokens;
 mod workflows;
 
@@ -41,7 +43,9 @@ pub use commits::*;
 pub use events::*;
 pub use hardening::*;
 pub use listing::*;
+pub use logs::*;
 pub use runs::*;
+pub use secrets::*;
 pub use tokens::*;
 pub use workflows::*;
 

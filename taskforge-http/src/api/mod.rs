@@ -163,6 +163,10 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .get("/api/v1/runs/{id}", runs::get_one::<S, X>)
             .post("/api/v1/runs/{id}/cancel", runs::cancel::<S, X>)
             .get("/api/v1/runs/{id}/wait", runs::wait::<S, X>)
+            .get(
+                "/api/v1/runs/{id}/steps/{step_run_id}/logs",
+                runs::logs::<S, X>,
+            )
             .get("/api/v1/events", events::list::<S, X>)
             .get("/api/v1/events/{id}", events::get_one::<S, X>)
             .get("/api/v1/events/{id}/runs", events::runs::<S, X>)

@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use taskforge_core::store::Scope;
+use taskforge_core::store::{LogQuery, Scope};
 use taskforge_core::{
-    EventId, Order, RunDetails, RunId, RunOptions, RunQuery, RunStatus, StepExecutor, StepRun,
-    Store, WorkflowId, WorkflowRun,
+    EventId, LogLine, Order, RunDetails, RunId, RunOptions, RunQuery, RunStatus, StepExecutor,
+    StepRun, StepRunId, Store, WorkflowId, WorkflowRun,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -148,6 +148,45 @@ pub(crate) async fn get_one<S: Store, X: StepExecutor>(
     Ok(Json(
         reachable_run(&ctx, &caller, Scope::Read, id).await?.into(),
     ))
+}
+
+/// Which page of an attempt's log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogPage {
+    /// The `next` of the previous page (a line's seq).
+    after: Option<u32>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default)]
+    limit: usize,
+}
+
+/// A page of one step attempt's log, oldest line first. Lines still being
+/// written arrive live on the stream as `step_log` events.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/steps/{step_run_id}/logs", tag = "runs",
+    params(("id" = String, Path, format = Uuid), ("step_run_id" = String, Path, format = Uuid), LogPage),
+    security(("token" = ["read"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn logs<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids((id, step_run_id)): Ids<(RunId, StepRunId)>,
+    Params(page): Params<LogPage>,
+) -> Result<Json<Page<LogLine>>, Problem> {
+    let details = reachable_run(&ctx, &caller, Scope::Read, id).await?;
+    if !details.steps.iter().any(|step| step.id == step_run_id) {
+        return Err(Problem::not_found(format!(
+            "run {id} has no step attempt {step_run_id}"
+        )));
+    }
+    let query = LogQuery {
+        run_id: id,
+        step_run_id,
+        after: page.after,
+        limit: page.limit,
+    };
+    let lines = ctx.engine.step_logs(&query).await?;
+    Ok(Json(Page::from_store(lines, |line| line)))
 }
 
 /// A run to start.

@@ -208,6 +208,17 @@ fn describe(update: &RunUpdate) -> Option<(&'static str, RunId, Value)> {
             *run_id,
             json!({ "run_id": run_id, "step_key": step_key, "progress": progress }),
         ),
+        RunUpdate::StepLog {
+            step_key,
+            attempt,
+            line,
+        } => (
+            "step_log",
+            line.run_id,
+            json!({ "run_id": line.run_id, "step_key": step_key, "attempt": attempt,
+                    "step_run_id": line.step_run_id, "seq": line.seq, "at": line.at,
+                    "level": line.level, "message": line.message }),
+        ),
         RunUpdate::RunFinished { run_id, status } => (
             "run_finished",
             *run_id,

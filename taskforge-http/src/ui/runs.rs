@@ -11,10 +11,11 @@ use axum::Form;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use taskforge_core::store::LogQuery;
 use taskforge_core::store::{OutcomeKind, Scope};
 use taskforge_core::{
-    Order, RunId, RunOptions, RunQuery, RunStatus, StepExecutor, StepRun, StepStatus, Store,
-    Workflow, WorkflowId, WorkflowRun,
+    LogLine, Order, RunId, RunOptions, RunQuery, RunStatus, StepExecutor, StepRun, StepRunId,
+    StepStatus, Store, Workflow, WorkflowId, WorkflowRun,
 };
 
 use super::html::{badge, duration, json_details, millis, query, short, time, time_or_dash, Esc};
@@ -511,7 +512,16 @@ async fn run_page<S: Store, X: StepExecutor>(
         .as_ref()
         .map(|v| v.definition.steps.iter().map(|s| s.key.clone()).collect())
         .unwrap_or_default();
-    live.push_str(&timeline(run, &details.steps, &keys, now));
+    let mut logs = HashMap::new();
+    for attempt in &details.steps {
+        let mut query = LogQuery::new(run.id, attempt.id);
+        query.limit = LOG_LINES_SHOWN;
+        let page = ctx.engine.step_logs(&query).await?;
+        if !page.items.is_empty() {
+            logs.insert(attempt.id, (page.items, page.next.is_some()));
+        }
+    }
+    live.push_str(&timeline(run, &details.steps, &keys, &logs, now));
     live.push_str("</section>");
 
     // Where it came from.
@@ -584,7 +594,51 @@ const WIDTH: f64 = 1000.0;
 /// Every attempt of every step on one time axis, from the run's start to
 /// its end (or now), grouped by step; steps of the version not reached yet
 /// are listed as pending.
-fn timeline(run: &WorkflowRun, steps: &[StepRun], keys: &[String], now: DateTime<Utc>) -> String {
+/// The log lines the run page shows per attempt; the API pages the rest.
+const LOG_LINES_SHOWN: usize = 200;
+
+/// An attempt's log lines, and whether more follow.
+type Logs = HashMap<StepRunId, (Vec<LogLine>, bool)>;
+
+/// An attempt's log as a collapsible block of lines.
+fn log_block(key: &str, attempt: &StepRun, lines: &[LogLine], more: bool) -> String {
+    let mut out = format!(
+        "<details class=\"log\" data-key=\"log-{}-{}\"><summary>Log <span class=\"muted\">({} line{}{})</span></summary><pre class=\"log\">",
+        Esc(key),
+        attempt.attempt,
+        lines.len(),
+        if lines.len() == 1 { "" } else { "s" },
+        if more { ", first ones" } else { "" },
+    );
+    for line in lines {
+        let _ = writeln!(
+            out,
+            "<span class=\"log-line lvl-{level}\"><time datetime=\"{at}\">{clock}</time> <b>{level:5}</b> {message}</span>",
+            level = line.level,
+            at = line.at.to_rfc3339(),
+            clock = line.at.format("%H:%M:%S%.3f"),
+            message = Esc(&line.message),
+        );
+    }
+    out.push_str("</pre>");
+    if more {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">More lines: <code>GET /api/v1/runs/{}/steps/{}/logs</code></p>",
+            attempt.run_id, attempt.id
+        );
+    }
+    out.push_str("</details>");
+    out
+}
+
+fn timeline(
+    run: &WorkflowRun,
+    steps: &[StepRun],
+    keys: &[String],
+    logs: &Logs,
+    now: DateTime<Utc>,
+) -> String {
     let start = run
         .started_at
         .into_iter()
@@ -702,6 +756,9 @@ fn timeline(run: &WorkflowRun, steps: &[StepRun], keys: &[String], now: DateTime
                     output,
                     false,
                 ));
+            }
+            if let Some((lines, more)) = logs.get(&attempt.id) {
+                detail.push_str(&log_block(key, attempt, lines, *more));
             }
             if !detail.is_empty() {
                 let _ = write!(

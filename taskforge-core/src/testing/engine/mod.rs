@@ -15,6 +15,7 @@
 mod cancellation;
 mod execution;
 mod hardening;
+mod logs;
 mod recovery;
 mod versions;
 
@@ -31,6 +32,7 @@ use crate::{
 pub use cancellation::*;
 pub use execution::*;
 pub use hardening::*;
+pub use logs::*;
 pub use recovery::*;
 pub use versions::*;
 
@@ -123,6 +125,9 @@ macro_rules! engine_conformance {
     ($factory:expr $(,)?) => {
         $crate::engine_conformance!(@cases $factory;
             engine::linear_run_passes_data,
+            engine::each_attempt_keeps_its_log,
+            engine::step_logs_are_capped_with_a_marker,
+            engine::flushed_logs_survive_a_crash,
             engine::failing_step_is_retried,
             engine::exhausted_retries_fail_the_run,
             engine::terminal_errors_are_not_retried,
