@@ -5,6 +5,7 @@ use crate::id::RunId;
 use crate::run::RunStatus;
 
 pub use crate::run::IllegalTransition;
+pub use crate::secret::{MasterKeyError, SecretError};
 pub use crate::step::{ReadError, RegistryError};
 pub use crate::trigger::cron::ScheduleError;
 pub use crate::trigger::request::Rejection;
@@ -147,4 +148,11 @@ pub enum EngineError {
     /// A trigger's configuration is invalid.
     #[error(transparent)]
     InvalidTrigger(#[from] InvalidTrigger),
+    /// A secret could not be stored or read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The engine has no master key, so it keeps no secrets
+    /// ([`EngineBuilder::master_key`](crate::EngineBuilder::master_key)).
+    #[error("the engine has no master key, so it keeps no secrets")]
+    NoMasterKey,
 }
