@@ -141,5 +141,7 @@ pub mod limits {
     };
     pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
     pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
-    pub use crate::workflow::{MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES};
+    pub use crate::workflow::{
+        MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES, MAX_STEP_SECRETS,
+    };
 }

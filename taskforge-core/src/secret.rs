@@ -33,6 +33,7 @@
 
 mod vault;
 
+pub use crate::step::redaction_marker;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

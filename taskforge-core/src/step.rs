@@ -20,6 +20,7 @@ mod capture;
 mod context;
 mod error;
 mod log;
+mod redact;
 
 pub(crate) use self::capture::Captured;
 pub use self::context::StepContext;
@@ -30,6 +31,8 @@ pub use self::log::{
     LogLevel, LogLine, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES, LINE_CUT_MARKER,
     MAX_LOG_LINE_BYTES,
 };
+pub use self::redact::redaction_marker;
+pub(crate) use self::redact::Redactor;
 
 /// The future a [`StepExecutor`] returns.
 pub type StepFuture = BoxFuture<'static, Result<Value, StepError>>;

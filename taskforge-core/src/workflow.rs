@@ -139,6 +139,12 @@ pub struct StepDefinition {
         with = "duration_ms::option"
     )]
     pub timeout: Option<Duration>,
+    /// The secrets the step may read with
+    /// [`StepContext::secret`](crate::StepContext::secret), by name; it can
+    /// read no other (least privilege). Each must exist in the engine's
+    /// secret store when the version is published.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl StepDefinition {
@@ -151,7 +157,19 @@ impl StepDefinition {
             config: Value::Null,
             retry: None,
             timeout: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Lets the step read these secrets (and only these).
+    #[must_use]
+    pub fn secrets<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.secrets = names.into_iter().map(Into::into).collect();
+        self
     }
 
     /// With this configuration.
@@ -300,6 +318,7 @@ impl WorkflowDefinition {
                 });
             }
             check_duration(Some(&step.key), "timeout", step.timeout, &mut problems);
+            check_secret_names(step, &mut problems);
         }
         if problems.is_empty() {
             Ok(())
@@ -410,6 +429,33 @@ pub enum DefinitionProblem {
         /// The handler name.
         handler: String,
     },
+    /// A step declares a secret name that is not a valid one, twice, or
+    /// more than [`MAX_STEP_SECRETS`] secrets.
+    #[error("step {step:?} declares the secret {name:?}, which {reason}")]
+    InvalidSecret {
+        /// The step's key.
+        step: String,
+        /// The secret's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A step declares a secret the engine's secret store does not hold
+    /// (checked at publish time).
+    #[error("step {step:?} declares the secret {name:?}, which does not exist")]
+    UnknownSecret {
+        /// The step's key.
+        step: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// A step declares secrets, but the engine has no master key to read
+    /// them with ([`EngineBuilder::master_key`](crate::EngineBuilder::master_key)).
+    #[error("step {step:?} declares secrets, but the engine has no master key")]
+    NoMasterKey {
+        /// The step's key.
+        step: String,
+    },
     /// A step's config is larger than [`MAX_STEP_CONFIG_BYTES`].
     #[error("step {step:?} has a config of {bytes} bytes, more than the limit of {limit}")]
     ConfigTooLarge {
@@ -461,6 +507,31 @@ pub struct NameError {
     pub name: String,
     /// What is wrong.
     pub reason: String,
+}
+
+/// The most secrets one step may declare.
+pub const MAX_STEP_SECRETS: usize = 32;
+
+/// Checks the secret names a step declares.
+fn check_secret_names(step: &StepDefinition, problems: &mut Vec<DefinitionProblem>) {
+    let problem = |name: &str, reason: String| DefinitionProblem::InvalidSecret {
+        step: step.key.clone(),
+        name: name.to_owned(),
+        reason,
+    };
+    if step.secrets.len() > MAX_STEP_SECRETS {
+        problems.push(problem(
+            &step.secrets[MAX_STEP_SECRETS],
+            format!("is one more than the limit of {MAX_STEP_SECRETS} per step"),
+        ));
+    }
+    for (i, name) in step.secrets.iter().enumerate() {
+        if let Err(error) = crate::secret::validate_secret_name(name) {
+            problems.push(problem(name, format!("is invalid: {}", error.reason)));
+        } else if step.secrets[..i].contains(name) {
+            problems.push(problem(name, "is declared twice".to_owned()));
+        }
+    }
 }
 
 /// Checks a name: 1 to [`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.-]`.

@@ -37,12 +37,13 @@ use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
+use crate::secret::SecretVault;
 use crate::step::{LogLine, StepExecutor};
 use crate::store::{EventQuery, LogQuery, Page, RunQuery, RunStoreExt, Store};
 use crate::trigger::auth::SignatureScheme;
 use crate::trigger::request::WebhookRequest;
 use crate::trigger::{InvalidTrigger, Trigger, TriggerKind, WebhookConfig};
-use crate::workflow::{Workflow, WorkflowDefinition, WorkflowVersion};
+use crate::workflow::{InvalidDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
 use chrono::{DateTime, Utc};
 
 mod admit;
@@ -53,6 +54,7 @@ mod delivery;
 mod dispatch;
 mod intake;
 mod logs;
+mod secrets;
 mod shared;
 pub(crate) mod telemetry;
 mod update;
@@ -89,6 +91,8 @@ pub struct EngineBuilder<S, X> {
     executor: X,
     config: EngineConfig,
     clock: Arc<dyn Clock>,
+    /// The secret vault, once a master key is given.
+    vault: Option<SecretVault<S>>,
 }
 
 impl<S: fmt::Debug, X: fmt::Debug> fmt::Debug for EngineBuilder<S, X> {
@@ -165,7 +169,8 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
 
     /// The engine. Call [`Engine::start`] to begin executing runs.
     pub fn build(self) -> Engine<S, X> {
-        let shared = Shared::new(self.store, self.executor, self.config, self.clock);
+        let mut shared = Shared::new(self.store, self.executor, self.config, self.clock);
+        shared.vault = self.vault;
         Engine {
             handle: Arc::new(Handle {
                 shared: Arc::new(shared),
@@ -267,6 +272,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             executor,
             config: EngineConfig::default(),
             clock: Arc::new(SystemClock),
+            vault: None,
         }
     }
 
@@ -398,7 +404,14 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         definition: WorkflowDefinition,
     ) -> Result<WorkflowVersion, EngineError> {
         let executor = &self.shared().executor;
-        definition.validate_with(|name| executor.has_handler(name))?;
+        let mut problems = match definition.validate_with(|name| executor.has_handler(name)) {
+            Ok(()) => Vec::new(),
+            Err(invalid) => invalid.problems,
+        };
+        problems.extend(secrets::secret_problems(self.shared(), &definition).await?);
+        if !problems.is_empty() {
+            return Err(InvalidDefinition { problems }.into());
+        }
         let hash = definition.content_hash();
         loop {
             let latest = self.store().latest_version(workflow_id).await?;

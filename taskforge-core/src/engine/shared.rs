@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::id::{RunId, TriggerId, VersionId};
 use crate::run::WorkflowRun;
+use crate::secret::SecretVault;
 use crate::store::Store;
 use crate::workflow::WorkflowVersion;
 
@@ -45,6 +46,8 @@ pub(crate) struct Shared<S, X> {
     pub(crate) tracker: TaskTracker,
     started: AtomicBool,
     pub(crate) webhooks: WebhookIndex,
+    /// Secrets, sealed with the master key; `None` without one.
+    pub(crate) vault: Option<SecretVault<S>>,
 }
 
 /// Webhook paths to trigger ids, and rejection counts. Rejected deliveries
@@ -74,6 +77,7 @@ impl<S, X> Shared<S, X> {
             tracker: TaskTracker::new(),
             started: AtomicBool::new(false),
             webhooks: WebhookIndex::default(),
+            vault: None,
         }
     }
 

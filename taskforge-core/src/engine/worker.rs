@@ -7,6 +7,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::future::Either;
 use futures::FutureExt;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -25,12 +26,13 @@ use crate::run::{
     Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
     StepTransition, WorkflowRun,
 };
+use crate::secret::SecretValue;
 use crate::step::{
-    AttemptLog, AttemptLogParts, Captured, LogSink, StepContext, StepContextParts, StepError,
-    StepExecutor,
+    AttemptLog, AttemptLogParts, Captured, LogSink, Redactor, StepContext, StepContextParts,
+    StepError, StepExecutor,
 };
 use crate::store::Store;
-use crate::workflow::WorkflowVersion;
+use crate::workflow::{StepDefinition, WorkflowVersion};
 
 /// Why a worker stopped before its run finished.
 #[derive(Debug)]
@@ -268,6 +270,17 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 attempt,
             });
 
+            let (secrets, unreadable) =
+                match super::secrets::open_step_secrets(self.shared, &step.secrets).await {
+                    Ok(secrets) => (secrets, None),
+                    Err(error) => (Arc::from([]), Some(error)),
+                };
+            let redactor = Redactor::new(
+                secrets
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.expose())),
+            )
+            .map(Arc::new);
             let log = Arc::new(AttemptLog::new(AttemptLogParts {
                 run_id,
                 step_run_id: record.id,
@@ -276,14 +289,14 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 max_lines: self.shared.config.max_log_lines,
                 max_bytes: self.shared.config.max_log_bytes,
                 sink: Arc::clone(&self.sink),
-                redact: None,
+                redact: redactor.clone(),
             }));
-            let ctx = self.context(&step.key, &step.config, attempt, Arc::clone(&log));
-            let call = Captured::new(
-                call_handler(&self.shared.executor, &step.handler, ctx),
-                Arc::clone(&log),
-                self.shared.config.log_capture_level,
-            );
+            let ctx = self.context(step, attempt, Arc::clone(&log), secrets, redactor.clone());
+            let call = match unreadable {
+                None => Either::Left(call_handler(&self.shared.executor, &step.handler, ctx)),
+                Some(error) => Either::Right(std::future::ready(Err(error))),
+            };
+            let call = Captured::new(call, Arc::clone(&log), self.shared.config.log_capture_level);
             let span = tracing::info_span!(
                 "step",
                 step = %step.key,
@@ -327,7 +340,10 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             };
             let now = self.shared.now();
             match attempt_result {
-                Attempt::Succeeded(output) => {
+                Attempt::Succeeded(mut output) => {
+                    if let Some(redactor) = &redactor {
+                        redactor.redact_value(&mut output);
+                    }
                     record.transition(StepTransition::Succeed, now)?;
                     record.output = Some(output);
                     if last {
@@ -345,7 +361,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 }
                 Attempt::Failed(error, transition) => {
                     record.transition(transition, now)?;
-                    record.error = Some(error.to_failure());
+                    let mut failure = error.to_failure();
+                    if let Some(redactor) = &redactor {
+                        failure.message = redactor.redact_str(&failure.message).into_owned();
+                        if let Some(detail) = &mut failure.detail {
+                            redactor.redact_value(detail);
+                        }
+                    }
+                    let message = failure.message.clone();
+                    record.error = Some(failure);
                     let decision = decide::after_failure(
                         definition.retry_policy(step),
                         attempt,
@@ -363,7 +387,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                         run_id,
                         step_key: step.key.clone(),
                         attempt,
-                        error: error.message().to_owned(),
+                        error: message,
                         retry_at,
                     });
                     match decision {
@@ -502,15 +526,20 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
 
     fn context(
         &self,
-        step_key: &str,
-        config: &Value,
+        step: &StepDefinition,
         attempt: u32,
         log: Arc<AttemptLog>,
+        secrets: Arc<[(String, SecretValue)]>,
+        redactor: Option<Arc<Redactor>>,
     ) -> StepContext {
+        let step_key = step.key.as_str();
         let progress = (self.shared.updates.receiver_count() > 0).then(|| {
             let updates = self.shared.updates.clone();
             let (run_id, step_key) = (self.run.id, step_key.to_owned());
-            Arc::new(move |progress: Value| {
+            Arc::new(move |mut progress: Value| {
+                if let Some(redactor) = &redactor {
+                    redactor.redact_value(&mut progress);
+                }
                 let _ = updates.send(RunUpdate::StepProgress {
                     run_id,
                     step_key: step_key.clone(),
@@ -526,11 +555,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             step_key: step_key.to_owned(),
             attempt,
             input: Arc::clone(&self.input),
-            config: config.clone(),
+            config: step.config.clone(),
             outputs: Arc::clone(&self.outputs),
             cancel: self.cancel.clone(),
             progress,
             log: Some(log),
+            secrets,
         })
     }
 

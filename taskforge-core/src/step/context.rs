@@ -12,6 +12,7 @@ use super::ReadError;
 use crate::error::StoreError;
 use crate::id::{RunId, VersionId, WorkflowId};
 use crate::run::idempotency_key;
+use crate::secret::SecretValue;
 
 /// Everything a handler knows about the step attempt it runs. Owned and
 /// cheap to clone.
@@ -47,6 +48,8 @@ pub(crate) struct StepContextParts {
     pub(crate) progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
     /// The attempt's log; `None` outside a run.
     pub(crate) log: Option<Arc<AttemptLog>>,
+    /// The secrets the step declares, opened.
+    pub(crate) secrets: Arc<[(String, SecretValue)]>,
 }
 
 impl fmt::Debug for StepContextParts {
@@ -85,6 +88,7 @@ impl StepContext {
             cancel: CancellationToken::new(),
             progress: None,
             log: None,
+            secrets: Arc::new([]),
         })
     }
 
@@ -215,6 +219,54 @@ impl StepContext {
     /// future soon after anyway; this lets a handler clean up first.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
+    }
+
+    /// The secret `name`, as text. The step's definition must declare it
+    /// ([`StepDefinition::secrets`](crate::StepDefinition::secrets)); the
+    /// engine reads the latest version when the attempt starts.
+    ///
+    /// Whatever the step leaves behind (its output, error, log lines,
+    /// progress) is redacted: the secret's value, in base64 and
+    /// percent-encoded too, is replaced by `[redacted:NAME]`.
+    ///
+    /// ```
+    /// use taskforge_core::{StepError, StepRegistry};
+    ///
+    /// let mut registry = StepRegistry::new();
+    /// registry.step_without_input("deploy", |ctx| async move {
+    ///     let token = ctx.secret("DEPLOY_TOKEN")?;
+    ///     // ... call the deploy API with `token` ...
+    ///     # let _ = token;
+    ///     Ok::<_, StepError>("deployed")
+    /// })?;
+    /// # Ok::<(), taskforge_core::error::RegistryError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ReadError::UndeclaredSecret`] if the definition does not declare
+    /// it, [`ReadError::SecretNotText`] if it is not UTF-8 (see
+    /// [`secret_bytes`](Self::secret_bytes)); both terminal as a
+    /// `StepError`.
+    pub fn secret(&self, name: &str) -> Result<&str, ReadError> {
+        self.secret_bytes(name).and_then(|bytes| {
+            std::str::from_utf8(bytes).map_err(|_| ReadError::SecretNotText {
+                name: name.to_owned(),
+            })
+        })
+    }
+
+    /// The secret `name`, as bytes; see [`secret`](Self::secret).
+    ///
+    /// # Errors
+    /// [`ReadError::UndeclaredSecret`] if the definition does not declare it.
+    pub fn secret_bytes(&self, name: &str) -> Result<&[u8], ReadError> {
+        self.inner
+            .secrets
+            .iter()
+            .find_map(|(n, value)| (n == name).then(|| value.expose()))
+            .ok_or_else(|| ReadError::UndeclaredSecret {
+                name: name.to_owned(),
+            })
     }
 
     /// Writes a line to this attempt's log.

@@ -222,6 +222,20 @@ pub enum ReadError {
         /// The step key asked for.
         key: String,
     },
+    /// The step's definition does not declare this secret, so it may not
+    /// read it.
+    #[error("step does not declare the secret {name:?} (StepDefinition::secrets)")]
+    UndeclaredSecret {
+        /// The secret asked for.
+        name: String,
+    },
+    /// The secret is not UTF-8 text; read it with
+    /// [`StepContext::secret_bytes`](crate::StepContext::secret_bytes).
+    #[error("the secret {name:?} is not UTF-8 text")]
+    SecretNotText {
+        /// The secret asked for.
+        name: String,
+    },
     /// The earlier step's output does not deserialize into the type asked
     /// for.
     #[error("invalid output of step {key:?}: {error}")]

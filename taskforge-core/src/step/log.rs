@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use super::redact::Redactor;
 use crate::error::StoreError;
 use crate::id::{RunId, StepRunId};
 
@@ -102,9 +103,6 @@ pub const DEFAULT_MAX_LOG_BYTES: usize = 1024 * 1024;
 /// Lines buffered before the log flushes by itself.
 const FLUSH_BATCH: usize = 256;
 
-/// Rewrites a message before it is kept (redaction).
-pub(crate) type RedactFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
-
 /// Where an [`AttemptLog`] gets the time and sends its lines: the engine.
 pub(crate) trait LogSink: Send + Sync + 'static {
     /// The time a line is stamped with.
@@ -126,7 +124,7 @@ pub(crate) struct AttemptLog {
     max_lines: u32,
     max_bytes: usize,
     sink: Arc<dyn LogSink>,
-    redact: Option<RedactFn>,
+    redact: Option<Arc<Redactor>>,
     state: Mutex<LogState>,
     /// Serializes flushes, so batches reach the store in order.
     flushing: tokio::sync::Mutex<()>,
@@ -157,7 +155,7 @@ pub(crate) struct AttemptLogParts {
     pub(crate) max_lines: u32,
     pub(crate) max_bytes: usize,
     pub(crate) sink: Arc<dyn LogSink>,
-    pub(crate) redact: Option<RedactFn>,
+    pub(crate) redact: Option<Arc<Redactor>>,
 }
 
 impl AttemptLog {
@@ -181,7 +179,7 @@ impl AttemptLog {
     /// full and should be flushed.
     pub(crate) fn write(&self, level: LogLevel, message: &str) -> bool {
         let mut message = match &self.redact {
-            Some(redact) => redact(message),
+            Some(redactor) => redactor.redact_str(message).into_owned(),
             None => message.to_owned(),
         };
         cut_line(&mut message);
@@ -325,7 +323,7 @@ mod tests {
             max_lines,
             max_bytes,
             sink: Arc::clone(sink) as Arc<dyn LogSink>,
-            redact: Some(Arc::new(|m: &str| m.replace("hunter2", "[secret:PW]"))),
+            redact: Redactor::new([("PW", b"hunter2".as_slice())]).map(Arc::new),
         })
     }
 
@@ -340,7 +338,7 @@ mod tests {
         let lines = sink.stored.lock().clone();
         let seqs: Vec<u32> = lines.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, [0, 1, 2, 3]);
-        assert_eq!(lines[0].message, "line 0 [secret:PW]");
+        assert_eq!(lines[0].message, "line 0 [redacted:PW]");
         assert_eq!(lines[3].level, LogLevel::Warn);
         assert!(
             lines[3].message.contains("7 more lines"),

@@ -188,6 +188,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/hardening.rs",
     "engine/logs.rs",
     "engine/recovery.rs",
+    "engine/secrets.rs",
     "engine/versions.rs",
     "triggers/mod.rs",
     "triggers/cron.rs",

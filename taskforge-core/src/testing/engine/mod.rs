@@ -17,6 +17,7 @@ mod execution;
 mod hardening;
 mod logs;
 mod recovery;
+mod secrets;
 mod versions;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use execution::*;
 pub use hardening::*;
 pub use logs::*;
 pub use recovery::*;
+pub use secrets::*;
 pub use versions::*;
 
 /// How long a case waits for a run before it fails.
@@ -128,6 +130,9 @@ macro_rules! engine_conformance {
             engine::each_attempt_keeps_its_log,
             engine::step_logs_are_capped_with_a_marker,
             engine::flushed_logs_survive_a_crash,
+            engine::secrets_are_read_and_redacted_everywhere,
+            engine::undeclared_secrets_cannot_be_read,
+            engine::publishing_checks_declared_secrets,
             engine::failing_step_is_retried,
             engine::exhausted_retries_fail_the_run,
             engine::terminal_errors_are_not_retried,
