@@ -163,6 +163,10 @@ pub enum ArtifactError {
     /// stored.
     #[error("reading the artifact's body failed: {0}")]
     Body(#[source] io::Error),
+    /// The engine has no artifact store
+    /// ([`EngineBuilder::artifacts`](crate::EngineBuilder::artifacts)).
+    #[error("the engine has no artifact store")]
+    NoStore,
     /// The storage failed (I/O, the network, damaged data).
     #[error("{backend} artifact storage failed: {source}")]
     Storage {
@@ -175,6 +179,22 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
+    /// Whether trying again would meet the same refusal: an invalid name,
+    /// a limit, a name another step holds, no artifact store, or a missing
+    /// artifact. Storage and body failures may pass.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidName(_)
+                | Self::TooLarge { .. }
+                | Self::RunOverLimit { .. }
+                | Self::TakenByAnotherStep { .. }
+                | Self::NotFound { .. }
+                | Self::NoStore
+        )
+    }
+
     /// An [`ArtifactError::Storage`].
     pub fn storage(
         backend: &'static str,

@@ -148,6 +148,9 @@ pub enum EngineError {
     /// A trigger's configuration is invalid.
     #[error(transparent)]
     InvalidTrigger(#[from] InvalidTrigger),
+    /// An artifact could not be stored or read.
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
     /// A secret could not be stored or read.
     #[error(transparent)]
     Secret(#[from] SecretError),

@@ -24,7 +24,7 @@ mod redact;
 
 pub(crate) use self::capture::Captured;
 pub use self::context::StepContext;
-pub(crate) use self::context::StepContextParts;
+pub(crate) use self::context::{ArtifactAccess, StepContextParts};
 pub use self::error::{ReadError, StepError};
 pub(crate) use self::log::{AttemptLog, AttemptLogParts, LogSink};
 pub use self::log::{

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::artifact::ArtifactLimits;
 use crate::step::{LogLevel, DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES};
 
 /// Engine settings; set them through [`EngineBuilder`](crate::EngineBuilder).
@@ -34,6 +35,8 @@ pub struct EngineConfig {
     /// The least level of `tracing` events captured into a step's log
     /// ([`StepContext::log`](crate::StepContext::log) keeps every level).
     pub log_capture_level: LogLevel,
+    /// The size limits of step artifacts.
+    pub artifact_limits: ArtifactLimits,
 }
 
 /// The default [`EngineConfig::default_step_timeout`]: one hour.
@@ -51,6 +54,7 @@ impl Default for EngineConfig {
             max_log_lines: DEFAULT_MAX_LOG_LINES,
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             log_capture_level: LogLevel::Info,
+            artifact_limits: ArtifactLimits::default(),
         }
     }
 }

@@ -32,13 +32,14 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tracing::Instrument;
 
+use crate::artifact::{ArtifactLimits, ArtifactStore};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome, EventSource};
 use crate::id::{EventId, RunId, TriggerId, WorkflowId};
 use crate::run::{StepRun, WorkflowRun};
 use crate::secret::SecretVault;
-use crate::step::{LogLine, StepExecutor};
+use crate::step::{ArtifactAccess, LogLine, StepExecutor};
 use crate::store::{EventQuery, LogQuery, Page, RunQuery, RunStoreExt, Store};
 use crate::trigger::auth::SignatureScheme;
 use crate::trigger::request::WebhookRequest;
@@ -47,6 +48,7 @@ use crate::workflow::{InvalidDefinition, Workflow, WorkflowDefinition, WorkflowV
 use chrono::{DateTime, Utc};
 
 mod admit;
+mod artifacts;
 mod cancel;
 mod config;
 pub(crate) mod cron;
@@ -93,6 +95,8 @@ pub struct EngineBuilder<S, X> {
     clock: Arc<dyn Clock>,
     /// The secret vault, once a master key is given.
     vault: Option<SecretVault<S>>,
+    /// Where steps keep artifacts.
+    artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
 impl<S: fmt::Debug, X: fmt::Debug> fmt::Debug for EngineBuilder<S, X> {
@@ -155,6 +159,39 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
         self
     }
 
+    /// Where steps keep artifacts
+    /// ([`StepContext::put_artifact`](crate::StepContext::put_artifact)):
+    /// [`FsArtifactStore`](crate::artifact::FsArtifactStore) on a local
+    /// directory, `taskforge-artifacts-object-store` for S3, GCS or Azure.
+    /// Without one, steps that store artifacts fail.
+    ///
+    /// ```
+    /// use taskforge_core::artifact::FsArtifactStore;
+    /// use taskforge_core::{Engine, StepRegistry};
+    /// use taskforge_store_memory::MemoryStore;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let artifacts = FsArtifactStore::open(dir.path().join("artifacts"))?;
+    /// let engine = Engine::builder(MemoryStore::new(), StepRegistry::new())
+    ///     .artifacts(artifacts)
+    ///     .build();
+    /// # drop(engine);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn artifacts(mut self, store: impl ArtifactStore) -> Self {
+        self.artifacts = Some(Arc::new(store));
+        self
+    }
+
+    /// The size limits of artifacts: per artifact and per run (default
+    /// 64 MiB and 256 MiB).
+    pub fn artifact_limits(mut self, limits: ArtifactLimits) -> Self {
+        self.config.artifact_limits = limits;
+        self
+    }
+
     /// The name runs are claimed under (default: a fresh unique one).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.config.owner = owner.into();
@@ -171,6 +208,13 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
     pub fn build(self) -> Engine<S, X> {
         let mut shared = Shared::new(self.store, self.executor, self.config, self.clock);
         shared.vault = self.vault;
+        shared.artifacts = self.artifacts.map(|store| {
+            Arc::new(ArtifactAccess {
+                store,
+                limits: shared.config.artifact_limits,
+                clock: Arc::clone(&shared.clock),
+            })
+        });
         Engine {
             handle: Arc::new(Handle {
                 shared: Arc::new(shared),
@@ -273,6 +317,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             config: EngineConfig::default(),
             clock: Arc::new(SystemClock),
             vault: None,
+            artifacts: None,
         }
     }
 

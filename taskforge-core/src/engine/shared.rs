@@ -20,6 +20,7 @@ use crate::error::StoreError;
 use crate::id::{RunId, TriggerId, VersionId};
 use crate::run::WorkflowRun;
 use crate::secret::SecretVault;
+use crate::step::ArtifactAccess;
 use crate::store::Store;
 use crate::workflow::WorkflowVersion;
 
@@ -48,6 +49,8 @@ pub(crate) struct Shared<S, X> {
     pub(crate) webhooks: WebhookIndex,
     /// Secrets, sealed with the master key; `None` without one.
     pub(crate) vault: Option<SecretVault<S>>,
+    /// Where steps keep artifacts; `None` without a store.
+    pub(crate) artifacts: Option<Arc<ArtifactAccess>>,
 }
 
 /// Webhook paths to trigger ids, and rejection counts. Rejected deliveries
@@ -78,6 +81,7 @@ impl<S, X> Shared<S, X> {
             started: AtomicBool::new(false),
             webhooks: WebhookIndex::default(),
             vault: None,
+            artifacts: None,
         }
     }
 

@@ -561,6 +561,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             progress,
             log: Some(log),
             secrets,
+            artifacts: self.shared.artifacts.clone(),
         })
     }
 

@@ -9,6 +9,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::log::{AttemptLog, LogLevel};
 use super::ReadError;
+use crate::artifact::{Artifact, ArtifactBody, ArtifactError, ArtifactLimits, ArtifactStore};
+use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::id::{RunId, VersionId, WorkflowId};
 use crate::run::idempotency_key;
@@ -50,6 +52,16 @@ pub(crate) struct StepContextParts {
     pub(crate) log: Option<Arc<AttemptLog>>,
     /// The secrets the step declares, opened.
     pub(crate) secrets: Arc<[(String, SecretValue)]>,
+    /// The engine's artifact store, if it has one.
+    pub(crate) artifacts: Option<Arc<ArtifactAccess>>,
+}
+
+/// What a step reaches artifacts through: the engine's store, its limits,
+/// and the clock that stamps them.
+pub(crate) struct ArtifactAccess {
+    pub(crate) store: Arc<dyn ArtifactStore>,
+    pub(crate) limits: ArtifactLimits,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for StepContextParts {
@@ -89,6 +101,7 @@ impl StepContext {
             progress: None,
             log: None,
             secrets: Arc::new([]),
+            artifacts: None,
         })
     }
 
@@ -267,6 +280,83 @@ impl StepContext {
             .ok_or_else(|| ReadError::UndeclaredSecret {
                 name: name.to_owned(),
             })
+    }
+
+    /// Stores `body` (bytes, a string, or a stream of `Bytes`) as the run's
+    /// artifact `name`, content-addressed by its SHA-256, and returns its
+    /// record. A later attempt of this step writing the same name replaces
+    /// it; another step's name is refused. Refused when over the engine's
+    /// limits ([`EngineBuilder::artifact_limits`](crate::EngineBuilder::artifact_limits)),
+    /// with nothing stored. Artifacts are not redacted: do not put secrets
+    /// in them.
+    ///
+    /// ```
+    /// use taskforge_core::{StepError, StepRegistry};
+    ///
+    /// let mut registry = StepRegistry::new();
+    /// registry
+    ///     .step_without_input("build", |ctx| async move {
+    ///         let artifact = ctx.put_artifact("app.tar.gz", b"...".to_vec()).await?;
+    ///         Ok::<_, StepError>(artifact.sha256)
+    ///     })?
+    ///     .step_without_input("deploy", |ctx| async move {
+    ///         let (_record, bytes) = ctx.artifact("app.tar.gz").await?;
+    ///         Ok::<_, StepError>(bytes.len())
+    ///     })?;
+    /// # Ok::<(), taskforge_core::error::RegistryError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An [`ArtifactError`]; as a `StepError` it is terminal when another
+    /// attempt would meet it again ([`ArtifactError::is_permanent`]).
+    pub async fn put_artifact(
+        &self,
+        name: &str,
+        body: impl Into<ArtifactBody>,
+    ) -> Result<Artifact, ArtifactError> {
+        let access = self
+            .inner
+            .artifacts
+            .as_ref()
+            .ok_or(ArtifactError::NoStore)?;
+        access
+            .store
+            .put(
+                self.inner.run_id,
+                &self.inner.step_key,
+                name,
+                body.into(),
+                &access.limits,
+                access.clock.now(),
+            )
+            .await
+    }
+
+    /// The run's artifact `name` (stored by this step or an earlier one),
+    /// whole, with its record.
+    ///
+    /// # Errors
+    /// [`ArtifactError::NotFound`] if the run has none of that name.
+    pub async fn artifact(&self, name: &str) -> Result<(Artifact, bytes::Bytes), ArtifactError> {
+        let access = self
+            .inner
+            .artifacts
+            .as_ref()
+            .ok_or(ArtifactError::NoStore)?;
+        access.store.get(self.inner.run_id, name).await
+    }
+
+    /// The run's artifacts so far, by name.
+    ///
+    /// # Errors
+    /// If the artifact store fails.
+    pub async fn artifacts(&self) -> Result<Vec<Artifact>, ArtifactError> {
+        let access = self
+            .inner
+            .artifacts
+            .as_ref()
+            .ok_or(ArtifactError::NoStore)?;
+        access.store.list(self.inner.run_id).await
     }
 
     /// Writes a line to this attempt's log.

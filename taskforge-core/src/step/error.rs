@@ -165,15 +165,20 @@ impl fmt::Display for StepError {
 /// `Box<dyn Error + Send + Sync>`: std errors, boxed errors,
 /// `anyhow::Error`, `String` and `&str`.
 ///
-/// A [`ReadError`] stays terminal, converted directly or from a
-/// `Box<dyn Error + Send + Sync>`, but not through `anyhow::Error`, which
-/// hides the type it wraps.
+/// A [`ReadError`], and an [`ArtifactError`](crate::artifact::ArtifactError)
+/// that another attempt would meet again (an invalid name, a limit, a name
+/// another step holds, no artifact store), stay terminal, converted
+/// directly or from a `Box<dyn Error + Send + Sync>`, but not through
+/// `anyhow::Error`, which hides the type it wraps.
 impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for StepError {
     fn from(error: E) -> Self {
         let error: Box<dyn std::error::Error + Send + Sync> = error.into();
         // The pinned input, config and outputs read the same on every
         // attempt: retrying cannot help.
-        let terminal = error.is::<ReadError>();
+        let terminal = error.is::<ReadError>()
+            || error
+                .downcast_ref::<crate::artifact::ArtifactError>()
+                .is_some_and(crate::artifact::ArtifactError::is_permanent);
         // Keep the whole chain: the stored message is all an operator sees.
         let mut message = error.to_string();
         let mut source = error.source();

@@ -183,6 +183,7 @@ case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
 
 case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/mod.rs",
+    "engine/artifacts.rs",
     "engine/cancellation.rs",
     "engine/execution.rs",
     "engine/hardening.rs",

@@ -12,6 +12,7 @@
 //! shutdown). The trigger scenarios are in
 //! [`triggers`](crate::testing::triggers).
 
+mod artifacts;
 mod cancellation;
 mod execution;
 mod hardening;
@@ -30,6 +31,7 @@ use crate::{
     Engine, RunId, StepContext, StepError, StepRegistry, Store, WorkflowDefinition, WorkflowRun,
 };
 
+pub use artifacts::*;
 pub use cancellation::*;
 pub use execution::*;
 pub use hardening::*;
@@ -131,6 +133,8 @@ macro_rules! engine_conformance {
             engine::step_logs_are_capped_with_a_marker,
             engine::flushed_logs_survive_a_crash,
             engine::secrets_are_read_and_redacted_everywhere,
+            engine::artifacts_pass_between_steps,
+            engine::oversized_artifacts_are_refused,
             engine::undeclared_secrets_cannot_be_read,
             engine::publishing_checks_declared_secrets,
             engine::failing_step_is_retried,
