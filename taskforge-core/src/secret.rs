@@ -698,7 +698,7 @@ mod tests {
                 .map(|(_, s)| s);
             Ok(match version {
                 Some(v) => versions.find(|s| s.version == v).cloned(),
-                None => versions.last().cloned(),
+                None => versions.next_back().cloned(),
             })
         }
 
