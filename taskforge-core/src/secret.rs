@@ -486,10 +486,10 @@ fn check_value(name: &str, value: &[u8]) -> Result<(), SecretError> {
     Ok(())
 }
 
-/// Checks a secret's name: 1 to [`MAX_NAME_LEN`](crate::limits::MAX_NAME_LEN)
-/// bytes of `[A-Za-z0-9_.-/]`, where `/` separates non-empty parts other
-/// than `.` and `..` (so `trigger/<id>/signing` is a name, `/a`, `a//b`
-/// and `a/../b` are not).
+/// Checks a secret's name: 1 to [`MAX_NAME_LEN`] bytes of
+/// `[A-Za-z0-9_.-/]`, where `/` separates non-empty parts other than `.`
+/// and `..` (so `trigger/<id>/signing` is a name, `/a`, `a//b` and
+/// `a/../b` are not).
 ///
 /// # Errors
 /// A [`NameError`] of kind `secret` saying what is wrong.
