@@ -49,6 +49,7 @@ async fn engine(
         })
         .expect("register");
     let engine = Engine::builder(MemoryStore::new(), registry)
+        .master_key(taskforge_core::secret::MasterKey::generate())
         .clock(clock.clone())
         .build();
     let workflow = engine.ensure_workflow("hooked").await.expect("workflow");

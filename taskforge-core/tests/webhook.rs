@@ -776,6 +776,7 @@ async fn engine_with_hook(
         })
         .expect("registers");
     let engine = Engine::builder(MemoryStore::new(), registry)
+        .master_key(taskforge_core::secret::MasterKey::generate())
         .clock(clock.clone())
         .build();
     let workflow = engine

@@ -37,6 +37,8 @@ use crate::api;
         api::runs::cancel,
         api::runs::wait,
         api::runs::logs,
+        api::runs::artifacts,
+        api::runs::artifact,
         api::triggers::list,
         api::triggers::create,
         api::triggers::get_one,

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use taskforge_core::artifact::ArtifactError;
 use taskforge_core::webhook::Rejection;
 use taskforge_core::{EngineError, StoreError};
 use utoipa::ToSchema;
@@ -265,6 +266,19 @@ impl From<EngineError> for Problem {
             }
             EngineError::NoVersion(_) => conflict("no-version", "Workflow has no version"),
             EngineError::RunFinished { .. } => conflict("run-finished", "Run is already finished"),
+            EngineError::Artifact(ArtifactError::NotFound { .. }) => {
+                Self::not_found(error.to_string())
+            }
+            EngineError::Artifact(ArtifactError::InvalidName(_)) => {
+                Self::bad_request(error.to_string())
+            }
+            EngineError::Artifact(ArtifactError::NoStore) => {
+                Self::not_found("this server keeps no artifacts")
+            }
+            EngineError::NoMasterKey => conflict("no-master-key", "The server keeps no secrets"),
+            EngineError::Secret(secret) if secret.is_not_found() => {
+                Self::not_found(error.to_string())
+            }
             _ => Self::internal(&error),
         }
     }

@@ -435,6 +435,7 @@ impl Server {
             })
             .expect("report");
         let engine = Engine::builder(MemoryStore::new(), registry)
+            .master_key(taskforge_core::secret::MasterKey::generate())
             .poll_interval(Duration::from_millis(50))
             .build();
         engine.start();

@@ -30,7 +30,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start<S: Store>(store: S, options: HttpOptions) -> Self {
+    async fn start<S: Store + Clone>(store: S, options: HttpOptions) -> Self {
         let clock = ManualClock::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
         let gate = Arc::new(Semaphore::new(0));
         let mut registry = StepRegistry::new();
@@ -51,6 +51,7 @@ impl Server {
             })
             .expect("register gated");
         let engine = Engine::builder(store, registry)
+            .master_key(taskforge_core::secret::MasterKey::generate())
             .clock(clock.clone())
             .build();
         engine.start();
@@ -187,7 +188,7 @@ async fn problem(response: Response, status: StatusCode, kind: &str) -> Value {
 
 /// The GitHub fixture with its real signature: accepted, then a duplicate,
 /// then forged and odd deliveries refused; `wait` returns the output.
-async fn github_delivery<S: Store>(store: S) {
+async fn github_delivery<S: Store + Clone>(store: S) {
     let server = Server::start(store, HttpOptions::default()).await;
     server.workflow("release", "echo", "github/releases").await;
 
@@ -268,7 +269,7 @@ async fn github_delivery<S: Store>(store: S) {
 }
 
 /// The SSE stream of one workflow sees its run go queued → succeeded.
-async fn stream_sees_a_run_finish<S: Store>(store: S) {
+async fn stream_sees_a_run_finish<S: Store + Clone>(store: S) {
     use futures::StreamExt;
 
     let server = Server::start(store, HttpOptions::default()).await;
@@ -322,7 +323,7 @@ async fn stream_sees_a_run_finish<S: Store>(store: S) {
 
 /// Scopes, workflow restriction, expiry and revocation, each taking
 /// effect on the next request.
-async fn token_rules<S: Store>(store: S) {
+async fn token_rules<S: Store + Clone>(store: S) {
     let server = Server::start(store, HttpOptions::default()).await;
     let mine = server.workflow("mine", "echo", "mine").await;
     let theirs = server.workflow("theirs", "echo", "theirs").await;
@@ -440,7 +441,7 @@ async fn token_rules<S: Store>(store: S) {
 
 /// Bad input of every kind is a problem with the right status, and the
 /// run API's idempotency and details work.
-async fn bad_input_and_runs<S: Store>(store: S) {
+async fn bad_input_and_runs<S: Store + Clone>(store: S) {
     let server = Server::start(store, HttpOptions::default()).await;
     let workflow = server.workflow("runs", "echo", "runs").await;
 
@@ -605,7 +606,7 @@ async fn bad_input_and_runs<S: Store>(store: S) {
 
 /// A saturated server sheds load with 503 and `Retry-After`; a shutting
 /// down one refuses deliveries and fails readiness.
-async fn load_shedding_and_drain<S: Store>(store: S) {
+async fn load_shedding_and_drain<S: Store + Clone>(store: S) {
     let server = Server::start(store, HttpOptions::default().max_concurrent_requests(1)).await;
     let workflow = server.workflow("slow", "gated", "slow").await;
     let (_, run) = server

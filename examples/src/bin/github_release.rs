@@ -1,7 +1,14 @@
 //! A webhook trigger for GitHub `release` deliveries: signature
 //! verification with the trigger's secret, dedup on `X-GitHub-Delivery`, and
 //! a filter on `action == "published"`. Fed a real GitHub release payload,
-//! it prints what came of each delivery, the stored event, and the run.
+//! it prints what came of each delivery, the stored event, and the run with
+//! its step logs and artifacts.
+//!
+//! Secrets are sealed with a master key (`TASKFORGE_MASTER_KEY`, or
+//! `master.key` in the data directory, made on first run): the webhook's
+//! signing secret and the deploy step's `DEPLOY_TOKEN` live in the secret
+//! store, and the token the deploy step logs shows as `[redacted:...]` in
+//! its history.
 //!
 //! ```text
 //! cargo run -p taskforge-examples --bin github_release [DATA_DIR]
@@ -10,18 +17,20 @@
 //! An HTTP server would hand `deliver_webhook` the path, headers and raw
 //! body of each request and answer with `Delivery::http_status`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use taskforge::artifact::FsArtifactStore;
 use taskforge::sled::SledStore;
 use taskforge::webhook::{
     github_signature, DedupSource, Filter, Headers, SignatureScheme, WebhookRequest,
 };
 use taskforge::{
-    Delivery, Engine, StepContext, StepDefinition, StepError, StepRegistry, TriggerKind,
+    Delivery, Engine, LogLevel, StepContext, StepDefinition, StepError, StepRegistry, TriggerKind,
     WebhookConfig, WorkflowDefinition,
 };
-use taskforge_examples::print_run;
+use taskforge_examples::{master_key, print_history};
 
 /// The body of a GitHub `release` delivery with `action: published`.
 const RELEASE: &[u8] =
@@ -45,9 +54,29 @@ fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
         )?
         .step("deploy", |ctx: StepContext, delivery: Value| async move {
             let image = ctx.output("build").map(|b| b["image"].clone());
+            let token = ctx.secret("DEPLOY_TOKEN")?;
+            ctx.log(
+                LogLevel::Info,
+                format!("deploying {}", image.clone().unwrap_or_default()),
+            );
+            // A careless line: the token is redacted before it is stored.
+            ctx.log(LogLevel::Debug, format!("authenticating with {token}"));
+            tracing::info!(replicas = 3, "rolled out");
+            let manifest = json!({
+                "image": image,
+                "release": delivery["release"]["tag_name"],
+                "replicas": 3,
+            });
+            let stored = ctx
+                .put_artifact(
+                    "deploy-manifest.json",
+                    serde_json::to_vec_pretty(&manifest)?,
+                )
+                .await?;
             Ok::<_, StepError>(json!({
                 "deployed": image,
                 "release": delivery["release"]["html_url"],
+                "manifest_sha256": stored.sha256,
             }))
         })?;
     Ok(registry)
@@ -75,8 +104,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "taskforge-data".to_owned());
     let secret = std::env::var("GITHUB_WEBHOOK_SECRET")
         .unwrap_or_else(|_| "example-secret-change-me".to_owned());
-    let engine = Engine::builder(SledStore::open(&dir)?, registry()?).build();
+    let data = Path::new(&dir);
+    let engine = Engine::builder(SledStore::open(data)?, registry()?)
+        .master_key(master_key(&data.join("master.key"))?)
+        .artifacts(FsArtifactStore::open(data.join("artifacts"))?)
+        .build();
+    // A wrong master key stops here, before anything is delivered.
+    engine.check_secrets().await?;
     engine.start();
+    let token = std::env::var("DEPLOY_TOKEN").unwrap_or_else(|_| "tok-example-7c1d".to_owned());
+    engine.put_secret("DEPLOY_TOKEN", &token).await?;
 
     let workflow = engine
         .ensure_workflow("deploy-api-on-github-release")
@@ -87,7 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             WorkflowDefinition::new(vec![
                 StepDefinition::new("build", "build"),
                 StepDefinition::new("migrate", "migrate"),
-                StepDefinition::new("deploy", "deploy"),
+                StepDefinition::new("deploy", "deploy").secrets(["DEPLOY_TOKEN"]),
             ])
             .timeout(Duration::from_secs(600)),
         )
@@ -163,7 +200,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event.payload["repository"]["full_name"]
         );
         engine.wait_for_run(run_id).await?;
-        print_run(&engine.run(run_id).await?);
+        print_history(&engine, run_id).await?;
     }
     engine.shutdown(Duration::from_secs(5)).await;
     Ok(())

@@ -18,7 +18,11 @@
 //! On the first start of an empty store it prints an
 //! admin API token, once (or stores `TASKFORGE_ADMIN_TOKEN` instead, for
 //! provisioning). The GitHub webhook secret is `GITHUB_WEBHOOK_SECRET`
-//! (default `example-secret-change-me`). SIGTERM or Ctrl-C shut it down
+//! (default `example-secret-change-me`); it is sealed into the secret
+//! store with the master key (`TASKFORGE_MASTER_KEY`, or the file
+//! `--master-key-file`, or `master.key` in the data directory, made on
+//! first start), never stored in plaintext. Steps' artifacts are kept in
+//! `artifacts/` of the data directory. SIGTERM or Ctrl-C shut it down
 //! gracefully: new deliveries get 503, requests in flight are answered,
 //! and running steps get 10 seconds to finish. `GET /metrics` serves the
 //! engine's metrics to a Prometheus scraper. Built with `--features otel`,
@@ -26,11 +30,14 @@
 //! webhook's `traceparent` joining the run and its steps to the caller's
 //! trace.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use taskforge::artifact::FsArtifactStore;
 use taskforge::postgres::{PostgresConfig, PostgresStore};
+use taskforge::secret::MasterKey;
 use taskforge::sled::SledStore;
 use taskforge::store::TokenStore;
 use taskforge::webhook::{DedupSource, Filter, SignatureScheme};
@@ -109,6 +116,16 @@ fn optional_setting(args: &[String], flag: &str, env: &str) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
+/// The master key that seals secrets (the webhook's signing secret among
+/// them): `TASKFORGE_MASTER_KEY`, else the file `--master-key-file` /
+/// `TASKFORGE_MASTER_KEY_FILE`, else `master.key` in `home`, made on first
+/// start. Every copy of the server on one database needs the same key.
+fn master_key(args: &[String], home: &Path) -> Result<MasterKey, Box<dyn std::error::Error>> {
+    let path = optional_setting(args, "--master-key-file", "TASKFORGE_MASTER_KEY_FILE")
+        .map_or_else(|| home.join("master.key"), PathBuf::from);
+    taskforge_examples::master_key(&path)
+}
+
 /// The store: PostgreSQL if a URL is given (several copies of the server
 /// can share it), else sled in the data directory. Also says where it is.
 async fn open_store(
@@ -158,9 +175,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report_cron = setting(&args, "--report-cron", "TASKFORGE_REPORT_CRON", "0 3 * * *");
 
     let (store, place) = open_store(&args).await?;
+    // The key and the artifacts live beside the sled data, or in the
+    // working directory beside a PostgreSQL server.
+    let home = PathBuf::from(setting(&args, "--data", "TASKFORGE_DATA", "taskforge-data"));
+    let artifacts = FsArtifactStore::open(home.join("artifacts"))?;
     let engine = Engine::builder(store, registry()?)
         .max_concurrent_runs(max_runs)
+        .master_key(master_key(&args, &home)?)
+        .artifacts(artifacts)
         .build();
+    // A wrong master key stops the server here, not at the first delivery.
+    engine.check_secrets().await?;
     engine.start();
 
     // The quickstart's workflow, run by hand through the API.

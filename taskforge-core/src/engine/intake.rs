@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 
+use super::credentials;
 use super::admit::{self, Admission, Admitted};
 pub(crate) use super::delivery::Delivery;
 use super::shared::Shared;
@@ -33,7 +34,13 @@ pub(crate) async fn create_trigger<S: Store, X>(
 ) -> Result<Trigger, EngineError> {
     validate_trigger_name(&trigger.name)?;
     trigger.kind.validate()?;
-    shared.store.insert_trigger(&trigger).await?;
+    let mut trigger = trigger;
+    credentials::seal(shared, &mut trigger).await?;
+    if let Err(error) = shared.store.insert_trigger(&trigger).await {
+        // The secrets sealed for it belong to nothing.
+        let _ = credentials::forget(shared, &trigger).await;
+        return Err(error.into());
+    }
     forget_paths(shared);
     Ok(trigger)
 }
@@ -58,15 +65,21 @@ pub(crate) async fn ensure_trigger<S: Store, X>(
             .find(|t| t.name == name);
         let result = match stored {
             // The enabled flag stays as it is: a trigger an operator
-            // disabled stays disabled across restarts of the host.
-            Some(stored) if stored.kind == kind => return Ok(stored),
+            // disabled stays disabled across restarts of the host. Its
+            // credentials are compared opened: the stored ones are sealed.
+            Some(stored) if credentials::open(shared, stored.clone()).await?.kind == kind => {
+                return Ok(stored)
+            }
             Some(mut stored) => {
                 stored.kind = kind.clone();
                 stored.updated_at = shared.now();
+                credentials::seal(shared, &mut stored).await?;
                 shared.store.update_trigger(&stored).await.map(|()| stored)
             }
             None => {
-                let trigger = Trigger::new(workflow_id, kind.clone(), shared.now()).with_name(name);
+                let mut trigger =
+                    Trigger::new(workflow_id, kind.clone(), shared.now()).with_name(name);
+                credentials::seal(shared, &mut trigger).await?;
                 shared
                     .store
                     .insert_trigger(&trigger)
@@ -98,6 +111,7 @@ pub(crate) async fn update_trigger<S: Store, X>(
     validate_trigger_name(&trigger.name)?;
     trigger.kind.validate()?;
     trigger.updated_at = shared.now();
+    credentials::seal(shared, &mut trigger).await?;
     shared.store.update_trigger(&trigger).await?;
     forget_paths(shared);
     Ok(trigger)
@@ -108,9 +122,10 @@ pub(crate) async fn delete_trigger<S: Store, X>(
     shared: &Shared<S, X>,
     id: TriggerId,
 ) -> Result<(), EngineError> {
+    let trigger = shared.store.get_trigger(id).await?;
     shared.store.delete_trigger(id).await?;
     forget_paths(shared);
-    Ok(())
+    credentials::forget(shared, &trigger).await
 }
 
 /// Drops the cached path listing: the next delivery reads it again.
@@ -129,6 +144,7 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
     let Some(trigger) = webhook_trigger(shared, path, false).await? else {
         return Ok(Delivery::UnknownPath);
     };
+    let trigger = credentials::open(shared, trigger).await?;
     let TriggerKind::Webhook(config) = &trigger.kind else {
         return Ok(Delivery::UnknownPath);
     };

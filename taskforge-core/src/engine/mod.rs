@@ -51,6 +51,7 @@ mod admit;
 mod artifacts;
 mod cancel;
 mod config;
+mod credentials;
 pub(crate) mod cron;
 mod delivery;
 mod dispatch;

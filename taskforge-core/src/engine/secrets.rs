@@ -52,9 +52,24 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// wrong key is [`SecretError::UnknownKey`](crate::secret::SecretError::UnknownKey)
     /// here, not garbage later. Without a master key there is nothing to
     /// check.
+    ///
+    /// With a master key, it then seals into the secret store any webhook
+    /// credential a stored trigger still holds in plaintext (written by an
+    /// earlier release, or by an engine without a key): after it, no store
+    /// holds a credential in plaintext.
     pub async fn check_secrets(&self) -> Result<(), EngineError> {
         match &self.shared().vault {
-            Some(vault) => Ok(vault.check().await?),
+            Some(vault) => {
+                vault.check().await?;
+                let sealed = super::credentials::seal_stored(self.shared()).await?;
+                if sealed > 0 {
+                    tracing::info!(
+                        triggers = sealed,
+                        "sealed plaintext webhook credentials into the secret store"
+                    );
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }

@@ -49,6 +49,9 @@ pub(crate) struct Shared<S, X> {
     pub(crate) webhooks: WebhookIndex,
     /// Secrets, sealed with the master key; `None` without one.
     pub(crate) vault: Option<SecretVault<S>>,
+    /// Webhook credentials opened from the secret store, by reference (a
+    /// reference names an immutable version, so entries never go stale).
+    pub(crate) credentials: Mutex<HashMap<String, Arc<String>>>,
     /// Where steps keep artifacts; `None` without a store.
     pub(crate) artifacts: Option<Arc<ArtifactAccess>>,
 }
@@ -81,6 +84,7 @@ impl<S, X> Shared<S, X> {
             started: AtomicBool::new(false),
             webhooks: WebhookIndex::default(),
             vault: None,
+            credentials: Mutex::new(HashMap::new()),
             artifacts: None,
         }
     }

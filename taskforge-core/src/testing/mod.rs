@@ -67,6 +67,7 @@ use std::future::Future;
 use crate::store::Store;
 
 pub mod artifacts;
+pub mod at_rest;
 pub mod engine;
 pub mod faults;
 pub mod simulation;
@@ -384,6 +385,7 @@ mod tests {
 
     /// Files of the testing module that hold no conformance case.
     const SUPPORT_PATHS: &[&str] = &[
+        "at_rest.rs",
         "faults.rs",
         "simulation.rs",
         "simulation/check.rs",

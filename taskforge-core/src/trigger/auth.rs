@@ -115,6 +115,20 @@ impl fmt::Debug for SignatureScheme {
     }
 }
 
+/// What a stored trigger holds in place of a credential: this prefix, then
+/// the name and version of the secret that holds it
+/// (`secret-ref:trigger/<id>/signature/0@1`). The engine seals webhook
+/// credentials into its secret store before a trigger is written, and
+/// opens them again to verify deliveries.
+pub const SECRET_REF_PREFIX: &str = "secret-ref:";
+
+/// Whether `value` is a reference to a stored secret rather than a
+/// credential itself.
+#[must_use]
+pub fn is_secret_ref(value: &str) -> bool {
+    value.starts_with(SECRET_REF_PREFIX)
+}
+
 impl SignatureScheme {
     /// GitHub's scheme with `secret`.
     #[must_use]
@@ -133,6 +147,15 @@ impl SignatureScheme {
         }
     }
 
+    /// Its secrets, for sealing them into the secret store and opening
+    /// them again.
+    pub(crate) fn secrets_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            Self::GitHub { secret } => vec![secret],
+            Self::StandardWebhooks { secrets, .. } => secrets.iter_mut().collect(),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             Self::GitHub { secret } if secret.is_empty() => Err("github secret is empty".into()),
@@ -145,6 +168,9 @@ impl SignatureScheme {
                     return Err("standard webhooks tolerance is zero".into());
                 }
                 for (i, secret) in secrets.iter().enumerate() {
+                    if is_secret_ref(secret) {
+                        continue;
+                    }
                     match decode_whsec(secret) {
                         Some(key) if !key.is_empty() => {}
                         _ => return Err(format!("standard webhooks secret {i} is not base64")),

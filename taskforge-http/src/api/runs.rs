@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use crate::json::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use taskforge_core::artifact::Artifact;
 use taskforge_core::store::{LogQuery, Scope};
 use taskforge_core::{
     EventId, LogLine, Order, RunDetails, RunId, RunOptions, RunQuery, RunStatus, StepExecutor,
@@ -187,6 +189,47 @@ pub(crate) async fn logs<S: Store, X: StepExecutor>(
     };
     let lines = ctx.engine.step_logs(&query).await?;
     Ok(Json(Page::from_store(lines, |line| line)))
+}
+
+/// The artifacts a run's steps stored, by name, with size and SHA-256.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts", tag = "runs",
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["read"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn artifacts<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<RunId>,
+) -> Result<Json<Vec<Artifact>>, Problem> {
+    reachable_run(&ctx, &caller, Scope::Read, id).await?;
+    Ok(Json(ctx.engine.run_artifacts(id).await?))
+}
+
+/// One artifact's content, streamed, with its SHA-256 as the `ETag` and
+/// in `x-taskforge-sha256`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/artifacts/{name}", tag = "runs",
+    params(("id" = String, Path, format = Uuid), ("name" = String, Path)),
+    security(("token" = ["read"])),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn artifact<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids((id, name)): Ids<(RunId, String)>,
+) -> Result<Response, Problem> {
+    reachable_run(&ctx, &caller, Scope::Read, id).await?;
+    let (record, stream) = ctx.engine.open_artifact(id, &name).await?;
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        record.name.replace(['"', '\\'], "_")
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, record.size)
+        .header(header::ETAG, format!("\"{}\"", record.sha256))
+        .header("x-taskforge-sha256", &record.sha256)
+        .header(header::CONTENT_DISPOSITION, disposition)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| Problem::internal(&e))
 }
 
 /// A run to start.

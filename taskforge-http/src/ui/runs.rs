@@ -11,6 +11,7 @@ use axum::Form;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use taskforge_core::artifact::Artifact;
 use taskforge_core::store::LogQuery;
 use taskforge_core::store::{OutcomeKind, Scope};
 use taskforge_core::{
@@ -523,6 +524,10 @@ async fn run_page<S: Store, X: StepExecutor>(
     }
     live.push_str(&timeline(run, &details.steps, &keys, &logs, now));
     live.push_str("</section>");
+    let artifacts = ctx.engine.run_artifacts(run.id).await?;
+    if !artifacts.is_empty() {
+        live.push_str(&artifact_table(base, run.id, &artifacts));
+    }
 
     // Where it came from.
     let mut tail =
@@ -594,6 +599,40 @@ const WIDTH: f64 = 1000.0;
 /// Every attempt of every step on one time axis, from the run's start to
 /// its end (or now), grouped by step; steps of the version not reached yet
 /// are listed as pending.
+/// The run's artifacts: name (a download link), step, size, SHA-256.
+fn artifact_table(base: &str, run_id: RunId, artifacts: &[Artifact]) -> String {
+    let mut out = String::from(
+        "<section aria-labelledby=\"artifacts-h\"><h2 id=\"artifacts-h\">Artifacts</h2>\
+         <table class=\"artifacts\"><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Step</th>\
+         <th scope=\"col\">Size</th><th scope=\"col\">SHA-256</th><th scope=\"col\">Stored</th></tr></thead><tbody>",
+    );
+    for artifact in artifacts {
+        let _ = write!(
+            out,
+            "<tr data-artifact=\"{name}\"><th scope=\"row\"><a href=\"{base}/runs/{run_id}/artifacts/{name}\" download>{name}</a></th>\
+             <td>{step}</td><td>{size}</td><td><code title=\"{sha}\">{short}</code></td><td>{at}</td></tr>",
+            base = Esc(base),
+            name = Esc(&artifact.name),
+            step = Esc(&artifact.step_key),
+            size = Esc(&byte_size(artifact.size)),
+            sha = Esc(&artifact.sha256),
+            short = Esc(artifact.sha256.get(..12).unwrap_or(&artifact.sha256)),
+            at = time(artifact.created_at),
+        );
+    }
+    out.push_str("</tbody></table></section>");
+    out
+}
+
+/// A size in B, KiB or MiB.
+fn byte_size(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
+    }
+}
+
 /// The log lines the run page shows per attempt; the API pages the rest.
 const LOG_LINES_SHOWN: usize = 200;
 

@@ -12,7 +12,7 @@ fn line(run_id: RunId, step_run_id: StepRunId, seq: u32, message: &str) -> LogLi
         step_run_id,
         seq,
         at: at(i64::from(seq)),
-        level: if seq % 2 == 0 {
+        level: if seq.is_multiple_of(2) {
             LogLevel::Info
         } else {
             LogLevel::Warn

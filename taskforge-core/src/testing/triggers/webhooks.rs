@@ -2,6 +2,7 @@
 //! filters, disabled triggers and inactive workflows, the dedup window, and
 //! replay.
 
+use crate::secret::MasterKey;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +47,10 @@ fn github_delivery(body: &[u8], delivery: &str) -> WebhookRequest {
 
 /// Fifty concurrent deliveries with one delivery id give one event, one
 /// run, and forty-nine duplicates pointing at them.
-pub async fn concurrent_webhook_deliveries_start_one_run<S: Store>(store: S) {
-    let engine = Engine::builder(store, registry()).build();
+pub async fn concurrent_webhook_deliveries_start_one_run<S: Store + Clone>(store: S) {
+    let engine = Engine::builder(store, registry())
+        .master_key(MasterKey::generate())
+        .build();
     let wf = workflow(&engine, "on-release").await;
     let trigger = engine
         .create_trigger(wf, github_hook("github/releases"))
@@ -112,8 +115,12 @@ pub async fn concurrent_webhook_deliveries_start_one_run<S: Store>(store: S) {
 /// Rejected deliveries start no run and keep no body: each is recorded as
 /// a rejected event with its reason and status (the audit trail survives a
 /// restart), and counted; earlier events stay.
-pub async fn rejected_webhook_deliveries_are_recorded_without_their_body<S: Store>(store: S) {
-    let engine = Engine::builder(store, registry()).build();
+pub async fn rejected_webhook_deliveries_are_recorded_without_their_body<S: Store + Clone>(
+    store: S,
+) {
+    let engine = Engine::builder(store, registry())
+        .master_key(MasterKey::generate())
+        .build();
     let wf = workflow(&engine, "guarded").await;
     let trigger = engine
         .create_trigger(
@@ -200,8 +207,10 @@ pub async fn rejected_webhook_deliveries_are_recorded_without_their_body<S: Stor
 
 /// A delivery that misses a filter, or reaches a disabled trigger or an
 /// inactive workflow, is stored with that outcome and starts no run.
-pub async fn filtered_and_disabled_deliveries_are_recorded<S: Store>(store: S) {
-    let engine = Engine::builder(store, registry()).build();
+pub async fn filtered_and_disabled_deliveries_are_recorded<S: Store + Clone>(store: S) {
+    let engine = Engine::builder(store, registry())
+        .master_key(MasterKey::generate())
+        .build();
     let wf = workflow(&engine, "filtered").await;
     let trigger = engine
         .create_trigger(wf, github_hook("hook"))
@@ -273,9 +282,10 @@ pub async fn filtered_and_disabled_deliveries_are_recorded<S: Store>(store: S) {
 
 /// A repeat older than the dedup window starts a new run; repeats of that
 /// one are duplicates again.
-pub async fn dedup_window_expires<S: Store>(store: S) {
+pub async fn dedup_window_expires<S: Store + Clone>(store: S) {
     let clock = ManualClock::new(Utc::now());
     let engine = Engine::builder(store, registry())
+        .master_key(MasterKey::generate())
         .clock(clock.clone())
         .build();
     let wf = workflow(&engine, "windowed").await;
@@ -319,8 +329,10 @@ pub async fn dedup_window_expires<S: Store>(store: S) {
 }
 
 /// Replaying an event starts a new run linked to it and marked as a replay.
-pub async fn replay_links_runs_to_their_event<S: Store>(store: S) {
-    let engine = Engine::builder(store, registry()).build();
+pub async fn replay_links_runs_to_their_event<S: Store + Clone>(store: S) {
+    let engine = Engine::builder(store, registry())
+        .master_key(MasterKey::generate())
+        .build();
     engine.start();
     let wf = workflow(&engine, "replayable").await;
     engine
