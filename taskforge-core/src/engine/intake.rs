@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 
-use super::credentials;
 use super::admit::{self, Admission, Admitted};
+use super::credentials;
 pub(crate) use super::delivery::Delivery;
 use super::shared::Shared;
 use super::telemetry;
