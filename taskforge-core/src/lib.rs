@@ -90,8 +90,17 @@ pub use retry::{Backoff, RetryPolicy};
 pub use run::{RunError, RunStatus, StepFailure, StepRun, StepStatus, WorkflowRun};
 pub use step::{LogLevel, LogLine, StepContext, StepError, StepExecutor, StepFuture, StepRegistry};
 pub use store::{EventQuery, Order, Page, RunQuery, Store};
+pub use trigger::filter::Filter;
 pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
 pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
+
+/// The scheduler of a run's steps (dependencies, conditions, parallelism,
+/// retries, how the run ends), as a pure function of the definition and
+/// the recorded history: what the engine's worker asks, for tools that want
+/// to show or check a run's course.
+pub mod dag {
+    pub use crate::run::dag::{End, Plan, Schedule, Skip, SkipReason, Start};
+}
 
 /// Webhook deliveries, for HTTP layers: the request the engine verifies,
 /// why a delivery may be refused, and the parts of a webhook trigger's
@@ -142,6 +151,7 @@ pub mod limits {
     pub use crate::trigger::webhook::{DEFAULT_MAX_BODY_BYTES, MAX_DEDUP_KEY_LEN};
     pub use crate::trigger::MAX_TRIGGER_NAME_LEN;
     pub use crate::workflow::{
-        MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES, MAX_STEP_SECRETS,
+        DEFAULT_MAX_PARALLEL_STEPS, MAX_DURATION, MAX_NAME_LEN, MAX_STEPS, MAX_STEP_CONFIG_BYTES,
+        MAX_STEP_SECRETS,
     };
 }

@@ -1,6 +1,6 @@
 //! Workflows, their immutable versions, and the validation of definitions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::duration_ms;
 use crate::id::{VersionId, WorkflowId};
 use crate::retry::{Backoff, RetryPolicy};
+use crate::trigger::filter::Filter;
 
 /// The largest serialized `config` one step may carry, in bytes.
 pub const MAX_STEP_CONFIG_BYTES: usize = 64 * 1024;
@@ -23,6 +24,9 @@ pub const MAX_NAME_LEN: usize = 128;
 /// day. Longer ones are refused at publish time, so every deadline and
 /// retry time the engine computes is a real timestamp.
 pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// How many steps of one run may run at once when its definition does not
+/// say ([`WorkflowDefinition::max_parallel_steps`]).
+pub const DEFAULT_MAX_PARALLEL_STEPS: u32 = 8;
 
 /// A named automation: the stable identity that owns versions, triggers and
 /// run history.
@@ -95,15 +99,29 @@ impl WorkflowVersion {
     }
 }
 
-/// What a workflow does: its steps, in order, and workflow-wide settings.
+/// What a workflow does: its steps and workflow-wide settings.
 ///
-/// Every field beyond `steps` is optional in JSON, so definitions stored
-/// today still parse when later releases add fields (such as DAG
-/// dependencies between steps).
+/// # Order of steps
+///
+/// When no step declares [`depends_on`](StepDefinition::depends_on), the
+/// steps run one after another, in the order listed: each depends on the
+/// one before it. Once any step declares `depends_on`, every step's
+/// dependencies are exactly what it declares (a step without `depends_on`
+/// is then a root, which starts at once), and steps whose dependencies
+/// are done run in parallel, at most
+/// [`max_parallel_steps`](Self::max_parallel_steps) of one run at a time.
+/// See [`StepDefinition::depends_on`] and [`StepDefinition::condition`] for
+/// when a step runs or is skipped, and [`output`](Self::output) for the
+/// run's output.
+///
+/// Every field beyond `steps` is optional in JSON, and left out when
+/// unset, so definitions stored by earlier releases parse, mean what they
+/// meant, and keep their [content hash](Self::content_hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowDefinition {
-    /// The steps, run in this order.
+    /// The steps: run in this order, unless a step declares
+    /// [`depends_on`](StepDefinition::depends_on).
     pub steps: Vec<StepDefinition>,
     /// The retry policy of steps that name none. Without one, a step is tried once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +133,22 @@ pub struct WorkflowDefinition {
         with = "duration_ms::option"
     )]
     pub timeout: Option<Duration>,
+    /// The most steps of one run that may run at once; without it,
+    /// [`DEFAULT_MAX_PARALLEL_STEPS`]. At least 1. Steps that are ready
+    /// beyond it wait, and start lowest position first as slots free.
+    /// (Runs themselves are bounded by
+    /// [`EngineConfig::max_concurrent_runs`](crate::EngineConfig::max_concurrent_runs).)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_steps: Option<u32>,
+    /// The key of the step whose output is the run's output. Without it,
+    /// the run's output is that of its sink (the step nothing depends on;
+    /// in a definition without dependencies, the last step), or, when
+    /// there are several sinks, an object of the sinks' outputs by step
+    /// key. A skipped step has no output: the run's output is then `null`
+    /// for a declared or single sink, and the object leaves a skipped sink
+    /// out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// One step of a definition.
@@ -145,6 +179,14 @@ pub struct StepDefinition {
     /// secret store when the version is published.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The keys of the steps this one waits for; see
+    /// [`depends_on`](Self::depends_on) (the builder) for the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+    /// Runs the step only if this holds; see [`condition`](Self::condition)
+    /// (the builder) for what it reads and what a false one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Filter>,
 }
 
 impl StepDefinition {
@@ -158,7 +200,129 @@ impl StepDefinition {
             retry: None,
             timeout: None,
             secrets: Vec::new(),
+            depends_on: None,
+            condition: None,
         }
+    }
+
+    /// Makes the step wait for the steps `keys`: it starts once every one
+    /// of them is finished, receiving their outputs through
+    /// [`StepContext::output`](crate::StepContext::output).
+    ///
+    /// A definition in which no step declares dependencies runs its steps
+    /// one after another, in order, as if each depended on the one before.
+    /// Once any step declares them, every step's dependencies are exactly
+    /// what it declares, and a step that declares none (or an empty list)
+    /// is a root, which starts when the run does. Steps whose dependencies
+    /// are finished run in parallel, at most
+    /// [`WorkflowDefinition::max_parallel_steps`] at once.
+    ///
+    /// A step runs when all its dependencies are finished (succeeded or
+    /// [skipped](Self::condition)) and at least one of them succeeded, and
+    /// is skipped when all of them were skipped. When a step fails for good
+    /// (its retries exhausted, or a terminal error), the run fails: no new
+    /// step starts, and steps still running are cancelled.
+    ///
+    /// A handler sees the outputs of its step's ancestors (its
+    /// dependencies, theirs, and so on) that succeeded, in step order; not
+    /// those of other branches, whose timing would make them come and go.
+    ///
+    /// A fan-out from `checkout` to `test` and `lint`, joined by `report`;
+    /// `deploy` runs only for the `main` branch:
+    ///
+    /// ```
+    /// use serde_json::{json, Value};
+    /// use taskforge_core::{
+    ///     Engine, Filter, StepContext, StepDefinition, StepError, StepRegistry, StepStatus,
+    ///     WorkflowDefinition,
+    /// };
+    /// use taskforge_store_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut registry = StepRegistry::new();
+    /// registry
+    ///     .step("checkout", |_ctx: StepContext, input: Value| async move {
+    ///         Ok::<_, StepError>(json!({ "sha": "4f2a", "ref": input["ref"] }))
+    ///     })?
+    ///     .step("check", |ctx: StepContext, _input: Value| async move {
+    ///         let sha = ctx.output("checkout").and_then(|o| o["sha"].as_str()).unwrap_or_default();
+    ///         Ok::<_, StepError>(json!({ "ok": true, "sha": sha }))
+    ///     })?
+    ///     .step("report", |ctx: StepContext, _input: Value| async move {
+    ///         // The outputs of `checkout`, `test` and `lint`, in step order.
+    ///         let seen: Vec<&str> = ctx.outputs().iter().map(|(key, _)| key.as_str()).collect();
+    ///         Ok::<_, StepError>(json!({ "ok": ctx.output("test").is_some(), "seen": seen }))
+    ///     })?
+    ///     .step("deploy", |_ctx: StepContext, _input: Value| async move {
+    ///         Ok::<_, StepError>(json!("deployed"))
+    ///     })?;
+    /// let engine = Engine::builder(MemoryStore::new(), registry).build();
+    /// engine.start();
+    ///
+    /// let definition = WorkflowDefinition::new(vec![
+    ///     StepDefinition::new("checkout", "checkout"),
+    ///     StepDefinition::new("test", "check").depends_on(["checkout"]),
+    ///     StepDefinition::new("lint", "check").depends_on(["checkout"]),
+    ///     StepDefinition::new("report", "report").depends_on(["test", "lint"]),
+    ///     StepDefinition::new("deploy", "deploy")
+    ///         .depends_on(["report"])
+    ///         .condition(Filter::equals("/input/ref", "main")),
+    /// ])
+    /// .max_parallel_steps(4)
+    /// .output("report");
+    /// let workflow = engine.ensure_workflow("ci").await?;
+    /// engine.publish(workflow.id, definition).await?;
+    ///
+    /// let run = engine.start_run(workflow.id, json!({ "ref": "feature-x" })).await?;
+    /// let finished = engine.wait_for_run(run.id).await?;
+    /// assert_eq!(
+    ///     finished.output,
+    ///     Some(json!({ "ok": true, "seen": ["checkout", "test", "lint"] }))
+    /// );
+    /// let steps = engine.run(run.id).await?.steps;
+    /// let deploy = steps.iter().find(|s| s.step_key == "deploy").unwrap();
+    /// assert_eq!(deploy.status, StepStatus::Skipped);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn depends_on<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.depends_on = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Runs the step only if `condition` holds when its dependencies are
+    /// finished; otherwise the step is recorded as
+    /// [`Skipped`](crate::StepStatus::Skipped), its handler never called.
+    ///
+    /// The condition is a payload [`Filter`] (the language of webhook
+    /// triggers), read over the JSON document
+    /// `{"input": <the run's input>, "steps": {<key>: <output>, ...}}`:
+    /// `/input/ref` is the input's `ref`, `/steps/build/ok` the `ok` of the
+    /// output of step `build`. Its pointer must start with `/input` or
+    /// `/steps/<key>`, where `key` is an ancestor of this step (a step it
+    /// depends on, directly or through others; in a definition without
+    /// dependencies, any earlier step), so that the value is settled when
+    /// the condition is read. A skipped step has no output: a pointer into
+    /// it finds nothing, so `exists`, `equals` and the others do not hold.
+    ///
+    /// **What follows a skipped step.** A step runs when all its
+    /// dependencies are finished and at least one of them succeeded (or it
+    /// has none); it is skipped, as its condition is not even read, when
+    /// all of its dependencies were skipped. So a skip flows down a branch
+    /// until it reaches a step that also depends on a step that ran: a
+    /// join after an `if` runs whichever way the `if` went. In a
+    /// definition without dependencies, a skipped step skips every step
+    /// after it.
+    #[must_use]
+    pub fn condition(mut self, condition: Filter) -> Self {
+        self.condition = Some(condition);
+        self
     }
 
     /// Lets the step read these secrets (and only these).
@@ -202,7 +366,62 @@ impl WorkflowDefinition {
             steps,
             retry: None,
             timeout: None,
+            max_parallel_steps: None,
+            output: None,
         }
+    }
+
+    /// At most `n` steps of one run at once (at least 1; validation refuses 0).
+    #[must_use]
+    pub fn max_parallel_steps(mut self, n: u32) -> Self {
+        self.max_parallel_steps = Some(n);
+        self
+    }
+
+    /// The output of step `key` is the run's output.
+    #[must_use]
+    pub fn output(mut self, key: impl Into<String>) -> Self {
+        self.output = Some(key.into());
+        self
+    }
+
+    /// Whether any step declares [`depends_on`](StepDefinition::depends_on).
+    /// Without, the steps run one after another, in order.
+    #[must_use]
+    pub fn declares_dependencies(&self) -> bool {
+        self.steps.iter().any(|step| step.depends_on.is_some())
+    }
+
+    /// The most steps of one run that may run at once: the definition's
+    /// [`max_parallel_steps`](Self::max_parallel_steps), or
+    /// [`DEFAULT_MAX_PARALLEL_STEPS`].
+    #[must_use]
+    pub fn parallel_limit(&self) -> u32 {
+        self.max_parallel_steps
+            .unwrap_or(DEFAULT_MAX_PARALLEL_STEPS)
+            .max(1)
+    }
+
+    /// The positions of the steps that step `index` depends on, directly:
+    /// the step before it when the definition
+    /// [declares no dependencies](Self::declares_dependencies), else the
+    /// steps its `depends_on` names (unknown keys, repeats and itself
+    /// left out), in the order named.
+    #[must_use]
+    pub fn dependencies(&self, index: usize) -> Vec<usize> {
+        dependency_graph(self)
+            .into_iter()
+            .nth(index)
+            .unwrap_or_default()
+    }
+
+    /// The positions of the steps that step `index` depends on, directly
+    /// or through others, in step order.
+    #[must_use]
+    pub fn ancestors(&self, index: usize) -> Vec<usize> {
+        let graph = dependency_graph(self);
+        let seen = ancestors(&graph, index);
+        (0..seen.len()).filter(|&i| seen[i]).collect()
     }
 
     /// With this default retry policy.
@@ -320,12 +539,266 @@ impl WorkflowDefinition {
             check_duration(Some(&step.key), "timeout", step.timeout, &mut problems);
             check_secret_names(step, &mut problems);
         }
+        self.check_graph(&seen, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(InvalidDefinition { problems })
         }
     }
+}
+
+impl WorkflowDefinition {
+    /// The checks of dependencies, conditions, the output and the parallel
+    /// limit, after the steps' own: `positions` holds each valid key's
+    /// first position.
+    fn check_graph(&self, positions: &HashMap<&str, usize>, problems: &mut Vec<DefinitionProblem>) {
+        for step in &self.steps {
+            let declared = step.depends_on.as_deref().unwrap_or_default();
+            for (i, dependency) in declared.iter().enumerate() {
+                let problem = if *dependency == step.key {
+                    DefinitionProblem::SelfDependency {
+                        step: step.key.clone(),
+                    }
+                } else if declared[..i].contains(dependency) {
+                    DefinitionProblem::DuplicateDependency {
+                        step: step.key.clone(),
+                        dependency: dependency.clone(),
+                    }
+                } else if !positions.contains_key(dependency.as_str()) {
+                    DefinitionProblem::UnknownDependency {
+                        step: step.key.clone(),
+                        dependency: dependency.clone(),
+                    }
+                } else {
+                    continue;
+                };
+                problems.push(problem);
+            }
+        }
+        let graph = dependency_graph(self);
+        for cycle in cycles(&graph) {
+            problems.push(DefinitionProblem::DependencyCycle {
+                steps: cycle.iter().map(|&i| self.steps[i].key.clone()).collect(),
+            });
+        }
+        for (index, step) in self.steps.iter().enumerate() {
+            let Some(condition) = &step.condition else {
+                continue;
+            };
+            let invalid = |reason: String| DefinitionProblem::InvalidCondition {
+                step: step.key.clone(),
+                reason,
+            };
+            if let Err(reason) = condition.validate() {
+                problems.push(invalid(reason));
+                continue;
+            }
+            match condition_source(&condition.pointer) {
+                None => problems.push(invalid(format!(
+                    "its pointer {:?} must be /input, /steps/<key>, or start with one of them \
+                     and a '/'",
+                    crate::trigger::request::excerpt(&condition.pointer)
+                ))),
+                Some((ConditionSource::Input, _)) => {}
+                Some((ConditionSource::Step(key), _)) => {
+                    let upstream = positions
+                        .get(key)
+                        .is_some_and(|&at| at != index && ancestors(&graph, index)[at]);
+                    if !upstream {
+                        problems.push(DefinitionProblem::ConditionNotUpstream {
+                            step: step.key.clone(),
+                            referenced: key.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(key) = &self.output {
+            if !positions.contains_key(key.as_str()) {
+                problems.push(DefinitionProblem::UnknownOutputStep { key: key.clone() });
+            }
+        }
+        if self.max_parallel_steps == Some(0) {
+            problems.push(DefinitionProblem::ZeroMaxParallelSteps);
+        }
+    }
+}
+
+/// Each step's direct dependencies, by position: the step before it in a
+/// definition that declares none, else what its `depends_on` names that
+/// exists (its first position), without repeats or itself.
+pub(crate) fn dependency_graph(definition: &WorkflowDefinition) -> Vec<Vec<usize>> {
+    let steps = &definition.steps;
+    if !definition.declares_dependencies() {
+        return (0..steps.len())
+            .map(|i| if i == 0 { Vec::new() } else { vec![i - 1] })
+            .collect();
+    }
+    let mut positions: HashMap<&str, usize> = HashMap::with_capacity(steps.len());
+    for (i, step) in steps.iter().enumerate() {
+        positions.entry(step.key.as_str()).or_insert(i);
+    }
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let mut dependencies = Vec::new();
+            for key in step.depends_on.iter().flatten() {
+                if let Some(&at) = positions.get(key.as_str()) {
+                    if at != i && !dependencies.contains(&at) {
+                        dependencies.push(at);
+                    }
+                }
+            }
+            dependencies
+        })
+        .collect()
+}
+
+/// Which steps `index` depends on, directly or not, in `graph` (each
+/// step's direct dependencies), as a flag per position. A step in a cycle
+/// is among its own ancestors.
+pub(crate) fn ancestors(graph: &[Vec<usize>], index: usize) -> Vec<bool> {
+    let mut seen = vec![false; graph.len()];
+    let mut stack: Vec<usize> = graph.get(index).cloned().unwrap_or_default();
+    while let Some(at) = stack.pop() {
+        if !std::mem::replace(&mut seen[at], true) {
+            stack.extend(&graph[at]);
+        }
+    }
+    seen
+}
+
+/// One cycle per group of steps that depend on each other (a strongly
+/// connected component of more than one step), as positions in
+/// depends-on order starting from the group's first step: each depends on
+/// the next, and the last on the first. Groups in order of their first
+/// step.
+fn cycles(graph: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut components = strongly_connected(graph);
+    components.retain(|c| c.len() > 1);
+    for component in &mut components {
+        component.sort_unstable();
+    }
+    components.sort_unstable();
+    components
+        .iter()
+        .map(|component| {
+            let mut member = vec![false; graph.len()];
+            for &at in component {
+                member[at] = true;
+            }
+            shortest_cycle(graph, component[0], &member)
+        })
+        .collect()
+}
+
+/// Tarjan's strongly connected components, without recursion (a
+/// definition may hold a thousand steps in a chain).
+fn strongly_connected(graph: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    const UNSEEN: usize = usize::MAX;
+    let n = graph.len();
+    let (mut order, mut low) = (vec![UNSEEN; n], vec![0; n]);
+    let mut on_stack = vec![false; n];
+    let (mut stack, mut components, mut next) = (Vec::new(), Vec::new(), 0);
+    for root in 0..n {
+        if order[root] != UNSEEN {
+            continue;
+        }
+        order[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        let mut calls: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(top) = calls.last_mut() {
+            let (v, edge) = *top;
+            if let Some(&w) = graph[v].get(edge) {
+                top.1 += 1;
+                if order[w] == UNSEEN {
+                    order[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    calls.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(order[w]);
+                }
+                continue;
+            }
+            calls.pop();
+            if let Some(&(parent, _)) = calls.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == order[v] {
+                let mut component = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    component.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                components.push(component);
+            }
+        }
+    }
+    components
+}
+
+/// The shortest cycle from `start` back to it through the steps marked in
+/// `member`, following dependencies: `start` first, each step depending
+/// on the next.
+fn shortest_cycle(graph: &[Vec<usize>], start: usize, member: &[bool]) -> Vec<usize> {
+    let mut previous = vec![usize::MAX; graph.len()];
+    let mut queue = VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for &w in &graph[v] {
+            if !member[w] {
+                continue;
+            }
+            if w == start {
+                let mut path = vec![v];
+                let mut at = v;
+                while at != start {
+                    at = previous[at];
+                    path.push(at);
+                }
+                path.reverse();
+                return path;
+            }
+            if previous[w] == usize::MAX && w != start {
+                previous[w] = v;
+                queue.push_back(w);
+            }
+        }
+    }
+    // A strongly connected group of two or more always has such a cycle.
+    vec![start]
+}
+
+/// What a condition's pointer reads: the run's input, or a step's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConditionSource<'a> {
+    /// The run's input.
+    Input,
+    /// The output of the step with this key.
+    Step(&'a str),
+}
+
+/// Where a condition's pointer reads (`/input...` or `/steps/<key>...`),
+/// and the rest of the pointer, to follow inside that value; `None` for
+/// any other pointer.
+pub(crate) fn condition_source(pointer: &str) -> Option<(ConditionSource<'_>, &str)> {
+    if let Some(rest) = pointer.strip_prefix("/input") {
+        return (rest.is_empty() || rest.starts_with('/'))
+            .then_some((ConditionSource::Input, rest));
+    }
+    let rest = pointer.strip_prefix("/steps/")?;
+    let (key, rest) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+    (!key.is_empty()).then_some((ConditionSource::Step(key), rest))
 }
 
 fn check_duration(
@@ -480,6 +953,74 @@ pub enum DefinitionProblem {
         /// The step's key, or `None` for the run timeout.
         step: Option<String>,
     },
+    /// A step depends on a step the definition does not have.
+    #[error("step {step:?} depends on {dependency:?}, which is no step of this definition")]
+    UnknownDependency {
+        /// The step's key.
+        step: String,
+        /// The key it names.
+        dependency: String,
+    },
+    /// A step depends on itself.
+    #[error("step {step:?} depends on itself")]
+    SelfDependency {
+        /// The step's key.
+        step: String,
+    },
+    /// A step names the same dependency twice.
+    #[error("step {step:?} names the dependency {dependency:?} twice")]
+    DuplicateDependency {
+        /// The step's key.
+        step: String,
+        /// The key named twice.
+        dependency: String,
+    },
+    /// Steps depend on each other in a cycle, so none of them could ever
+    /// start. One cycle is named per group of steps caught in cycles.
+    #[error(
+        "steps depend on each other in a cycle: {} -> {} (each depends on the next)",
+        .steps.join(" -> "),
+        .steps.first().map_or("", String::as_str)
+    )]
+    DependencyCycle {
+        /// The steps of the cycle, from the group's first step in the
+        /// definition: each depends on the next, the last on the first.
+        steps: Vec<String>,
+    },
+    /// A step's condition is malformed: its pointer reads neither the
+    /// input nor a step's output, or its filter is invalid.
+    #[error("step {step:?} has an invalid condition: {reason}")]
+    InvalidCondition {
+        /// The step's key.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A step's condition reads the output of a step that is not one of
+    /// its ancestors (the steps it depends on, directly or through
+    /// others), or of no step at all: that output can never be settled,
+    /// or could be missing, when the condition is read.
+    #[error(
+        "step {step:?} has a condition on the output of {referenced:?}, which is not a step \
+         it depends on (directly or through others), so that output is unreachable from it"
+    )]
+    ConditionNotUpstream {
+        /// The step's key.
+        step: String,
+        /// The key its condition names.
+        referenced: String,
+    },
+    /// The definition's [`output`](WorkflowDefinition::output) names a step
+    /// it does not have.
+    #[error("the run's output is the output of {key:?}, which is no step of this definition")]
+    UnknownOutputStep {
+        /// The key named.
+        key: String,
+    },
+    /// [`max_parallel_steps`](WorkflowDefinition::max_parallel_steps) is
+    /// zero: no step could ever start.
+    #[error("max_parallel_steps is 0; no step could start")]
+    ZeroMaxParallelSteps,
     /// A timeout or retry delay is longer than [`MAX_DURATION`].
     #[error("{what}{} is longer than the limit of {} days", step_suffix(.step), .limit.as_secs() / 86_400)]
     DurationTooLong {
@@ -669,6 +1210,202 @@ mod tests {
             parsed.map(|p| p.content_hash()),
             Some(definition.content_hash())
         );
+    }
+
+    fn problems(definition: &WorkflowDefinition) -> Vec<DefinitionProblem> {
+        definition
+            .validate()
+            .err()
+            .map(|e| e.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_graph_problem_is_reported_at_once() {
+        let definition = WorkflowDefinition::new(vec![
+            step("a").depends_on(["c"]),
+            step("b").depends_on(["a", "a", "ghost"]),
+            step("c").depends_on(["b"]),
+            step("d").depends_on(["d"]),
+            step("e")
+                .depends_on(["a"])
+                .condition(Filter::equals("/steps/d/ok", true)),
+            step("f").condition(Filter::exists("/payload/x")),
+            step("g").condition(Filter::glob("/input/ref", "*".repeat(2_000))),
+        ])
+        .max_parallel_steps(0)
+        .output("nowhere");
+        let problems = problems(&definition);
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 9, "{messages:#?}");
+        assert_eq!(
+            problems[..3],
+            [
+                DefinitionProblem::DuplicateDependency {
+                    step: "b".into(),
+                    dependency: "a".into()
+                },
+                DefinitionProblem::UnknownDependency {
+                    step: "b".into(),
+                    dependency: "ghost".into()
+                },
+                DefinitionProblem::SelfDependency { step: "d".into() },
+            ]
+        );
+        assert_eq!(
+            problems[3],
+            DefinitionProblem::DependencyCycle {
+                steps: vec!["a".into(), "c".into(), "b".into()]
+            }
+        );
+        assert_eq!(
+            messages[3],
+            "steps depend on each other in a cycle: a -> c -> b -> a (each depends on the next)"
+        );
+        assert_eq!(
+            problems[4],
+            DefinitionProblem::ConditionNotUpstream {
+                step: "e".into(),
+                referenced: "d".into()
+            }
+        );
+        assert!(
+            matches!(&problems[5], DefinitionProblem::InvalidCondition { step, .. } if step == "f")
+        );
+        assert!(
+            matches!(&problems[6], DefinitionProblem::InvalidCondition { step, .. } if step == "g")
+        );
+        assert_eq!(
+            problems[7..],
+            [
+                DefinitionProblem::UnknownOutputStep {
+                    key: "nowhere".into()
+                },
+                DefinitionProblem::ZeroMaxParallelSteps,
+            ]
+        );
+    }
+
+    #[test]
+    fn conditions_read_the_input_and_ancestors_only() {
+        // Without dependencies, every earlier step is an ancestor.
+        let linear = WorkflowDefinition::new(vec![
+            step("a"),
+            step("b").condition(Filter::equals("/steps/a", 1)),
+            step("c").condition(Filter::exists("/input")),
+            step("d").condition(Filter::exists("/steps/d/x")),
+            step("e").condition(Filter::exists("/steps/f")),
+            step("f"),
+        ]);
+        assert_eq!(
+            problems(&linear),
+            [
+                DefinitionProblem::ConditionNotUpstream {
+                    step: "d".into(),
+                    referenced: "d".into()
+                },
+                DefinitionProblem::ConditionNotUpstream {
+                    step: "e".into(),
+                    referenced: "f".into()
+                },
+            ]
+        );
+        // In a DAG, through a dependency of a dependency, and not a sibling.
+        let dag = WorkflowDefinition::new(vec![
+            step("a").depends_on(Vec::<String>::new()),
+            step("b").depends_on(["a"]),
+            step("c").depends_on(["a"]),
+            step("d")
+                .depends_on(["b"])
+                .condition(Filter::exists("/steps/a/x")),
+            step("e")
+                .depends_on(["b"])
+                .condition(Filter::exists("/steps/c/x")),
+        ]);
+        assert_eq!(
+            problems(&dag),
+            [DefinitionProblem::ConditionNotUpstream {
+                step: "e".into(),
+                referenced: "c".into()
+            }]
+        );
+        for pointer in ["/inputs", "/steps/", "/steps", "", "/"] {
+            let definition =
+                WorkflowDefinition::new(vec![step("a").condition(Filter::exists(pointer))]);
+            assert!(
+                matches!(
+                    problems(&definition)[..],
+                    [DefinitionProblem::InvalidCondition { .. }]
+                ),
+                "{pointer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_cycles_are_named_apart_and_dependencies_resolve() {
+        let definition = WorkflowDefinition::new(vec![
+            step("a").depends_on(["b"]),
+            step("b").depends_on(["a"]),
+            step("c").depends_on(["a", "e"]),
+            step("d").depends_on(["c"]),
+            step("e").depends_on(["d"]),
+        ]);
+        assert_eq!(
+            problems(&definition),
+            [
+                DefinitionProblem::DependencyCycle {
+                    steps: vec!["a".into(), "b".into()]
+                },
+                DefinitionProblem::DependencyCycle {
+                    steps: vec!["c".into(), "e".into(), "d".into()]
+                },
+            ]
+        );
+        assert_eq!(definition.dependencies(2), [0, 4]);
+        assert_eq!(definition.ancestors(3), [0, 1, 2, 3, 4]);
+        let linear = WorkflowDefinition::new(vec![step("a"), step("b"), step("c")]);
+        assert_eq!(linear.dependencies(0), Vec::<usize>::new());
+        assert_eq!(linear.dependencies(2), [1]);
+        assert_eq!(linear.ancestors(2), [0, 1]);
+    }
+
+    #[test]
+    fn a_thousand_steps_in_a_chain_validate_without_recursion() {
+        let steps: Vec<StepDefinition> = (0..MAX_STEPS)
+            .map(|i| {
+                let s = step(&format!("s{i}"));
+                if i == 0 {
+                    s.depends_on([format!("s{}", MAX_STEPS - 1)])
+                } else {
+                    s.depends_on([format!("s{}", i - 1)])
+                }
+            })
+            .collect();
+        let definition = WorkflowDefinition::new(steps);
+        match &problems(&definition)[..] {
+            [DefinitionProblem::DependencyCycle { steps }] => assert_eq!(steps.len(), MAX_STEPS),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn new_fields_are_left_out_of_the_json_when_unset() {
+        let definition = WorkflowDefinition::new(vec![step("a")]);
+        assert_eq!(
+            serde_json::to_value(&definition).ok(),
+            Some(json!({"steps": [{"key": "a", "handler": "noop"}]}))
+        );
+        let full = WorkflowDefinition::new(vec![
+            step("a"),
+            step("b")
+                .depends_on(["a"])
+                .condition(Filter::equals("/input/ref", "main")),
+        ])
+        .max_parallel_steps(2)
+        .output("b");
+        let json = serde_json::to_vec(&full).unwrap_or_default();
+        assert_eq!(WorkflowDefinition::from_json(&json).ok(), Some(full));
     }
 
     #[test]

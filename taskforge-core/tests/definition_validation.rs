@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use taskforge_core::error::DefinitionProblem;
 use taskforge_core::limits::MAX_NAME_LEN;
-use taskforge_core::{Backoff, RetryPolicy, StepDefinition, WorkflowDefinition};
+use taskforge_core::{Backoff, Filter, RetryPolicy, StepDefinition, WorkflowDefinition};
 
 const KNOWN_HANDLERS: [&str; 4] = ["noop", "http.get", "send-mail", "deploy_v2"];
 
@@ -99,21 +99,36 @@ fn valid_policy() -> impl Strategy<Value = RetryPolicy> {
     })
 }
 
+/// Conditions, valid or not: on the input, on a step's output, or on
+/// nothing a condition may read.
+fn any_condition() -> impl Strategy<Value = Filter> {
+    prop_oneof![
+        "[a-z]{0,6}".prop_map(|k| Filter::exists(format!("/input/{k}"))),
+        any_key().prop_map(|k| Filter::equals(format!("/steps/{k}/ok"), true)),
+        "\\PC{0,8}".prop_map(Filter::exists),
+    ]
+}
+
 fn any_step() -> impl Strategy<Value = StepDefinition> {
     (
-        any_key(),
-        any_handler(),
-        json_value(),
+        (any_key(), any_handler(), json_value()),
         prop::option::of(any_policy()),
         prop::option::of(millis(3)),
+        prop::option::of(prop::collection::vec(any_key(), 0..4)),
+        prop::option::of(any_condition()),
     )
-        .prop_map(|(key, handler, config, retry, timeout)| StepDefinition {
-            key,
-            handler,
-            config,
-            retry,
-            timeout,
-        })
+        .prop_map(
+            |((key, handler, config), retry, timeout, depends_on, condition)| StepDefinition {
+                key,
+                handler,
+                config,
+                retry,
+                timeout,
+                secrets: Vec::new(),
+                depends_on,
+                condition,
+            },
+        )
 }
 
 fn any_definition() -> impl Strategy<Value = WorkflowDefinition> {
@@ -121,12 +136,18 @@ fn any_definition() -> impl Strategy<Value = WorkflowDefinition> {
         prop::collection::vec(any_step(), 0..16),
         prop::option::of(any_policy()),
         prop::option::of(millis(3)),
+        prop::option::of(0..4_u32),
+        prop::option::of(any_key()),
     )
-        .prop_map(|(steps, retry, timeout)| WorkflowDefinition {
-            steps,
-            retry,
-            timeout,
-        })
+        .prop_map(
+            |(steps, retry, timeout, max_parallel_steps, output)| WorkflowDefinition {
+                steps,
+                retry,
+                timeout,
+                max_parallel_steps,
+                output,
+            },
+        )
 }
 
 fn valid_definition() -> impl Strategy<Value = WorkflowDefinition> {
@@ -162,10 +183,138 @@ fn valid_definition() -> impl Strategy<Value = WorkflowDefinition> {
                     config,
                     retry,
                     timeout: timeout.map(Duration::from_millis),
+                    secrets: Vec::new(),
+                    depends_on: None,
+                    condition: None,
                 })
                 .collect(),
             retry,
             timeout: timeout.map(Duration::from_millis),
+            max_parallel_steps: None,
+            output: None,
+        })
+}
+
+/// Valid definitions with dependencies: each step depends on some earlier
+/// ones (so there is no cycle), may have a condition on the input or on
+/// an ancestor's output, and the run's output may be declared.
+fn valid_dag() -> impl Strategy<Value = WorkflowDefinition> {
+    (1..9_usize)
+        .prop_flat_map(|n| {
+            (
+                prop::collection::vec(
+                    (
+                        prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+                        prop::option::of((any::<bool>(), any::<prop::sample::Index>())),
+                    ),
+                    n,
+                ),
+                prop::option::of(1..10_u32),
+                prop::option::of(any::<prop::sample::Index>()),
+            )
+        })
+        .prop_map(|(steps, max_parallel_steps, output)| {
+            let n = steps.len();
+            let mut definition = WorkflowDefinition::new(Vec::new());
+            let mut ancestors: Vec<Vec<usize>> = Vec::new();
+            for (i, (picks, condition)) in steps.into_iter().enumerate() {
+                let mut depends_on: Vec<usize> = Vec::new();
+                if i > 0 {
+                    for pick in picks {
+                        let at = pick.index(i);
+                        if !depends_on.contains(&at) {
+                            depends_on.push(at);
+                        }
+                    }
+                }
+                let mut mine: Vec<usize> = depends_on.clone();
+                for &d in &depends_on {
+                    mine.extend(&ancestors[d]);
+                }
+                mine.sort_unstable();
+                mine.dedup();
+                let mut step = StepDefinition::new(format!("k{i}"), "noop")
+                    .depends_on(depends_on.iter().map(|d| format!("k{d}")));
+                step.condition = condition.map(|(on_input, pick)| {
+                    if on_input || mine.is_empty() {
+                        Filter::equals("/input/go", true)
+                    } else {
+                        Filter::exists(format!("/steps/k{}/ok", mine[pick.index(mine.len())]))
+                    }
+                });
+                ancestors.push(mine);
+                definition.steps.push(step);
+            }
+            definition.max_parallel_steps = max_parallel_steps;
+            definition.output = output.map(|o| format!("k{}", o.index(n)));
+            definition
+        })
+}
+
+/// Whether the dependencies of `definition` (known keys only, a step on
+/// itself left out) hold a cycle: Kahn's algorithm cannot order them.
+fn has_cycle(definition: &WorkflowDefinition) -> bool {
+    let position: HashMap<&str, usize> = definition
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key.as_str(), i))
+        .collect();
+    let n = definition.steps.len();
+    let mut edges: Vec<HashSet<usize>> = vec![HashSet::new(); n];
+    for (i, step) in definition.steps.iter().enumerate() {
+        for key in step.depends_on.iter().flatten() {
+            if let Some(&d) = position.get(key.as_str()) {
+                if d != i {
+                    edges[i].insert(d);
+                }
+            }
+        }
+    }
+    let mut remaining: Vec<usize> = edges.iter().map(HashSet::len).collect();
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ordered = 0;
+    while let Some(d) = ready.pop() {
+        ordered += 1;
+        for i in 0..n {
+            if edges[i].contains(&d) {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    ready.push(i);
+                }
+            }
+        }
+    }
+    ordered < n
+}
+
+/// Definitions with valid, unique keys `k0..` whose `depends_on` name
+/// other steps, unknown ones, themselves, and repeats, in any direction.
+fn tangled() -> impl Strategy<Value = WorkflowDefinition> {
+    (1..9_usize)
+        .prop_flat_map(|n| {
+            prop::collection::vec(
+                prop::option::of(prop::collection::vec(
+                    prop_oneof![
+                        6 => (0..n).prop_map(|i| format!("k{i}")),
+                        1 => Just("ghost".to_owned()),
+                    ],
+                    0..4,
+                )),
+                n,
+            )
+        })
+        .prop_map(|deps| {
+            WorkflowDefinition::new(
+                deps.into_iter()
+                    .enumerate()
+                    .map(|(i, depends_on)| {
+                        let mut step = StepDefinition::new(format!("k{i}"), "noop");
+                        step.depends_on = depends_on;
+                        step
+                    })
+                    .collect(),
+            )
         })
 }
 
@@ -240,6 +389,66 @@ proptest! {
         );
     }
 
+    /// Dependencies that are acyclic and known, conditions on the input
+    /// or on an ancestor, and a declared output are accepted, and survive
+    /// a JSON round trip with their hash.
+    #[test]
+    fn valid_dags_are_accepted(definition in valid_dag()) {
+        prop_assert_eq!(definition.validate(), Ok(()));
+        let json = serde_json::to_vec(&definition).expect("serialize a definition");
+        let parsed = WorkflowDefinition::from_json(&json);
+        prop_assert_eq!(parsed.as_ref(), Ok(&definition));
+        prop_assert_eq!(parsed.map(|p| p.content_hash()).ok(), Some(definition.content_hash()));
+    }
+
+    /// Every dependency problem is reported at once: each unknown
+    /// dependency, each step on itself, each repeat, and a cycle exactly
+    /// when the steps cannot be ordered; each cycle named is one (each
+    /// step depends on the next, the last on the first), and no step is in
+    /// two of them.
+    #[test]
+    fn every_dependency_problem_is_reported(definition in tangled()) {
+        let problems = definition.validate().err().map(|e| e.problems).unwrap_or_default();
+        let mut expected = Vec::new();
+        for step in &definition.steps {
+            let declared = step.depends_on.as_deref().unwrap_or_default();
+            for (i, d) in declared.iter().enumerate() {
+                if *d == step.key {
+                    expected.push(DefinitionProblem::SelfDependency { step: step.key.clone() });
+                } else if declared[..i].contains(d) {
+                    expected.push(DefinitionProblem::DuplicateDependency {
+                        step: step.key.clone(),
+                        dependency: d.clone(),
+                    });
+                } else if d == "ghost" {
+                    expected.push(DefinitionProblem::UnknownDependency {
+                        step: step.key.clone(),
+                        dependency: d.clone(),
+                    });
+                }
+            }
+        }
+        let (cycles, others): (Vec<_>, Vec<_>) = problems
+            .into_iter()
+            .partition(|p| matches!(p, DefinitionProblem::DependencyCycle { .. }));
+        prop_assert_eq!(others, expected);
+        prop_assert_eq!(!cycles.is_empty(), has_cycle(&definition));
+        let mut seen = HashSet::new();
+        for cycle in cycles {
+            let DefinitionProblem::DependencyCycle { steps } = &cycle else { unreachable!() };
+            prop_assert!(steps.len() >= 2, "{}", cycle);
+            for (i, key) in steps.iter().enumerate() {
+                prop_assert!(seen.insert(key.clone()), "{} is in two cycles", key);
+                let next = &steps[(i + 1) % steps.len()];
+                let step = definition.steps.iter().find(|s| s.key == *key).expect("a step");
+                prop_assert!(
+                    step.depends_on.iter().flatten().any(|d| d == next),
+                    "{}: {} does not depend on {}", cycle, key, next
+                );
+            }
+        }
+    }
+
     /// Parsing arbitrary bytes answers without a panic; what parses is valid.
     #[test]
     fn from_json_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -291,4 +500,36 @@ fn documented_json_shapes_parse() {
         Some(Duration::from_millis(1_000))
     );
     assert_eq!(definition.timeout, Some(Duration::from_secs(60)));
+}
+
+/// A definition stored before dependencies, conditions, parallel limits
+/// and declared outputs existed (the JSON a version holds, byte for byte,
+/// as written by the release before them) still parses, validates, means a
+/// linear run, and keeps its content hash: stored versions load unchanged.
+#[test]
+fn a_definition_stored_before_dags_loads_unchanged() {
+    let stored = include_str!("fixtures/definition-before-dags.json").trim_end();
+    // The hash the release before dependencies computed for it.
+    const HASH: &str = "30f242175362cfa84227623258b184ce46845f5e92cede4b097d254ee0435906";
+    let definition = WorkflowDefinition::from_json(stored.as_bytes()).expect("a valid definition");
+    assert_eq!(definition.content_hash(), HASH);
+    assert_eq!(
+        serde_json::to_string(&definition).expect("serialize"),
+        stored,
+        "it serializes as stored"
+    );
+    assert!(!definition.declares_dependencies());
+    assert_eq!(definition.max_parallel_steps, None);
+    assert_eq!(definition.output, None);
+    assert!(definition
+        .steps
+        .iter()
+        .all(|s| s.depends_on.is_none() && s.condition.is_none()));
+    assert_eq!(definition.dependencies(0), Vec::<usize>::new());
+    assert_eq!(definition.dependencies(2), [1]);
+    assert_eq!(definition.ancestors(2), [0, 1]);
+    assert_eq!(
+        definition.parallel_limit(),
+        taskforge_core::limits::DEFAULT_MAX_PARALLEL_STEPS
+    );
 }

@@ -59,6 +59,16 @@ pub enum RunUpdate {
         /// When the next attempt is due.
         retry_at: Option<DateTime<Utc>>,
     },
+    /// A step was skipped: its condition was false, or every step it
+    /// depends on was skipped. Sent once the record is stored.
+    StepSkipped {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step_key: String,
+        /// Why.
+        reason: String,
+    },
     /// A handler reported progress.
     StepProgress {
         /// The run.

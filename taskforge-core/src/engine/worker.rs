@@ -1,14 +1,36 @@
 //! The worker: drives one run's steps inline in its own task. It does the
 //! I/O (claims, commits, lease renewals, calling handlers); what it does
-//! next is decided by the state machine and the pure functions of
-//! [`crate::run::decide`].
+//! next is decided by the state machine, the scheduler
+//! ([`crate::run::dag`]: which steps start, which are skipped, how the run
+//! ends) and [`crate::run::decide`] (what follows a failed attempt).
+//!
+//! # One task per run
+//!
+//! The steps a run has in flight (several, when its definition declares
+//! dependencies) are futures in one [`FuturesUnordered`], polled by the
+//! run's task, never tasks of their own. The task's loop is the only
+//! writer: it asks the [`Schedule`] for a plan, writes the starts (and the
+//! skips and succeeded attempts not yet written) in one fenced commit,
+//! pushes the handlers' calls, then waits, under [`Worker::guard`] (lease
+//! renewal, cancellation, the run's deadline), for the first call to end
+//! or a retry to fall due, records that, and plans again. When a step
+//! fails for good, or the run is cancelled or times out, the attempts still
+//! running are dropped and recorded as cancelled (or timed out) in the
+//! run's final commit.
+//!
+//! A definition without dependencies has one attempt in flight at a time,
+//! and keeps the linear path's write saving: a succeeded attempt is
+//! written with the next step's start (or the run's end). In a DAG, a
+//! succeeded attempt that no start follows at once is written alone, so
+//! that no finished branch waits for a sibling to become durable.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::future::Either;
-use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
@@ -21,7 +43,8 @@ use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::StoreError;
 use crate::id::RunId;
-use crate::run::decide::{self, AfterFailure, Resume};
+use crate::run::dag::{End, Schedule, Skip, Start};
+use crate::run::decide::{self, AfterFailure};
 use crate::run::{
     Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
     StepTransition, WorkflowRun,
@@ -32,7 +55,7 @@ use crate::step::{
     StepError, StepExecutor,
 };
 use crate::store::Store;
-use crate::workflow::{StepDefinition, WorkflowVersion};
+use crate::workflow::{StepDefinition, WorkflowDefinition, WorkflowVersion};
 
 /// Why a worker stopped before its run finished.
 #[derive(Debug)]
@@ -104,17 +127,44 @@ enum Guarded<T> {
     LeaseLost,
 }
 
-/// How one step attempt ended.
-enum Attempt {
-    Succeeded(Value),
-    Failed(StepError, StepTransition),
+/// How a handler's call ended: its result, or the step's timeout.
+type CallResult = Result<Result<Value, StepError>, std::time::Duration>;
+
+/// A running attempt's call, as the run's task polls it: it yields the
+/// step's position with the result.
+type Call = BoxFuture<'static, (usize, CallResult)>;
+
+/// A running attempt: its record (stored `Running`) and what the worker
+/// needs when it ends.
+struct InFlight {
+    record: StepRun,
+    log: Arc<AttemptLog>,
+    redactor: Option<Arc<Redactor>>,
+    began: Instant,
 }
 
-/// The next attempt to run: the step, its attempt number, and when it is due.
-struct Next {
-    index: usize,
-    attempt: u32,
-    due: Option<DateTime<Utc>>,
+/// The attempts in flight: their calls, and their records by position.
+#[derive(Default)]
+struct Flights {
+    calls: FuturesUnordered<Call>,
+    attempts: Vec<InFlight>,
+}
+
+impl Flights {
+    fn take(&mut self, index: usize) -> Option<InFlight> {
+        let at = self
+            .attempts
+            .iter()
+            .position(|a| a.record.step_index as usize == index)?;
+        Some(self.attempts.swap_remove(at))
+    }
+}
+
+/// Why the run stops with attempts in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
 }
 
 struct Worker<'a, S, X> {
@@ -130,12 +180,16 @@ struct Worker<'a, S, X> {
     input: Arc<Value>,
     cancel: CancellationToken,
     lease_expires: DateTime<Utc>,
+    /// The outputs of the steps that succeeded, as they became durable
+    /// (in a definition without dependencies: in step order), handed to
+    /// the steps after them.
     outputs: Arc<Vec<(String, Value)>>,
     /// The run record changed and goes out with the next commit.
     run_dirty: bool,
-    /// Succeeded attempts not yet written: each goes out with the next
-    /// step's start (or the run's end), saving one durable write per step.
-    /// The output is still stored before the next step's handler runs.
+    /// Succeeded attempts and skipped steps not yet written: each goes out
+    /// with the next commit (the next step's start, or the run's end),
+    /// saving one durable write per step. The output is still stored
+    /// before any step that reads it starts.
     pending: Vec<StepRun>,
     /// `RunStarted` is announced once the start is durable.
     announce_start: bool,
@@ -174,279 +228,475 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             self.shared
                 .emit(|| RunUpdate::RunStarted { run_id, resumed });
         }
-        let mut next = if resumed {
-            match self.recover().await? {
-                Some(next) => next,
-                None => return Ok(()),
-            }
-        } else {
-            Next {
-                index: 0,
-                attempt: 1,
-                due: None,
-            }
-        };
-        let step_count = self.version.definition.steps.len();
-        while next.index < step_count {
-            next = match self.run_step(next).await? {
-                Some(next) => next,
-                None => return Ok(()),
-            };
-        }
-        // Only reached when recovery found every step succeeded but the
-        // run unfinished, which atomic commits rule out; finish it rather
-        // than hold it forever.
-        self.run.output = self.outputs.last().map(|(_, output)| output.clone());
-        self.finish(RunTransition::Succeed, None, Vec::new()).await
-    }
-
-    /// Rebuilds a resumed run's position from its stored step attempts, as
-    /// [`decide::resume`] says: an attempt left running by a lost worker is
-    /// recorded as interrupted, a run whose last attempt ended it is
-    /// finished, and the rest goes on from its next attempt.
-    async fn recover(&mut self) -> Result<Option<Next>, Halt> {
-        let history = self.shared.store.list_step_runs(self.run.id).await?;
-        let (resume, outputs) = decide::resume(self.version.definition.steps.len(), &history);
-        self.outputs = Arc::new(outputs);
-        match resume {
-            Resume::Step {
-                index,
-                attempt,
-                due,
-                interrupt,
-            } => {
-                if let Some(mut step) = interrupt {
-                    tracing::info!(step = %step.step_key, attempt = step.attempt, "interrupting an attempt whose worker was lost");
-                    step.transition(StepTransition::Interrupt, self.shared.now())?;
-                    self.commit(vec![step]).await?;
-                }
-                Ok(Some(Next {
-                    index,
-                    attempt,
-                    due,
-                }))
-            }
-            Resume::Finish { transition, error } => {
-                self.finish(transition, error, Vec::new()).await?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Runs attempts of step `next.index` until it succeeds (returning the
-    /// next step) or the run ends (returning `None`).
-    async fn run_step(&mut self, mut next: Next) -> Result<Option<Next>, Halt> {
-        let index = next.index;
         let version = Arc::clone(&self.version);
-        let definition = &version.definition;
-        let step = &definition.steps[index];
-        let last = index + 1 == definition.steps.len();
+        let input = Arc::clone(&self.input);
+        let mut schedule = if resumed {
+            self.recover(&version.definition, &input).await?
+        } else {
+            Schedule::new(&version.definition, &input)
+        };
+        let mut flights = Flights::default();
         loop {
-            if let Some(due) = next.due.take() {
-                let wait = (due - self.shared.now()).to_std().unwrap_or_default();
-                match self.guard(tokio::time::sleep(wait)).await? {
-                    Guarded::Done(()) => {}
-                    other => return self.interrupted(other, None).await,
+            let plan = schedule.plan(self.shared.now());
+            for skip in plan.skip {
+                self.skip(&version.definition, skip);
+            }
+            if let Some(end) = plan.end {
+                return self.end(end, flights).await;
+            }
+            if plan.start.is_empty() {
+                if !self.pending.is_empty() {
+                    // Nothing starts now to carry them: write them alone.
+                    self.commit(Vec::new()).await?;
                 }
+            } else {
+                if self.cancel.is_cancelled() {
+                    return self.stop(Stop::Cancelled, flights, None).await;
+                }
+                if self.run.deadline.is_some_and(|d| d <= self.shared.now()) {
+                    return self.stop(Stop::TimedOut, flights, None).await;
+                }
+                self.start(&schedule, &plan.start, &mut flights).await?;
             }
-            if self.cancel.is_cancelled() {
-                self.finish(RunTransition::Cancel, cancelled(None), Vec::new())
-                    .await?;
-                return Ok(None);
-            }
-            let now = self.shared.now();
-            if self.run.deadline.is_some_and(|d| d <= now) {
-                self.finish(RunTransition::TimeOut, run_timed_out(None), Vec::new())
-                    .await?;
-                return Ok(None);
-            }
-            let attempt = next.attempt;
-            let mut record = StepRun::start(self.run.id, &step.key, index as u32, attempt, now);
-            self.commit(vec![record.clone()]).await?;
-            let run_id = self.run.id;
-            self.shared.emit(|| RunUpdate::StepStarted {
-                run_id,
-                step_key: step.key.clone(),
-                attempt,
-            });
-
-            let (secrets, unreadable) =
-                match super::secrets::open_step_secrets(self.shared, &step.secrets).await {
-                    Ok(secrets) => (secrets, None),
-                    Err(error) => (Arc::from([]), Some(error)),
-                };
-            let redactor = Redactor::new(
-                secrets
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.expose())),
-            )
-            .map(Arc::new);
-            let log = Arc::new(AttemptLog::new(AttemptLogParts {
-                run_id,
-                step_run_id: record.id,
-                step_key: step.key.clone(),
-                attempt,
-                max_lines: self.shared.config.max_log_lines,
-                max_bytes: self.shared.config.max_log_bytes,
-                sink: Arc::clone(&self.sink),
-                redact: redactor.clone(),
-            }));
-            let ctx = self.context(step, attempt, Arc::clone(&log), secrets, redactor.clone());
-            let call = match unreadable {
-                None => Either::Left(call_handler(&self.shared.executor, &step.handler, ctx)),
-                Some(error) => Either::Right(std::future::ready(Err(error))),
-            };
-            let call = Captured::new(call, Arc::clone(&log), self.shared.config.log_capture_level);
-            let span = tracing::info_span!(
-                "step",
-                step = %step.key,
-                attempt,
-                run_id = %run_id,
-                workflow = %self.workflow,
-            );
-            let limit = step.timeout.or(self.shared.config.default_step_timeout);
-            let call = async move {
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| limit),
-                    None => Ok(call.await),
+            let wake = plan.wake_at.map(|at| self.instant_at(at));
+            let calls = &mut flights.calls;
+            let next = self
+                .guard(async move {
+                    if calls.is_empty() {
+                        sleep_until_opt(wake).await;
+                        return None;
+                    }
+                    tokio::select! {
+                        biased;
+                        done = calls.next() => done,
+                        () = sleep_until_opt(wake) => None,
+                    }
+                })
+                .await?;
+            let mut done = match next {
+                // A retry fell due.
+                Guarded::Done(None) => continue,
+                Guarded::Done(Some(done)) => done,
+                Guarded::Cancelled => return self.stop(Stop::Cancelled, flights, None).await,
+                Guarded::RunTimedOut => return self.stop(Stop::TimedOut, flights, None).await,
+                Guarded::LeaseLost => {
+                    self.drop_flights(flights, "interrupted").await;
+                    return Err(Halt::LeaseLost);
                 }
             };
-            let began = Instant::now();
-            let guarded = self.guard(call).instrument(span).await?;
-            if let Err(error) = log.flush(true).await {
-                tracing::warn!(step = %step.key, attempt, %error, "could not store the attempt's last log lines");
-            }
-            metrics::histogram!(
-                telemetry::STEP_ATTEMPT_DURATION,
-                "workflow" => Arc::clone(&self.workflow),
-                "step" => step.key.clone(),
-                "outcome" => attempt_outcome(&guarded, &self.cancel),
-            )
-            .record(began.elapsed());
-            let attempt_result = match guarded {
-                Guarded::Done(Ok(Ok(output))) => Attempt::Succeeded(output),
-                // A handler that gives up because it saw cancellation was cancelled.
-                Guarded::Done(Ok(Err(_))) if self.cancel.is_cancelled() => {
-                    return self
-                        .interrupted(Guarded::<()>::Cancelled, Some(record))
-                        .await;
+            // Calls that ended together are recorded before planning again,
+            // so their successes go out in one write.
+            loop {
+                let (index, result) = done;
+                if let Some(stop) = self
+                    .ended(&mut schedule, &mut flights, index, result)
+                    .await?
+                {
+                    return self.stop(Stop::Cancelled, flights, Some(stop)).await;
                 }
-                Guarded::Done(Ok(Err(error))) => Attempt::Failed(error, StepTransition::Fail),
-                Guarded::Done(Err(limit)) => Attempt::Failed(
-                    StepError::retryable(format!("step timed out after {}ms", limit.as_millis())),
-                    StepTransition::TimeOut,
-                ),
-                other => return self.interrupted(other, Some(record)).await,
-            };
-            let now = self.shared.now();
-            match attempt_result {
-                Attempt::Succeeded(mut output) => {
-                    if let Some(redactor) = &redactor {
-                        redactor.redact_value(&mut output);
-                    }
-                    record.transition(StepTransition::Succeed, now)?;
-                    record.output = Some(output);
-                    if last {
-                        self.run.output.clone_from(&record.output);
-                        self.finish(RunTransition::Succeed, None, vec![record])
-                            .await?;
-                        return Ok(None);
-                    }
-                    self.pending.push(record);
-                    return Ok(Some(Next {
-                        index: index + 1,
-                        attempt: 1,
-                        due: None,
-                    }));
-                }
-                Attempt::Failed(error, transition) => {
-                    record.transition(transition, now)?;
-                    let mut failure = error.to_failure();
-                    if let Some(redactor) = &redactor {
-                        failure.message = redactor.redact_str(&failure.message).into_owned();
-                        if let Some(detail) = &mut failure.detail {
-                            redactor.redact_value(detail);
-                        }
-                    }
-                    let message = failure.message.clone();
-                    record.error = Some(failure);
-                    let decision = decide::after_failure(
-                        definition.retry_policy(step),
-                        attempt,
-                        transition,
-                        error.is_terminal(),
-                        error.retry_after_hint(),
-                        now,
-                        fastrand::f64(),
-                    );
-                    let retry_at = match decision {
-                        AfterFailure::Retry(at) => Some(at),
-                        AfterFailure::Finish(_) => None,
-                    };
-                    self.shared.emit(|| RunUpdate::StepFailed {
-                        run_id,
-                        step_key: step.key.clone(),
-                        attempt,
-                        error: message,
-                        retry_at,
-                    });
-                    match decision {
-                        AfterFailure::Retry(at) => {
-                            record.retry_at = Some(at);
-                            self.commit(vec![record]).await?;
-                            next = Next {
-                                index,
-                                attempt: attempt + 1,
-                                due: Some(at),
-                            };
-                        }
-                        AfterFailure::Finish(run_transition) => {
-                            let failure = record.error.clone().map(|f| RunError {
-                                message: f.message,
-                                step: Some(step.key.clone()),
-                                detail: f.detail,
-                            });
-                            self.finish(run_transition, failure, vec![record]).await?;
-                            return Ok(None);
-                        }
-                    }
+                match flights.calls.next().now_or_never() {
+                    Some(Some(next)) => done = next,
+                    _ => break,
                 }
             }
         }
     }
 
-    /// Ends the run after a guarded wait was cut short, closing the running
-    /// attempt (if any) in the same write.
-    async fn interrupted<T>(
+    /// Rebuilds a resumed run's schedule from its stored step attempts
+    /// ([`Schedule::resume`]): attempts left running by a lost worker are
+    /// recorded as interrupted (their steps run again), succeeded steps
+    /// keep their outputs and never run again.
+    async fn recover<'d>(
         &mut self,
-        how: Guarded<T>,
-        record: Option<StepRun>,
-    ) -> Result<Option<Next>, Halt> {
-        let (run_transition, step_transition, error) = match how {
-            Guarded::Done(_) | Guarded::LeaseLost => return Err(Halt::LeaseLost),
-            Guarded::Cancelled => (
+        definition: &'d WorkflowDefinition,
+        input: &'d Value,
+    ) -> Result<Schedule<'d>, Halt> {
+        let history = self.shared.store.list_step_runs(self.run.id).await?;
+        let (schedule, left_running) = Schedule::resume(definition, input, &history);
+        let mut succeeded: Vec<&StepRun> = history
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .collect();
+        succeeded.sort_by_key(|s| s.step_index);
+        self.outputs = Arc::new(
+            succeeded
+                .into_iter()
+                .map(|s| (s.step_key.clone(), s.output.clone().unwrap_or(Value::Null)))
+                .collect(),
+        );
+        if !left_running.is_empty() {
+            let now = self.shared.now();
+            let mut interrupted = Vec::with_capacity(left_running.len());
+            for mut step in left_running {
+                tracing::info!(step = %step.step_key, attempt = step.attempt, "interrupting an attempt whose worker was lost");
+                step.transition(StepTransition::Interrupt, now)?;
+                interrupted.push(step);
+            }
+            self.commit(interrupted).await?;
+        }
+        Ok(schedule)
+    }
+
+    /// Records a skipped step; it is written with the next commit.
+    fn skip(&mut self, definition: &WorkflowDefinition, skip: Skip) {
+        let key = &definition.steps[skip.index].key;
+        let record = StepRun::skipped(
+            self.run.id,
+            key.clone(),
+            skip.index as u32,
+            skip.reason.to_string(),
+            self.shared.now(),
+        );
+        self.pending.push(record);
+    }
+
+    /// Starts `starts`: their records go out in one commit (with whatever
+    /// is pending), then their handlers are called.
+    async fn start(
+        &mut self,
+        schedule: &Schedule<'_>,
+        starts: &[Start],
+        flights: &mut Flights,
+    ) -> Result<(), Halt> {
+        let version = Arc::clone(&self.version);
+        let steps = &version.definition.steps;
+        let now = self.shared.now();
+        let records: Vec<StepRun> = starts
+            .iter()
+            .map(|s| {
+                let key = steps[s.index].key.as_str();
+                StepRun::start(self.run.id, key, s.index as u32, s.attempt, now)
+            })
+            .collect();
+        self.commit(records.clone()).await?;
+        for record in records {
+            let index = record.step_index as usize;
+            self.call(schedule, &steps[index], record, flights).await;
+        }
+        Ok(())
+    }
+
+    /// Calls the handler of the attempt `record` (stored running), adding
+    /// the call to `flights`.
+    async fn call(
+        &mut self,
+        schedule: &Schedule<'_>,
+        step: &StepDefinition,
+        record: StepRun,
+        flights: &mut Flights,
+    ) {
+        let (run_id, index, attempt) = (self.run.id, record.step_index as usize, record.attempt);
+        self.shared.emit(|| RunUpdate::StepStarted {
+            run_id,
+            step_key: step.key.clone(),
+            attempt,
+        });
+        let (secrets, unreadable) =
+            match super::secrets::open_step_secrets(self.shared, &step.secrets).await {
+                Ok(secrets) => (secrets, None),
+                Err(error) => (Arc::from([]), Some(error)),
+            };
+        let redactor = Redactor::new(
+            secrets
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.expose())),
+        )
+        .map(Arc::new);
+        let log = Arc::new(AttemptLog::new(AttemptLogParts {
+            run_id,
+            step_run_id: record.id,
+            step_key: step.key.clone(),
+            attempt,
+            max_lines: self.shared.config.max_log_lines,
+            max_bytes: self.shared.config.max_log_bytes,
+            sink: Arc::clone(&self.sink),
+            redact: redactor.clone(),
+        }));
+        let outputs = if schedule.is_linear() {
+            Arc::clone(&self.outputs)
+        } else {
+            self.ancestor_outputs(schedule, index)
+        };
+        let ctx = self.context(
+            step,
+            attempt,
+            outputs,
+            Arc::clone(&log),
+            secrets,
+            redactor.clone(),
+        );
+        let call = match unreadable {
+            None => Either::Left(call_handler(&self.shared.executor, &step.handler, ctx)),
+            Some(error) => Either::Right(std::future::ready(Err(error))),
+        };
+        let call = Captured::new(call, Arc::clone(&log), self.shared.config.log_capture_level);
+        let span = tracing::info_span!(
+            "step",
+            step = %step.key,
+            attempt,
+            run_id = %run_id,
+            workflow = %self.workflow,
+        );
+        let limit = step.timeout.or(self.shared.config.default_step_timeout);
+        let call = async move {
+            let result = match limit {
+                Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| limit),
+                None => Ok(call.await),
+            };
+            (index, result)
+        };
+        flights.calls.push(call.instrument(span).boxed());
+        flights.attempts.push(InFlight {
+            record,
+            log,
+            redactor,
+            began: Instant::now(),
+        });
+    }
+
+    /// The outputs of step `index`'s ancestors that succeeded, in step
+    /// order: what its handler sees in a definition with dependencies.
+    fn ancestor_outputs(&self, schedule: &Schedule<'_>, index: usize) -> Arc<Vec<(String, Value)>> {
+        let steps = &self.version.definition.steps;
+        Arc::new(
+            schedule
+                .ancestors(index)
+                .into_iter()
+                .filter_map(|at| {
+                    let key = &steps[at].key;
+                    self.outputs
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                })
+                .collect(),
+        )
+    }
+
+    /// Records the end of the attempt of step `index`, which returned
+    /// `result`: its success waits to go out with the next commit; a
+    /// failure followed by a retry is written now; a failure for good
+    /// waits for the run's end (which the next plan gives). `Some` with
+    /// the attempt if its handler gave up because the run was cancelled.
+    async fn ended(
+        &mut self,
+        schedule: &mut Schedule<'_>,
+        flights: &mut Flights,
+        index: usize,
+        result: CallResult,
+    ) -> Result<Option<InFlight>, Halt> {
+        let Some(flight) = flights.take(index) else {
+            return Ok(None);
+        };
+        let step_key = flight.record.step_key.clone();
+        let attempt = flight.record.attempt;
+        if let Err(error) = flight.log.flush(true).await {
+            tracing::warn!(step = %step_key, attempt, %error, "could not store the attempt's last log lines");
+        }
+        let cancelled = matches!(result, Ok(Err(_))) && self.cancel.is_cancelled();
+        metrics::histogram!(
+            telemetry::STEP_ATTEMPT_DURATION,
+            "workflow" => Arc::clone(&self.workflow),
+            "step" => step_key.clone(),
+            "outcome" => attempt_outcome(&result, cancelled),
+        )
+        .record(flight.began.elapsed());
+        if cancelled {
+            // A handler that gives up because it saw cancellation was cancelled.
+            return Ok(Some(flight));
+        }
+        let InFlight {
+            mut record,
+            redactor,
+            ..
+        } = flight;
+        let (error, transition) = match result {
+            Ok(Ok(mut output)) => {
+                if let Some(redactor) = &redactor {
+                    redactor.redact_value(&mut output);
+                }
+                record.transition(StepTransition::Succeed, self.shared.now())?;
+                record.output = Some(output);
+                schedule.record(&record);
+                self.pending.push(record);
+                return Ok(None);
+            }
+            Ok(Err(error)) => (error, StepTransition::Fail),
+            Err(limit) => (
+                StepError::retryable(format!("step timed out after {}ms", limit.as_millis())),
+                StepTransition::TimeOut,
+            ),
+        };
+        let now = self.shared.now();
+        record.transition(transition, now)?;
+        let mut failure = error.to_failure();
+        if let Some(redactor) = &redactor {
+            failure.message = redactor.redact_str(&failure.message).into_owned();
+            if let Some(detail) = &mut failure.detail {
+                redactor.redact_value(detail);
+            }
+        }
+        let message = failure.message.clone();
+        record.error = Some(failure);
+        let definition = &self.version.definition;
+        let decision = decide::after_failure(
+            definition.retry_policy(&definition.steps[index]),
+            attempt,
+            transition,
+            error.is_terminal(),
+            error.retry_after_hint(),
+            now,
+            fastrand::f64(),
+        );
+        let retry_at = match decision {
+            AfterFailure::Retry(at) => Some(at),
+            AfterFailure::Finish(_) => None,
+        };
+        let run_id = self.run.id;
+        self.shared.emit(|| RunUpdate::StepFailed {
+            run_id,
+            step_key,
+            attempt,
+            error: message,
+            retry_at,
+        });
+        record.retry_at = retry_at;
+        schedule.record(&record);
+        if retry_at.is_some() {
+            self.commit(vec![record]).await?;
+        } else {
+            // The run fails: written with its end, which the next plan gives.
+            self.pending.push(record);
+        }
+        Ok(None)
+    }
+
+    /// Ends the run as the schedule says, cancelling the attempts still in
+    /// flight (a step failed for good), in one write.
+    async fn end(&mut self, end: End, flights: Flights) -> Result<(), Halt> {
+        match end {
+            End::Succeeded { output } => {
+                self.run.output = Some(output);
+                let steps = self.close(flights, StepTransition::Cancel, None).await?;
+                self.finish(RunTransition::Succeed, None, steps).await
+            }
+            End::Failed { status, error } => {
+                let transition = match status {
+                    RunStatus::TimedOut => RunTransition::TimeOut,
+                    RunStatus::Cancelled => RunTransition::Cancel,
+                    _ => RunTransition::Fail,
+                };
+                let reason = match &error.step {
+                    Some(step) => format!("cancelled: step {step:?} failed"),
+                    None => "cancelled: the run failed".to_owned(),
+                };
+                let steps = self
+                    .close(flights, StepTransition::Cancel, Some(reason))
+                    .await?;
+                self.finish(transition, Some(error), steps).await
+            }
+        }
+    }
+
+    /// Ends the run after it was cancelled or timed out, closing every
+    /// attempt in flight (and `also`, one that ended because it saw the
+    /// cancellation) in the same write.
+    async fn stop(
+        &mut self,
+        stop: Stop,
+        flights: Flights,
+        also: Option<InFlight>,
+    ) -> Result<(), Halt> {
+        let first = also
+            .as_ref()
+            .map(|a| a.record.step_index)
+            .into_iter()
+            .chain(flights.attempts.iter().map(|a| a.record.step_index))
+            .min();
+        let step = first.map(|i| self.version.definition.steps[i as usize].key.clone());
+        let (run_transition, step_transition, error) = match stop {
+            Stop::Cancelled => (
                 RunTransition::Cancel,
                 StepTransition::Cancel,
-                cancelled(record.as_ref().map(|r| r.step_key.as_str())),
+                cancelled(step.as_deref()),
             ),
-            Guarded::RunTimedOut => (
+            Stop::TimedOut => (
                 RunTransition::TimeOut,
                 StepTransition::TimeOut,
-                run_timed_out(record.as_ref().map(|r| r.step_key.as_str())),
+                run_timed_out(step.as_deref()),
             ),
         };
-        let mut steps = Vec::new();
-        if let Some(mut record) = record {
+        let message = error.as_ref().map(|e| e.message.clone());
+        let mut steps = self
+            .close(flights, step_transition, message.clone())
+            .await?;
+        if let Some(also) = also {
+            let mut record = also.record;
             record.transition(step_transition, self.shared.now())?;
-            record.error = error.as_ref().map(|e| StepFailure {
-                message: e.message.clone(),
+            record.error = message.map(|message| StepFailure {
+                message,
                 terminal: true,
                 detail: None,
             });
             steps.push(record);
         }
-        self.finish(run_transition, error, steps).await?;
-        Ok(None)
+        self.finish(run_transition, error, steps).await
+    }
+
+    /// Drops the calls in flight and closes their attempts with
+    /// `transition` and an error saying `reason`, flushing their logs.
+    async fn close(
+        &mut self,
+        flights: Flights,
+        transition: StepTransition,
+        reason: Option<String>,
+    ) -> Result<Vec<StepRun>, Halt> {
+        let Flights { calls, attempts } = flights;
+        drop(calls);
+        let outcome = match transition {
+            StepTransition::TimeOut => "timed_out",
+            _ => "cancelled",
+        };
+        let now = self.shared.now();
+        let mut steps = Vec::with_capacity(attempts.len());
+        for flight in attempts {
+            self.closed(&flight, outcome).await;
+            let mut record = flight.record;
+            record.transition(transition, now)?;
+            record.error = reason.clone().map(|message| StepFailure {
+                message,
+                terminal: true,
+                detail: None,
+            });
+            steps.push(record);
+        }
+        steps.sort_by_key(|s| s.step_index);
+        Ok(steps)
+    }
+
+    /// Drops the calls in flight, when the lease is lost: their logs are
+    /// flushed, their records left to the next owner's recovery.
+    async fn drop_flights(&mut self, flights: Flights, outcome: &'static str) {
+        let Flights { calls, attempts } = flights;
+        drop(calls);
+        for flight in &attempts {
+            self.closed(flight, outcome).await;
+        }
+    }
+
+    /// The bookkeeping of an attempt whose call was dropped: its last log
+    /// lines, and its duration.
+    async fn closed(&self, flight: &InFlight, outcome: &'static str) {
+        if let Err(error) = flight.log.flush(true).await {
+            tracing::warn!(step = %flight.record.step_key, attempt = flight.record.attempt, %error, "could not store the attempt's last log lines");
+        }
+        metrics::histogram!(
+            telemetry::STEP_ATTEMPT_DURATION,
+            "workflow" => Arc::clone(&self.workflow),
+            "step" => flight.record.step_key.clone(),
+            "outcome" => outcome,
+        )
+        .record(flight.began.elapsed());
     }
 
     /// Writes the run's terminal status together with `steps`.
@@ -510,6 +760,14 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             });
         }
         for mut step in batch {
+            if step.status == StepStatus::Skipped {
+                self.shared.emit(|| RunUpdate::StepSkipped {
+                    run_id,
+                    step_key: step.step_key,
+                    reason: step.error.map(|e| e.message).unwrap_or_default(),
+                });
+                continue;
+            }
             if step.status != StepStatus::Succeeded {
                 continue;
             }
@@ -528,6 +786,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         &self,
         step: &StepDefinition,
         attempt: u32,
+        outputs: Arc<Vec<(String, Value)>>,
         log: Arc<AttemptLog>,
         secrets: Arc<[(String, SecretValue)]>,
         redactor: Option<Arc<Redactor>>,
@@ -556,7 +815,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             attempt,
             input: Arc::clone(&self.input),
             config: step.config.clone(),
-            outputs: Arc::clone(&self.outputs),
+            outputs,
             cancel: self.cancel.clone(),
             progress,
             log: Some(log),
@@ -692,18 +951,14 @@ async fn commit_with_retries<S: Store>(
     }
 }
 
-/// The `outcome` label of a step attempt's duration.
-fn attempt_outcome<T, E, L>(
-    guarded: &Guarded<Result<Result<T, E>, L>>,
-    cancel: &CancellationToken,
-) -> &'static str {
-    match guarded {
-        Guarded::Done(Ok(Ok(_))) => "succeeded",
-        Guarded::Done(Ok(Err(_))) if cancel.is_cancelled() => "cancelled",
-        Guarded::Done(Ok(Err(_))) => "failed",
-        Guarded::Done(Err(_)) | Guarded::RunTimedOut => "timed_out",
-        Guarded::Cancelled => "cancelled",
-        Guarded::LeaseLost => "interrupted",
+/// The `outcome` label of the duration of an attempt whose call ended
+/// with `result`; `cancelled` if its error came from seeing cancellation.
+fn attempt_outcome(result: &CallResult, cancelled: bool) -> &'static str {
+    match result {
+        Ok(Ok(_)) => "succeeded",
+        Ok(Err(_)) if cancelled => "cancelled",
+        Ok(Err(_)) => "failed",
+        Err(_) => "timed_out",
     }
 }
 

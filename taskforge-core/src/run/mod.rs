@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::id::{EventId, RunId, StepRunId, VersionId, WorkflowId};
 use crate::workflow::WorkflowVersion;
 
+pub(crate) mod dag;
 pub(crate) mod decide;
 
 /// Where a run is in its lifecycle.
@@ -34,7 +35,7 @@ pub(crate) mod decide;
 /// |-------------|-----------------------------------------------------------|
 /// | `Queued`    | accepted and durable, waiting for a worker to claim it   |
 /// | `Running`   | claimed by a worker holding its lease; steps are running |
-/// | `Succeeded` | every step succeeded (terminal)                          |
+/// | `Succeeded` | every step succeeded or was skipped (terminal)           |
 /// | `Failed`    | a step failed for good (terminal)                        |
 /// | `Cancelled` | cancelled before it finished (terminal)                  |
 /// | `TimedOut`  | the run's timeout passed (terminal)                      |
@@ -46,7 +47,7 @@ pub enum RunStatus {
     Queued,
     /// Claimed by a worker; steps are running.
     Running,
-    /// Every step succeeded.
+    /// Every step succeeded or was skipped.
     Succeeded,
     /// A step failed for good.
     Failed,
@@ -149,7 +150,11 @@ impl fmt::Display for RunStatus {
 /// # Lifecycle
 ///
 /// Each attempt of a step is its own [`StepRun`], created `Running` just
-/// before its handler is called:
+/// before its handler is called ([`StepRun::start`]). A step that is not
+/// run at all, because its
+/// [condition](crate::StepDefinition::condition) was false or every step
+/// it depends on was skipped, has one record, created `Skipped`
+/// ([`StepRun::skipped`]); no transition leads to or out of it.
 ///
 /// | status        | meaning                                                        |
 /// |---------------|----------------------------------------------------------------|
@@ -157,8 +162,9 @@ impl fmt::Display for RunStatus {
 /// | `Succeeded`   | the handler returned output (terminal)                        |
 /// | `Failed`      | the handler returned an error; `retry_at` says if another attempt follows (terminal) |
 /// | `TimedOut`    | the attempt outlived its timeout and was dropped (terminal)  |
-/// | `Cancelled`   | the run was cancelled while it ran (terminal)                 |
+/// | `Cancelled`   | the run was cancelled, or another step failed for good, while it ran (terminal) |
 /// | `Interrupted` | its worker was lost (crash, lost lease); a new attempt follows (terminal) |
+/// | `Skipped`     | not run: `error` says why; created so (terminal)              |
 ///
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +182,9 @@ pub enum StepStatus {
     Cancelled,
     /// The attempt's worker was lost; a new attempt follows.
     Interrupted,
+    /// The step was not run: its condition was false, or every step it
+    /// depends on was skipped. Created so; never the end of a transition.
+    Skipped,
 }
 
 /// A change of a step attempt's status.
@@ -197,13 +206,14 @@ pub enum StepTransition {
 
 impl StepStatus {
     /// Every status, for exhaustive tests.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Running,
         Self::Succeeded,
         Self::Failed,
         Self::TimedOut,
         Self::Cancelled,
         Self::Interrupted,
+        Self::Skipped,
     ];
 
     /// The status after `transition`, or why it is not allowed.
@@ -216,7 +226,7 @@ impl StepStatus {
             (Running, T::TimeOut) => Ok(TimedOut),
             (Running, T::Cancel) => Ok(Cancelled),
             (Running, T::Interrupt) => Ok(Interrupted),
-            (Succeeded | Failed | TimedOut | Cancelled | Interrupted, _) => {
+            (Succeeded | Failed | TimedOut | Cancelled | Interrupted | Skipped, _) => {
                 Err(IllegalTransition::Step {
                     from: self,
                     transition,
@@ -241,6 +251,7 @@ impl fmt::Display for StepStatus {
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
+            Self::Skipped => "skipped",
         })
     }
 }
@@ -455,6 +466,36 @@ impl StepRun {
         }
     }
 
+    /// The record of a step that is not run (status
+    /// [`Skipped`](StepStatus::Skipped), as its only attempt), with why in
+    /// `error`.
+    #[must_use]
+    pub fn skipped(
+        run_id: RunId,
+        step_key: impl Into<String>,
+        step_index: u32,
+        reason: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: StepRunId::new(),
+            run_id,
+            step_key: step_key.into(),
+            step_index,
+            attempt: 1,
+            status: StepStatus::Skipped,
+            output: None,
+            error: Some(StepFailure {
+                message: reason.into(),
+                terminal: true,
+                detail: None,
+            }),
+            retry_at: None,
+            started_at: now,
+            finished_at: Some(now),
+        }
+    }
+
     /// Applies `transition` through the state machine and stamps the end time.
     pub fn transition(
         &mut self,
@@ -545,6 +586,31 @@ mod tests {
                 transition: RunTransition::Succeed
             })
         );
+    }
+
+    #[test]
+    fn a_skipped_step_is_created_so_and_stays() {
+        let step = StepRun::skipped(RunId::new(), "deploy", 2, "condition false", Utc::now());
+        assert_eq!((step.status, step.attempt), (StepStatus::Skipped, 1));
+        assert!(step.finished_at.is_some() && step.status.is_terminal());
+        for transition in [
+            StepTransition::Succeed,
+            StepTransition::Fail,
+            StepTransition::TimeOut,
+            StepTransition::Cancel,
+            StepTransition::Interrupt,
+        ] {
+            assert_eq!(
+                StepStatus::Skipped.apply(transition),
+                Err(IllegalTransition::Step {
+                    from: StepStatus::Skipped,
+                    transition
+                })
+            );
+            assert!(StepStatus::ALL
+                .into_iter()
+                .all(|from| from.apply(transition) != Ok(StepStatus::Skipped)));
+        }
     }
 
     #[test]

@@ -90,11 +90,19 @@ impl Filter {
 
     /// Whether `payload` satisfies this filter; the miss says why not.
     pub fn check(&self, payload: &Value) -> Result<(), FilterMiss> {
+        self.check_found(payload.pointer(&self.pointer))
+    }
+
+    /// Whether `found`, the value at the filter's pointer (`None`: no
+    /// value there), satisfies its predicate: for documents that are not
+    /// one JSON value, such as a step's condition, which reads the run's
+    /// input and its steps' outputs.
+    pub(crate) fn check_found(&self, found: Option<&Value>) -> Result<(), FilterMiss> {
         let miss = |reason: String| FilterMiss {
             pointer: self.pointer.clone(),
             reason,
         };
-        let Some(found) = payload.pointer(&self.pointer) else {
+        let Some(found) = found else {
             return Err(miss("no value there".to_owned()));
         };
         match &self.predicate {

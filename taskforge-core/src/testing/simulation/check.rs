@@ -391,10 +391,11 @@ impl<S: Store> Stored<'_, S> {
     }
 }
 
-/// The step transition that ends an attempt in `status`.
+/// The step transition that ends an attempt in `status` (none for a
+/// running attempt, or a skipped step, which no transition leads to).
 fn step_transition(status: StepStatus) -> Option<StepTransition> {
     match status {
-        StepStatus::Running => None,
+        StepStatus::Running | StepStatus::Skipped => None,
         StepStatus::Succeeded => Some(StepTransition::Succeed),
         StepStatus::Failed => Some(StepTransition::Fail),
         StepStatus::TimedOut => Some(StepTransition::TimeOut),
@@ -468,6 +469,11 @@ fn history(
                 ));
             }
             match step_transition(attempt.status) {
+                // The simulation's definitions have no conditions.
+                None if attempt.status == StepStatus::Skipped => v.push(format!(
+                    "run {id}: step {} was skipped, yet nothing could skip it",
+                    def.key
+                )),
                 None => v.push(format!(
                     "run {id}: attempt {n} of step {} is running though the run is {}",
                     def.key, run.status
