@@ -28,11 +28,12 @@ use base64::Engine as _;
 use futures::FutureExt as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use taskforge_core::artifact::FsArtifactStore;
 use taskforge_core::store::Scope;
 use taskforge_core::webhook::{github_signature, DedupSource, SignatureScheme};
 use taskforge_core::{
-    CronConfig, Engine, RetryPolicy, RunId, RunStatus, StepContext, StepDefinition, StepError,
-    StepRegistry, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowId,
+    CronConfig, Engine, LogLevel, RetryPolicy, RunId, RunStatus, StepContext, StepDefinition,
+    StepError, StepRegistry, TriggerKind, WebhookConfig, WorkflowDefinition, WorkflowId,
 };
 use taskforge_http::{bootstrap, issue_token, router, Bootstrap, HttpOptions, NewToken};
 use taskforge_store_memory::MemoryStore;
@@ -371,6 +372,8 @@ struct Server {
     /// `gated` steps wait for a permit from here.
     gate: Arc<Semaphore>,
     stop: CancellationToken,
+    /// Where the steps' artifacts are kept.
+    _artifacts: tempfile::TempDir,
 }
 
 impl Server {
@@ -394,7 +397,9 @@ impl Server {
             .step("migrate", |ctx: StepContext, _input: Value| async move {
                 // Fails twice, as a flaky database would, then succeeds.
                 tokio::time::sleep(Duration::from_millis(60)).await;
+                ctx.log(LogLevel::Info, "connecting to db-primary:5432");
                 if ctx.attempt() < 3 {
+                    ctx.log(LogLevel::Error, "connection reset by peer");
                     return Err(StepError::retryable(format!(
                         "connection reset by db-primary (attempt {})",
                         ctx.attempt()
@@ -409,6 +414,11 @@ impl Server {
                     return Err(StepError::terminal("registry.local refused the image: 403"));
                 }
                 let image = ctx.output("build").map(|b| b["image"].clone());
+                ctx.log(LogLevel::Info, "rolling out 3 replicas");
+                tracing::warn!(replica = 2, "slow to become ready");
+                let manifest = json!({ "image": image, "replicas": 3 });
+                ctx.put_artifact("deploy-manifest.json", manifest.to_string())
+                    .await?;
                 Ok::<_, StepError>(json!({ "deployed": image, "replicas": 3 }))
             })
             .expect("deploy")
@@ -434,8 +444,10 @@ impl Server {
                 Ok::<_, StepError>(json!({ "report": "nightly", "run": ctx.run_id() }))
             })
             .expect("report");
+        let artifacts = tempfile::tempdir().expect("a directory for artifacts");
         let engine = Engine::builder(MemoryStore::new(), registry)
             .master_key(taskforge_core::secret::MasterKey::generate())
+            .artifacts(FsArtifactStore::open(artifacts.path()).expect("artifacts"))
             .poll_interval(Duration::from_millis(50))
             .build();
         engine.start();
@@ -548,6 +560,7 @@ impl Server {
             hold: hold.id,
             gate,
             stop,
+            _artifacts: artifacts,
         }
     }
 
@@ -694,6 +707,28 @@ async fn scenarios(server: &Server, browser: &Browser) {
     assert!(
         browser.find("#retry-run").await.is_some(),
         "an admin may retry"
+    );
+    // Each attempt's log, and the deploy step's artifact with a download link.
+    let logs = browser
+        .script(
+            "return [...document.querySelectorAll('tbody[data-step=\"migrate\"] details.log')].map(d => d.textContent)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(logs.as_array().map(Vec::len), Some(3), "{logs}");
+    assert!(logs[0]
+        .as_str()
+        .unwrap_or("")
+        .contains("connection reset by peer"));
+    let artifact = browser
+        .script(
+            "const a = document.querySelector('tr[data-artifact=\"deploy-manifest.json\"] a'); return a ? a.getAttribute('href') : null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        artifact,
+        json!(format!("/ui/runs/{retried}/artifacts/deploy-manifest.json"))
     );
 
     // The runs page shows a run that finishes after it was opened, with no reload.

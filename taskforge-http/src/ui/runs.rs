@@ -639,12 +639,15 @@ const LOG_LINES_SHOWN: usize = 200;
 /// An attempt's log lines, and whether more follow.
 type Logs = HashMap<StepRunId, (Vec<LogLine>, bool)>;
 
-/// An attempt's log as a collapsible block of lines.
+/// An attempt's log as a collapsible block of lines, open when the attempt
+/// did not succeed (the log is where its story is).
 fn log_block(key: &str, attempt: &StepRun, lines: &[LogLine], more: bool) -> String {
+    let open = !matches!(attempt.status, StepStatus::Succeeded | StepStatus::Running);
     let mut out = format!(
-        "<details class=\"log\" data-key=\"log-{}-{}\"><summary>Log <span class=\"muted\">({} line{}{})</span></summary><pre class=\"log\">",
+        "<details class=\"log\" data-key=\"log-{}-{}\"{}><summary>Log <span class=\"muted\">({} line{}{})</span></summary><pre class=\"log\">",
         Esc(key),
         attempt.attempt,
+        if open { " open" } else { "" },
         lines.len(),
         if lines.len() == 1 { "" } else { "s" },
         if more { ", first ones" } else { "" },
