@@ -21,7 +21,8 @@ async fn logs_and_artifacts_are_served_and_shown() {
                 ctx.log(LogLevel::Info, format!("packed file {i}"));
             }
             tracing::warn!("one file was empty");
-            ctx.put_artifact("app-1.4.2.tar.gz", vec![42u8; 3000]).await?;
+            ctx.put_artifact("app-1.4.2.tar.gz", vec![42u8; 3000])
+                .await?;
             Ok::<_, StepError>(json!("packaged"))
         })
         .expect("register");
@@ -113,9 +114,12 @@ async fn logs_and_artifacts_are_served_and_shown() {
     assert_eq!(listed[0]["name"], "app-1.4.2.tar.gz");
     assert_eq!(listed[0]["size"], 3000);
     assert_eq!(listed[0]["sha256"], digest.as_str());
-    let download = get(format!("/api/v1/runs/{}/artifacts/app-1.4.2.tar.gz", run.id))
-        .await
-        .expect("download");
+    let download = get(format!(
+        "/api/v1/runs/{}/artifacts/app-1.4.2.tar.gz",
+        run.id
+    ))
+    .await
+    .expect("download");
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(download.headers()["x-taskforge-sha256"], digest.as_str());
     assert_eq!(
@@ -136,9 +140,6 @@ async fn logs_and_artifacts_are_served_and_shown() {
         .expect("text");
     assert!(page.contains("packed file 149"), "the log is on the page");
     assert!(page.contains("one file was empty"));
-    assert!(page.contains(&format!(
-        "/ui/runs/{}/artifacts/app-1.4.2.tar.gz",
-        run.id
-    )));
+    assert!(page.contains(&format!("/ui/runs/{}/artifacts/app-1.4.2.tar.gz", run.id)));
     assert!(page.contains(&digest[..12]));
 }

@@ -164,10 +164,7 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .post("/api/v1/runs/{id}/cancel", runs::cancel::<S, X>)
             .get("/api/v1/runs/{id}/wait", runs::wait::<S, X>)
             .get("/api/v1/runs/{id}/artifacts", runs::artifacts::<S, X>)
-            .get(
-                "/api/v1/runs/{id}/artifacts/{name}",
-                runs::artifact::<S, X>,
-            )
+            .get("/api/v1/runs/{id}/artifacts/{name}", runs::artifact::<S, X>)
             .get(
                 "/api/v1/runs/{id}/steps/{step_run_id}/logs",
                 runs::logs::<S, X>,
