@@ -186,6 +186,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/mod.rs",
     "engine/artifacts.rs",
     "engine/cancellation.rs",
+    "engine/dag.rs",
     "engine/execution.rs",
     "engine/hardening.rs",
     "engine/logs.rs",

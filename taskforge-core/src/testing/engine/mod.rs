@@ -7,13 +7,15 @@
 //!
 //! The cases live in one file per concern and are all re-exported here,
 //! where [`engine_conformance!`](crate::engine_conformance) finds them:
-//! linear runs, retries and timeouts; cancellation; versions and starting
+//! linear runs, retries and timeouts; dependencies, parallel steps and
+//! conditions; cancellation; versions and starting
 //! runs; recovery (a crashed engine, two engines, a thousand runs,
 //! shutdown). The trigger scenarios are in
 //! [`triggers`](crate::testing::triggers).
 
 mod artifacts;
 mod cancellation;
+mod dag;
 mod execution;
 mod hardening;
 mod logs;
@@ -33,6 +35,7 @@ use crate::{
 
 pub use artifacts::*;
 pub use cancellation::*;
+pub use dag::*;
 pub use execution::*;
 pub use hardening::*;
 pub use logs::*;
@@ -137,6 +140,13 @@ macro_rules! engine_conformance {
             engine::oversized_artifacts_are_refused,
             engine::undeclared_secrets_cannot_be_read,
             engine::publishing_checks_declared_secrets,
+            engine::fan_out_branches_overlap_and_fan_in_sees_them,
+            engine::max_parallel_steps_bounds_a_run,
+            engine::a_false_condition_skips_a_branch_and_its_dependants,
+            engine::a_failing_branch_fails_the_run_and_cancels_its_sibling,
+            engine::cancel_and_timeout_stop_every_branch,
+            engine::a_new_engine_resumes_every_branch_in_flight,
+            engine::a_linear_definition_stays_sequential,
             engine::failing_step_is_retried,
             engine::exhausted_retries_fail_the_run,
             engine::terminal_errors_are_not_retried,
