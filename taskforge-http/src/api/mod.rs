@@ -3,6 +3,7 @@
 
 pub(crate) mod events;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod stream;
 pub(crate) mod tokens;
 pub(crate) mod triggers;
@@ -174,6 +175,9 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .get("/api/v1/events/{id}/runs", events::runs::<S, X>)
             .post("/api/v1/events/{id}/replay", events::replay::<S, X>)
             .get("/api/v1/stream", stream::stream::<S, X>)
+            .get("/api/v1/secrets", secrets::list::<S, X>)
+            .put("/api/v1/secrets/{*name}", secrets::put::<S, X>)
+            .delete("/api/v1/secrets/{*name}", secrets::delete::<S, X>)
             .get("/api/v1/tokens", tokens::list::<S, X>)
             .post("/api/v1/tokens", tokens::create::<S, X>)
             .get("/api/v1/tokens/{id}", tokens::get_one::<S, X>)
