@@ -140,6 +140,7 @@ macro_rules! engine_conformance {
             engine::oversized_artifacts_are_refused,
             engine::undeclared_secrets_cannot_be_read,
             engine::publishing_checks_declared_secrets,
+            engine::master_key_rotation_with_runs_in_flight,
             engine::fan_out_branches_overlap_and_fan_in_sees_them,
             engine::max_parallel_steps_bounds_a_run,
             engine::a_false_condition_skips_a_branch_and_its_dependants,

@@ -197,3 +197,87 @@ pub async fn publishing_checks_declared_secrets<S: Store + Clone>(store: S) {
 fn engine_without_key<S: Store>(store: S, registry: StepRegistry) -> Engine<S, StepRegistry> {
     engine(store, registry)
 }
+
+/// The master key is rotated while a run that reads a secret is in flight,
+/// as an operator does it: engines get a keyring with the new key and the
+/// old one, one of them re-seals every secret, then the old key goes. The
+/// run's first attempt read the secret sealed with the old key, its second
+/// reads it sealed with the new; after the rotation an engine with only the
+/// new key opens everything, and one with only the old key is refused at
+/// start-up, before it reads anything.
+pub async fn master_key_rotation_with_runs_in_flight<S: Store + Clone>(store: S) {
+    let old = MasterKey::generate();
+    let new = MasterKey::generate();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(Notify::new());
+    let mut registry = StepRegistry::new();
+    let (permits, signal) = (Arc::clone(&gate), Arc::clone(&started));
+    registry
+        .step_without_input("use", move |ctx| {
+            let (permits, signal) = (Arc::clone(&permits), Arc::clone(&signal));
+            async move {
+                let token = ctx.secret("DEPLOY_TOKEN")?.to_owned();
+                if ctx.attempt() == 1 {
+                    signal.notify_one();
+                    let _permit = permits.acquire().await.map_err(StepError::terminal)?;
+                    return Err(StepError::retryable("the first attempt fails"));
+                }
+                ok(json!({ "length": token.len() }))
+            }
+        })
+        .expect("register");
+    // Sealed with the old key, by an engine that only has it.
+    let before = Engine::builder(store.clone(), StepRegistry::new())
+        .master_key(old.clone())
+        .build();
+    before.put_secret("DEPLOY_TOKEN", TOKEN).await.expect("put");
+
+    let engine = Engine::builder(store.clone(), registry)
+        .lease_ttl(Duration::from_millis(500))
+        .poll_interval(Duration::from_millis(20))
+        .master_key(crate::secret::Keyring::new(new.clone()).with_old(old.clone()))
+        .build();
+    engine
+        .check_secrets()
+        .await
+        .expect("both keys open the store");
+    engine.start();
+    let definition = WorkflowDefinition::new(vec![StepDefinition::new("use", "use")
+        .secrets(["DEPLOY_TOKEN"])
+        .retry(RetryPolicy::fixed(2, Duration::from_millis(5)))]);
+    let workflow = published(&engine, "rotating", definition).await;
+    let run = engine
+        .start_run(workflow.id, Value::Null)
+        .await
+        .expect("start");
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .expect("the first attempt started");
+
+    // While the attempt runs, every secret moves to the new key.
+    assert_eq!(engine.rotate_master_key().await.expect("rotate"), 1);
+    assert_eq!(engine.rotate_master_key().await.expect("again"), 0);
+    let listed = engine.secrets().await.expect("list");
+    assert_eq!(listed[0].key_ids.iter().collect::<Vec<_>>(), [new.key_id()]);
+    gate.add_permits(1);
+    let done = wait(&engine, run.id).await;
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:?}");
+    assert_eq!(done.output, Some(json!({ "length": TOKEN.len() })));
+
+    let current = Engine::builder(store.clone(), StepRegistry::new())
+        .master_key(new)
+        .build();
+    current
+        .check_secrets()
+        .await
+        .expect("the new key opens everything");
+    let stale = Engine::builder(store, StepRegistry::new())
+        .master_key(old)
+        .build();
+    assert!(matches!(
+        stale.check_secrets().await,
+        Err(EngineError::Secret(
+            crate::secret::SecretError::UnknownKey { .. }
+        ))
+    ));
+}
