@@ -106,7 +106,9 @@ pub mod dag {
 /// why a delivery may be refused, and the parts of a webhook trigger's
 /// configuration (signatures, payload filters, dedup).
 pub mod webhook {
-    pub use crate::trigger::auth::{github_signature, SignatureScheme, TokenHash};
+    pub use crate::trigger::auth::{
+        github_signature, is_secret_ref, SignatureScheme, TokenHash, SECRET_REF_PREFIX,
+    };
     pub use crate::trigger::filter::{Filter, FilterMiss, InputShape, Predicate, RequiredValue};
     pub use crate::trigger::request::{
         is_credential_header, Headers, JsonType, Rejection, VerifiedDelivery, WebhookRequest,
