@@ -877,3 +877,60 @@ async fn a_pruned_delivery_is_stored_again_not_answered_from_memory() {
         other => panic!("expected a duplicate, got {other:?}"),
     }
 }
+
+/// Retention takes a run's step logs with it, and the engine's artifact
+/// sweep then removes the artifacts of the runs that went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_takes_logs_and_the_sweep_takes_artifacts() {
+    use taskforge_core::artifact::FsArtifactStore;
+    use taskforge_core::store::{LogQuery, LogStore};
+    use taskforge_core::{Engine, LogLevel, StepError, StepRegistry};
+
+    let store = SledStore::temporary().expect("temporary");
+    let artifacts = TempDir::new().expect("a directory for artifacts");
+    let mut registry = StepRegistry::new();
+    registry
+        .step_without_input("build", |ctx| async move {
+            ctx.log(LogLevel::Info, "compiling");
+            ctx.put_artifact("app.bin", vec![1u8; 100]).await?;
+            Ok::<_, StepError>(json!("built"))
+        })
+        .expect("register");
+    let engine = Engine::builder(store.clone(), registry)
+        .artifacts(FsArtifactStore::open(artifacts.path()).expect("artifacts"))
+        .build();
+    engine.start();
+    let wf = engine.ensure_workflow("retained").await.expect("workflow");
+    engine
+        .publish(
+            wf.id,
+            WorkflowDefinition::new(vec![StepDefinition::new("build", "build")]),
+        )
+        .await
+        .expect("publish");
+    let run = engine.start_run(wf.id, json!(null)).await.expect("start");
+    engine.wait_for_run(run.id).await.expect("finish");
+    let attempt = engine.run(run.id).await.expect("details").steps[0].id;
+    let query = LogQuery::new(run.id, attempt);
+    assert_eq!(store.list_logs(&query).await.expect("logs").items.len(), 1);
+    assert_eq!(
+        engine.sweep_artifacts().await.expect("sweep"),
+        0,
+        "the run is kept"
+    );
+    assert_eq!(engine.run_artifacts(run.id).await.expect("list").len(), 1);
+
+    let report = store
+        .prune(Utc::now() + TimeDelta::days(1))
+        .await
+        .expect("prune");
+    assert_eq!(report.runs, 1);
+    assert!(store
+        .list_logs(&query)
+        .await
+        .expect("logs")
+        .items
+        .is_empty());
+    assert_eq!(engine.sweep_artifacts().await.expect("sweep"), 1);
+    assert!(engine.run_artifacts(run.id).await.expect("list").is_empty());
+}
