@@ -95,12 +95,27 @@ impl Api {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<Response, Error> {
+        self.send_accepting(method, path, query, body, timeout, "application/json")
+            .await
+    }
+
+    /// [`send`](Self::send), asking for `accept` (errors still come back as
+    /// problem JSON).
+    async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+        accept: &str,
+    ) -> Result<Response, Error> {
         let url = format!("{}{path}", self.base);
         let mut request = self
             .http
             .request(method, &url)
             .bearer_auth(self.token()?)
-            .header("accept", "application/json");
+            .header("accept", accept);
         if !query.is_empty() {
             request = request.query(query);
         }
@@ -132,6 +147,36 @@ impl Api {
             .send(Method::POST, path, &[], body, Some(REQUEST_TIMEOUT))
             .await?;
         self.json(response).await
+    }
+
+    /// `PUT path` with a JSON body, as JSON.
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let response = self
+            .send(Method::PUT, path, &[], Some(body), Some(REQUEST_TIMEOUT))
+            .await?;
+        self.json(response).await
+    }
+
+    /// `DELETE path`; its answer, if any, as JSON (`null` for a 204).
+    pub(crate) async fn delete(&self, path: &str) -> Result<Value, Error> {
+        let response = self
+            .send(Method::DELETE, path, &[], None, Some(REQUEST_TIMEOUT))
+            .await?;
+        self.json(response).await
+    }
+
+    /// `GET path` for bytes (not JSON), without a time limit: the caller
+    /// reads the body as it comes, with its own idle limit.
+    pub(crate) async fn download(&self, path: &str) -> Result<Response, Error> {
+        self.send_accepting(
+            Method::GET,
+            path,
+            &[],
+            None,
+            None,
+            "application/octet-stream, application/problem+json",
+        )
+        .await
     }
 
     /// `GET path?query` without a time limit, for a stream read as it comes.
@@ -246,9 +291,36 @@ pub(crate) fn segment(text: &str) -> String {
     out
 }
 
+/// A secret's name as the rest of a URL path: each `/`-separated part
+/// escaped as a [`segment`], the `/` kept (the route takes the rest of the
+/// path). Parts that are empty, `.` or `..` are refused, since a URL would
+/// resolve them to another route (`%2E` too counts as a dot there); the
+/// server refuses such names anyway.
+pub(crate) fn segments(name: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!(
+                "invalid name {name:?}: '/' must separate non-empty parts other than '.' and '..'"
+            ));
+        }
+        parts.push(segment(part));
+    }
+    Ok(parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_part_names_keep_their_slashes() {
+        assert_eq!(segments("deploy/token").unwrap(), "deploy/token");
+        assert_eq!(segments("a b/c?d").unwrap(), "a%20b/c%3Fd");
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "..", "./a"] {
+            assert!(segments(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn segments_are_escaped() {

@@ -6,6 +6,8 @@
 //! taskforge runs list --workflow deploy-api --status failed
 //! taskforge runs watch 0190c0de-...
 //! taskforge --json events list | jq '.items[].id'
+//! taskforge runs logs 0190c0de-... --follow
+//! taskforge secrets set deploy/token --from-file token.txt
 //! ```
 //!
 //! Tables for people, `--json` for scripts. Errors are one line on stderr
@@ -19,7 +21,7 @@ mod sse;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::client::{Api, Error};
 use crate::output::Style;
@@ -40,7 +42,7 @@ pub(crate) struct Cli {
     #[arg(long, env = "TASKFORGE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Print the server's JSON instead of tables (one JSON object a line
-    /// for `runs watch`).
+    /// for `runs watch` and `runs logs`).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -49,7 +51,7 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Workflow runs: list, show, watch, start, cancel, retry.
+    /// Workflow runs: list, show, watch, logs, artifacts, start, cancel, retry.
     #[command(subcommand)]
     Runs(RunsCommand),
     /// Events (webhook deliveries, cron ticks, manual starts): list, show, replay.
@@ -64,6 +66,9 @@ enum Command {
     /// API tokens: create, list, revoke.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Secrets for steps (values go in, never come out): list, set, delete.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +84,40 @@ pub(crate) enum RunsCommand {
     Watch {
         /// The run's id.
         id: String,
+    },
+    /// Prints the log lines of a run's step attempts (all, or the chosen ones).
+    Logs {
+        /// The run's id.
+        id: String,
+        /// Only this step's attempts (its key).
+        #[arg(long)]
+        step: Option<String>,
+        /// Only this attempt number (from 1) of each step.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
+        /// Then follow the live stream, printing new lines until the run finishes.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Lists the artifacts a run's steps stored.
+    Artifacts {
+        /// The run's id.
+        id: String,
+    },
+    /// Downloads one artifact, checking its SHA-256.
+    Artifact {
+        /// The run's id.
+        id: String,
+        /// The artifact's name.
+        #[arg(value_parser = artifact_name)]
+        name: String,
+        /// Where to write it: a file, a directory, or `-` for stdout
+        /// (default: the artifact's name, in the current directory).
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Starts a run of a workflow's latest (or a chosen) version.
     Start {
@@ -241,6 +280,67 @@ pub(crate) enum TokensCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Lists secrets: names, versions and dates (never a value).
+    List,
+    /// Stores a new version of a secret (version 1 for a new name).
+    ///
+    /// Give the value on stdin or in a file, so that it stays out of the
+    /// shell's history and the process list; one trailing newline is
+    /// dropped.
+    #[command(group(ArgGroup::new("source").required(true).args(["value", "from_file", "stdin"])))]
+    Set {
+        /// The secret's name (`/` separates parts, as in `deploy/token`).
+        #[arg(value_parser = secret_name)]
+        name: String,
+        /// The value itself. Beware: it lands in your shell's history and
+        /// is visible to other users in the process list; prefer --stdin or
+        /// --from-file.
+        #[arg(long)]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<std::path::PathBuf>,
+        /// Read the value from standard input.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Deletes every version of a secret.
+    Delete {
+        /// The secret's name.
+        #[arg(value_parser = secret_name)]
+        name: String,
+    },
+}
+
+/// A secret name that can go in a URL path as it is meant (see
+/// [`client::segments`]); the server judges the rest.
+fn secret_name(text: &str) -> Result<String, String> {
+    client::segments(text).map(|_| text.to_owned())
+}
+
+/// An artifact name: 1 to 255 bytes of `[A-Za-z0-9_.-]`, not starting with
+/// a dot, as the server names them. Checked here too because it becomes a
+/// file name when no `--output` is given.
+fn artifact_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 255 {
+        return Err("an artifact name has 1 to 255 bytes".to_owned());
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "character {c:?} is not one of [A-Za-z0-9_.-] in an artifact name"
+        ));
+    }
+    if text.starts_with('.') {
+        return Err("an artifact name does not start with a dot".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
 /// What every command needs.
 #[derive(Debug)]
 pub(crate) struct Ctx {
@@ -269,6 +369,7 @@ async fn run(cli: Cli) -> Result<Done, Error> {
         Command::Workflows(command) => commands::workflows::run(&ctx, command).await,
         Command::Triggers(command) => commands::triggers::run(&ctx, command).await,
         Command::Tokens(command) => commands::tokens::run(&ctx, command).await,
+        Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
     }
 }
 
@@ -324,5 +425,43 @@ mod tests {
         };
         assert_eq!(scopes, ["read", "run"]);
         assert!(Cli::try_parse_from(["taskforge", "runs", "list", "--status", "nope"]).is_err());
+    }
+
+    #[test]
+    fn secrets_set_takes_exactly_one_source() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["taskforge", "secrets", "set"].iter().chain(args))
+                .map_err(|e| e.kind())
+        };
+        assert!(parse(&["deploy/token", "--stdin"]).is_ok());
+        assert!(parse(&["deploy/token", "--value", "x"]).is_ok());
+        assert!(parse(&["deploy/token", "--from-file", "f"]).is_ok());
+        assert_eq!(
+            parse(&["deploy/token"]).unwrap_err(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            parse(&["deploy/token", "--stdin", "--value", "x"]).unwrap_err(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            parse(&["a/../b", "--stdin"]).unwrap_err(),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn artifact_names_are_plain_file_names() {
+        assert!(artifact_name("report-1.tar.gz").is_ok());
+        for bad in ["", ".hidden", "..", "a/b", "../x", "a b"] {
+            assert!(artifact_name(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["taskforge", "runs", "artifact", "r", "x.bin", "-o", "-"])
+            .expect("parses");
+        let Command::Runs(RunsCommand::Artifact { output, force, .. }) = cli.command else {
+            panic!("runs artifact");
+        };
+        assert_eq!(output.as_deref(), Some(std::path::Path::new("-")));
+        assert!(!force);
     }
 }

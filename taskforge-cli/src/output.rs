@@ -216,6 +216,21 @@ pub(crate) fn span(ms: u64) -> String {
     }
 }
 
+/// A size in bytes, short: `512 B`, `1.5 KiB`, `3.0 MiB`.
+pub(crate) fn bytes(size: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if size < 1024 {
+        return format!("{size} B");
+    }
+    let mut value = size as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// A string field, or `-`.
 pub(crate) fn text(value: &Value) -> String {
     match value {
@@ -302,5 +317,14 @@ mod tests {
         assert_eq!(span(12), "12ms");
         assert_eq!(span(185_000), "3m05s");
         assert_eq!(span(7_260_000), "2h01m");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(bytes(5 << 40), "5.0 TiB");
     }
 }

@@ -1,7 +1,10 @@
 //! The commands, one module per resource.
 
+pub(crate) mod artifacts;
 pub(crate) mod events;
+pub(crate) mod logs;
 pub(crate) mod runs;
+pub(crate) mod secrets;
 pub(crate) mod tokens;
 pub(crate) mod triggers;
 pub(crate) mod workflows;

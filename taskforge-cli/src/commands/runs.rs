@@ -1,4 +1,5 @@
-//! `taskforge runs list|show|watch|cancel|retry`.
+//! `taskforge runs list|show|watch|cancel|retry` (and `logs`, `artifacts`,
+//! `artifact`, in their own modules).
 
 use std::collections::HashMap;
 
@@ -12,15 +13,31 @@ use crate::{Ctx, Done, RunFilter, RunsCommand};
 
 /// How long a watch waits for a byte (the server's keep-alives included)
 /// before it takes the connection for lost.
-const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
-const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+pub(crate) const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
 pub(crate) async fn run(ctx: &Ctx, command: RunsCommand) -> Result<Done, Error> {
     match command {
         RunsCommand::List(filter) => list(ctx, filter).await,
         RunsCommand::Show { id } => show(ctx, &id).await,
         RunsCommand::Watch { id } => watch(ctx, &id).await,
+        RunsCommand::Logs {
+            id,
+            step,
+            attempt,
+            follow,
+        } => {
+            let which = super::logs::Which { step, attempt };
+            super::logs::logs(ctx, &id, &which, follow).await
+        }
+        RunsCommand::Artifacts { id } => super::artifacts::list(ctx, &id).await,
+        RunsCommand::Artifact {
+            id,
+            name,
+            output,
+            force,
+        } => super::artifacts::download(ctx, &id, &name, output.as_deref(), force).await,
         RunsCommand::Cancel { id } => {
             let run = ctx
                 .api
@@ -241,7 +258,7 @@ fn is_terminal(run: &Value) -> bool {
 }
 
 /// `text` on one line, cut to `max` characters.
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
