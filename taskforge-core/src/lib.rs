@@ -47,6 +47,8 @@
 //! - [`webhook`]: what an HTTP layer needs to hand deliveries to the engine;
 //! - [`cron`]: cron schedules and their policies;
 //! - [`secret`]: secrets encrypted at rest, and the vault that seals them;
+//! - [`concurrency`]: concurrency limits per workflow or per key, debounce
+//!   and rate limits, and the rules every store enforces for them;
 //! - [`error`]: every error type; [`limits`]: every bound on input;
 //! - [`clock`]: the engine's clock, and a manual one for tests;
 //! - `testing` (feature `testing`): test support for backends, the store
@@ -64,6 +66,7 @@
 
 pub mod artifact;
 pub mod clock;
+pub mod concurrency;
 mod duration_ms;
 mod engine;
 pub mod error;
@@ -81,8 +84,10 @@ mod trigger;
 mod workflow;
 
 pub use engine::{
-    Delivery, Engine, EngineBuilder, EngineConfig, RunDetails, RunOptions, RunUpdate,
+    Delivery, Engine, EngineBuilder, EngineConfig, ReplayOptions, ReplayVersion, RunDetails,
+    RunOptions, RunUpdate,
 };
+pub use concurrency::{ConcurrencyLimit, LimitPolicy, RateLimit, RunLimits};
 pub use error::{EngineError, StoreError};
 pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
@@ -138,6 +143,7 @@ pub mod telemetry {
 
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
+    pub use crate::concurrency::{MAX_KEY_POINTER_LEN, MAX_KEY_VALUE_LEN, MAX_RATE_RUNS};
     pub use crate::engine::DEFAULT_STEP_TIMEOUT;
     pub use crate::secret::MAX_SECRET_BYTES;
     pub use crate::step::{

@@ -59,6 +59,49 @@ impl Default for EngineConfig {
     }
 }
 
+/// Which version a replayed event runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReplayVersion {
+    /// The workflow's latest version, as a new delivery would (the
+    /// default).
+    #[default]
+    Latest,
+    /// The version the event's original run was pinned to.
+    Original,
+}
+
+/// Options of [`Engine::replay_event_with`](crate::Engine::replay_event_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub struct ReplayOptions {
+    /// The version to run.
+    pub version: ReplayVersion,
+    /// Who asked, recorded on the replay's event under `requested_by`.
+    pub requested_by: Option<String>,
+}
+
+impl ReplayOptions {
+    /// The latest version, no requester.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs on this version.
+    pub fn version(mut self, version: ReplayVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Records who asked.
+    pub fn requested_by(mut self, who: impl Into<String>) -> Self {
+        self.requested_by = Some(who.into());
+        self
+    }
+}
+
 /// Options of [`Engine::start_run_with`](crate::Engine::start_run_with).
 ///
 /// ```

@@ -67,7 +67,7 @@ use self::admit::{Admission, Admitted};
 use self::cron::CronFiring;
 use self::shared::Shared;
 
-pub use self::config::{EngineConfig, RunOptions, DEFAULT_STEP_TIMEOUT};
+pub use self::config::{EngineConfig, ReplayOptions, ReplayVersion, RunOptions, DEFAULT_STEP_TIMEOUT};
 pub use self::delivery::Delivery;
 pub use self::update::RunUpdate;
 
@@ -907,13 +907,66 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         event_id: EventId,
         requested_by: Option<&str>,
     ) -> Result<WorkflowRun, EngineError> {
+        let mut options = ReplayOptions::new();
+        options.requested_by = requested_by.map(str::to_owned);
+        self.replay_event_with(event_id, options).await
+    }
+
+    /// [`replay_event`](Self::replay_event) with a choice of version: the
+    /// latest (the default, as for a new delivery), or the version the
+    /// event's original run was pinned to (to reproduce exactly what
+    /// happened). `InvalidInput` for [`ReplayVersion::Original`] when the
+    /// event started no run.
+    ///
+    /// ```
+    /// # use serde_json::json;
+    /// # use taskforge_core::{Engine, ReplayOptions, ReplayVersion, StepDefinition, StepError, StepRegistry, WorkflowDefinition};
+    /// # use taskforge_store_memory::MemoryStore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut registry = StepRegistry::new();
+    /// # registry.step_without_input("a", |_ctx| async { Ok::<_, StepError>(1) })?;
+    /// # registry.step_without_input("b", |_ctx| async { Ok::<_, StepError>(2) })?;
+    /// let engine = Engine::builder(MemoryStore::new(), registry).build();
+    /// engine.start();
+    /// let workflow = engine.ensure_workflow("sync").await?;
+    /// engine.publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::new("a", "a")])).await?;
+    /// let first = engine.start_run(workflow.id, json!({})).await?;
+    /// engine.publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::new("b", "b")])).await?;
+    ///
+    /// let event = first.event_id.expect("a manual start records an event");
+    /// let again = engine
+    ///     .replay_event_with(event, ReplayOptions::new().version(ReplayVersion::Original))
+    ///     .await?;
+    /// assert_eq!(again.version, 1);
+    /// assert_eq!(engine.replay_event(event).await?.version, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn replay_event_with(
+        &self,
+        event_id: EventId,
+        options: ReplayOptions,
+    ) -> Result<WorkflowRun, EngineError> {
         let shared = self.shared();
+        let requested_by = options.requested_by.as_deref();
         let event = self.store().get_event(event_id).await?;
         let workflow = self.store().get_workflow(event.workflow_id).await?;
         if !workflow.active {
             return Err(EngineError::WorkflowInactive(workflow.name));
         }
-        let version = admit::latest_version(shared, &workflow).await?;
+        let version = match options.version {
+            ReplayVersion::Latest => admit::latest_version(shared, &workflow).await?,
+            ReplayVersion::Original => {
+                let Some(original) = event.outcome.run_id() else {
+                    return Err(EngineError::InvalidInput(format!(
+                        "event {event_id} started no run, so it has no original version"
+                    )));
+                };
+                let original = self.store().get_run(original).await?;
+                WorkflowVersion::clone(&*shared.version_of(&original).await?)
+            }
+        };
         let mut run = WorkflowRun::new(&version, event.payload, shared.now());
         run.event_id = Some(event.id);
         run.replay_of = event.outcome.run_id();

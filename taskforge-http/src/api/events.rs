@@ -8,7 +8,8 @@ use serde::Deserialize;
 use taskforge_core::store::OutcomeKind;
 use taskforge_core::store::Scope;
 use taskforge_core::{
-    Event, EventId, EventQuery, StepExecutor, Store, TriggerId, WorkflowId, WorkflowRun,
+    Event, EventId, EventQuery, ReplayOptions, ReplayVersion, StepExecutor, Store, TriggerId,
+    WorkflowId, WorkflowRun,
 };
 use utoipa::IntoParams;
 
@@ -121,20 +122,34 @@ pub(crate) async fn runs<S: Store, X: StepExecutor>(
     Ok(Json(ctx.engine.runs_of_event(id).await?))
 }
 
-/// Starts a new run from a stored event's payload.
+/// Which version a replay runs on.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayParams {
+    /// `latest` (the default: the workflow's latest version) or
+    /// `original` (the version the event's first run was pinned to).
+    #[param(value_type = Option<String>)]
+    version: Option<ReplayVersion>,
+}
+
+/// Starts a new run from a stored event's payload, on the latest version
+/// or (`?version=original`) on the one its first run was pinned to.
 #[utoipa::path(post, path = "/api/v1/events/{id}/replay", tag = "events",
-    params(("id" = String, Path, format = Uuid)), security(("token" = ["run"])),
+    params(("id" = String, Path, format = Uuid), ReplayParams), security(("token" = ["run"])),
     responses((status = 201, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn replay<S: Store, X: StepExecutor>(
     State(ctx): State<Ctx<S, X>>,
     caller: Caller,
     Ids(id): Ids<EventId>,
+    Params(params): Params<ReplayParams>,
 ) -> Result<(StatusCode, Json<WorkflowRun>), Problem> {
     reachable_event(&ctx, &caller, Scope::Run, id).await?;
     ctx.refuse_if_draining()?;
-    // The lead's admission path could record `caller.token.id` here too.
-    let run = ctx.engine.replay_event(id).await?;
+    let options = ReplayOptions::new()
+        .version(params.version.unwrap_or_default())
+        .requested_by(format!("token:{}", caller.token.id));
+    let run = ctx.engine.replay_event_with(id, options).await?;
     tracing::Span::current().record("run_id", tracing::field::display(run.id));
     Ok((StatusCode::CREATED, Json(run)))
 }
