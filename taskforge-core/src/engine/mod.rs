@@ -67,7 +67,9 @@ use self::admit::{Admission, Admitted};
 use self::cron::CronFiring;
 use self::shared::Shared;
 
-pub use self::config::{EngineConfig, ReplayOptions, ReplayVersion, RunOptions, DEFAULT_STEP_TIMEOUT};
+pub use self::config::{
+    EngineConfig, ReplayOptions, ReplayVersion, RunOptions, DEFAULT_STEP_TIMEOUT,
+};
 pub use self::delivery::Delivery;
 pub use self::update::RunUpdate;
 
