@@ -313,7 +313,9 @@ pub struct WorkflowRun {
     /// Its input, handed to every step; shared, not copied, with the event
     /// that caused the run and with step contexts.
     pub input: Arc<Value>,
-    /// The last step's output, once it succeeded.
+    /// Its output, once it succeeded: as the version's
+    /// [`WorkflowDefinition::output`](crate::WorkflowDefinition::output)
+    /// describes (without dependencies, the last step's output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     /// Why it did not succeed, once it failed, timed out or was cancelled.

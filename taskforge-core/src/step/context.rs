@@ -42,7 +42,7 @@ pub(crate) struct StepContextParts {
     pub(crate) input: Arc<Value>,
     /// The step's config.
     pub(crate) config: Value,
-    /// Earlier steps' outputs, in step order.
+    /// The outputs of the step's ancestors that succeeded, in step order.
     pub(crate) outputs: Arc<Vec<(String, Value)>>,
     /// Cancelled when the run is cancelled.
     pub(crate) cancel: CancellationToken,
@@ -175,7 +175,11 @@ impl StepContext {
         T::deserialize(&self.inner.config).map_err(|error| ReadError::Config { error })
     }
 
-    /// The output of the earlier step `key`, if it ran.
+    /// The output of step `key`, if it succeeded and this step depends on
+    /// it, directly or through others (see
+    /// [`StepDefinition::depends_on`](crate::StepDefinition::depends_on));
+    /// in a definition without dependencies, of any earlier step. A
+    /// skipped step has no output.
     #[must_use]
     pub fn output(&self, key: &str) -> Option<&Value> {
         self.inner
@@ -184,7 +188,8 @@ impl StepContext {
             .find_map(|(k, v)| (k == key).then_some(v))
     }
 
-    /// The output of the earlier step `key`, deserialized. A missing or
+    /// The output of step `key` (as [`output`](Self::output) finds it),
+    /// deserialized. A missing or
     /// mismatched output is a [`ReadError`], terminal as a `StepError`.
     ///
     /// ```
@@ -216,7 +221,10 @@ impl StepContext {
         })
     }
 
-    /// Every earlier step's output, in step order.
+    /// The outputs of the steps this step depends on, directly or through
+    /// others, that succeeded, in step order: in a definition without
+    /// dependencies, every earlier step's. Not those of other branches of
+    /// a DAG, which may or may not have finished when this step started.
     #[must_use]
     pub fn outputs(&self) -> &[(String, Value)] {
         &self.inner.outputs
