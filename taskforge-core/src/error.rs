@@ -158,4 +158,15 @@ pub enum EngineError {
     /// ([`EngineBuilder::master_key`](crate::EngineBuilder::master_key)).
     #[error("the engine has no master key, so it keeps no secrets")]
     NoMasterKey,
+    /// The run was not started: the workflow's concurrency limit for its
+    /// key was reached and its policy is [`Skip`](crate::LimitPolicy::Skip).
+    /// The request is recorded as an event with the outcome
+    /// [`Limited`](crate::EventOutcome::Limited).
+    #[error("the concurrency limit of key {key:?} is reached; no run was started")]
+    Limited {
+        /// The concurrency key that was full.
+        key: String,
+        /// The event that records the request.
+        event_id: crate::id::EventId,
+    },
 }

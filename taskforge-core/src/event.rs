@@ -88,14 +88,26 @@ pub enum EventOutcome {
         /// The HTTP status the sender got.
         status: u16,
     },
+    /// The workflow's concurrency limit for the run's key was reached, and
+    /// its [policy](crate::LimitPolicy) said so: no run was started
+    /// (`skip`), or the run was recorded cancelled (`cancel_newest`).
+    Limited {
+        /// The concurrency key that was full.
+        key: String,
+        /// The run recorded cancelled, with `cancel_newest`; `None` with `skip`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<RunId>,
+    },
 }
 
 impl EventOutcome {
-    /// The run it started, if any.
+    /// The run it started, if any (for [`Limited`](Self::Limited), the run
+    /// recorded cancelled, if any).
     #[must_use]
     pub fn run_id(&self) -> Option<RunId> {
         match self {
             Self::RunStarted { run_id } => Some(*run_id),
+            Self::Limited { run_id, .. } => *run_id,
             _ => None,
         }
     }
@@ -110,6 +122,7 @@ impl EventOutcome {
             Self::TriggerDisabled => OutcomeKind::TriggerDisabled,
             Self::Skipped { .. } => OutcomeKind::Skipped,
             Self::Rejected { .. } => OutcomeKind::Rejected,
+            Self::Limited { .. } => OutcomeKind::Limited,
         }
     }
 }
@@ -131,4 +144,6 @@ pub enum OutcomeKind {
     Skipped,
     /// [`EventOutcome::Rejected`].
     Rejected,
+    /// [`EventOutcome::Limited`].
+    Limited,
 }

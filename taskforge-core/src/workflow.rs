@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::concurrency::{ConcurrencyLimit, RateLimit};
 use crate::duration_ms;
 use crate::id::{VersionId, WorkflowId};
 use crate::retry::{Backoff, RetryPolicy};
@@ -149,6 +150,24 @@ pub struct WorkflowDefinition {
     /// out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// At most this many runs at once, of the whole workflow or per key
+    /// (a value of the input); a trigger may override it. See
+    /// [`concurrency`](crate::concurrency) for the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
+    /// How long a run waits before it may start, during which a newer run
+    /// of the same key supersedes it: only the last event of a burst
+    /// starts a run. Per key of [`concurrency`](Self::concurrency) (the
+    /// whole workflow without one).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_ms::option"
+    )]
+    pub debounce: Option<Duration>,
+    /// At most this many runs of the workflow start in any window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One step of a definition.
@@ -368,7 +387,32 @@ impl WorkflowDefinition {
             timeout: None,
             max_parallel_steps: None,
             output: None,
+            concurrency: None,
+            debounce: None,
+            rate_limit: None,
         }
+    }
+
+    /// With this concurrency limit ([`ConcurrencyLimit::new`] for the whole
+    /// workflow, [`ConcurrencyLimit::per_key`] per value of the input).
+    #[must_use]
+    pub fn concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.concurrency = Some(limit);
+        self
+    }
+
+    /// With this debounce window, per key of the concurrency limit.
+    #[must_use]
+    pub fn debounce(mut self, window: Duration) -> Self {
+        self.debounce = Some(window);
+        self
+    }
+
+    /// At most `runs` runs of the workflow start in any window of `per`.
+    #[must_use]
+    pub fn rate_limit(mut self, runs: u32, per: Duration) -> Self {
+        self.rate_limit = Some(RateLimit::new(runs, per));
+        self
     }
 
     /// At most `n` steps of one run at once (at least 1; validation refuses 0).
@@ -540,6 +584,13 @@ impl WorkflowDefinition {
             check_secret_names(step, &mut problems);
         }
         self.check_graph(&seen, &mut problems);
+        if let Some(limit) = &self.concurrency {
+            limit.check(&mut problems);
+        }
+        crate::concurrency::check_debounce(self.debounce, &mut problems);
+        if let Some(rate) = &self.rate_limit {
+            rate.check(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -1021,6 +1072,28 @@ pub enum DefinitionProblem {
     /// zero: no step could ever start.
     #[error("max_parallel_steps is 0; no step could start")]
     ZeroMaxParallelSteps,
+    /// The [concurrency limit](WorkflowDefinition::concurrency) (or a
+    /// trigger's) is unusable: a max of 0, or a key that is no JSON
+    /// pointer.
+    #[error("invalid concurrency limit: {reason}")]
+    InvalidConcurrencyLimit {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The [debounce window](WorkflowDefinition::debounce) is zero or
+    /// longer than [`MAX_DURATION`].
+    #[error("invalid debounce window: {reason}")]
+    InvalidDebounce {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The [rate limit](WorkflowDefinition::rate_limit) is unusable: no
+    /// runs, too many, or a period of zero or longer than [`MAX_DURATION`].
+    #[error("invalid rate limit: {reason}")]
+    InvalidRateLimit {
+        /// What is wrong.
+        reason: String,
+    },
     /// A timeout or retry delay is longer than [`MAX_DURATION`].
     #[error("{what}{} is longer than the limit of {} days", step_suffix(.step), .limit.as_secs() / 86_400)]
     DurationTooLong {

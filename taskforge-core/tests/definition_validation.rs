@@ -146,6 +146,9 @@ fn any_definition() -> impl Strategy<Value = WorkflowDefinition> {
                 timeout,
                 max_parallel_steps,
                 output,
+                concurrency: None,
+                debounce: None,
+                rate_limit: None,
             },
         )
 }
@@ -192,6 +195,9 @@ fn valid_definition() -> impl Strategy<Value = WorkflowDefinition> {
             timeout: timeout.map(Duration::from_millis),
             max_parallel_steps: None,
             output: None,
+            concurrency: None,
+            debounce: None,
+            rate_limit: None,
         })
 }
 

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use taskforge_core::store::rules::{self, RunState, StepState};
+use taskforge_core::store::rules::{
+    self, ClaimablePicker, RunState, SlotState, SlotUse, StepState,
+};
 use taskforge_core::store::{EventInsert, Fence, StoreError};
 use taskforge_core::{
     Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, StepRun, TriggerId,
@@ -44,6 +46,33 @@ pub(crate) struct Data {
     runs_by_status: BTreeSet<(RunStatus, RunId)>,
     runs_by_workflow_status: BTreeSet<(WorkflowId, RunStatus, RunId)>,
     runs_by_event: BTreeSet<(EventId, RunId)>,
+    /// The unfinished runs of each concurrency key ([`rules::slot_use`]).
+    keys: HashMap<String, KeyRuns>,
+    /// The recorded start times of each rate-limited workflow.
+    rates: HashMap<WorkflowId, Vec<DateTime<Utc>>>,
+}
+
+/// The unfinished runs of one concurrency key.
+#[derive(Debug, Default)]
+struct KeyRuns {
+    holding: BTreeSet<RunId>,
+    waiting: BTreeSet<RunId>,
+}
+
+impl KeyRuns {
+    fn set(&mut self, id: RunId, used: Option<SlotUse>) {
+        self.holding.remove(&id);
+        self.waiting.remove(&id);
+        match used {
+            Some(SlotUse::Holding) => self.holding.insert(id),
+            Some(SlotUse::Waiting) => self.waiting.insert(id),
+            None => false,
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        self.holding.is_empty() && self.waiting.is_empty()
+    }
 }
 
 /// Whether a worker may claim `run` at `now`, by the contract's rule.
@@ -151,7 +180,66 @@ impl Data {
 
     // ----- runs -----
 
+    /// Moves run `id` in its key's books from how `old` took part in it
+    /// to how `new` does.
+    fn rekey(&mut self, id: RunId, old: Option<(&str, SlotUse)>, new: Option<(&str, SlotUse)>) {
+        if old == new {
+            return;
+        }
+        if let Some((key, _)) = old {
+            if let Some(runs) = self.keys.get_mut(key) {
+                runs.set(id, None);
+                if runs.is_empty() {
+                    self.keys.remove(key);
+                }
+            }
+        }
+        if let Some((key, used)) = new {
+            self.keys.entry(key.to_owned()).or_default().set(id, Some(used));
+        }
+    }
+
+    /// What [`rules::check_slot`] reads of `run`'s key and workflow.
+    fn slot_state(&self, run: &WorkflowRun, now: DateTime<Utc>) -> SlotState {
+        let mut state = SlotState::default();
+        let Some(limits) = run.limits.as_deref() else {
+            return state;
+        };
+        if let Some(keyed) = self.keys.get(&limits.key) {
+            state.holding = keyed.holding.len();
+            let free = limits
+                .max
+                .map_or(usize::MAX, |max| (max as usize).saturating_sub(state.holding));
+            state.ahead = keyed
+                .waiting
+                .range(..run.id)
+                .filter(|id| {
+                    self.runs
+                        .get(id)
+                        .is_some_and(|e| rules::waits_ahead(&e.run, now))
+                })
+                .take(free)
+                .count();
+            state.behind = self.has_behind(keyed, run.id);
+        }
+        if limits.rate.is_some() {
+            state.starts = self.rates.get(&run.workflow_id).cloned().unwrap_or_default();
+        }
+        state
+    }
+
+    /// Whether a waiting run of the key newer than `id`, with no
+    /// cancellation asked for, exists.
+    fn has_behind(&self, keyed: &KeyRuns, id: RunId) -> bool {
+        use std::ops::Bound::{Excluded, Unbounded};
+        keyed
+            .waiting
+            .range((Excluded(id), Unbounded))
+            .any(|id| self.runs.get(id).is_some_and(|e| !e.run.cancel_requested))
+    }
+
     fn put_run(&mut self, run: WorkflowRun) {
+        self.rekey(run.id, None, rules::slot_use(&run));
         self.runs_by_workflow.insert((run.workflow_id, run.id));
         self.runs_by_status.insert((run.status, run.id));
         self.runs_by_workflow_status
@@ -191,6 +279,20 @@ impl Data {
         };
         let (order, after) = (q.order, q.after);
         // The most selective index that the query pins down.
+        if let Some(keyed) = q.concurrency_key.as_deref().map(|k| self.keys.get(k)) {
+            let ids: BTreeSet<RunId> = keyed
+                .map(|k| k.holding.union(&k.waiting).copied().collect())
+                .unwrap_or_default();
+            let range = ids
+                .range(bounds(order, after, MIN_RUN, MAX_RUN, |id| id))
+                .copied();
+            match order {
+                Order::OldestFirst => pager.take(range, accept),
+                Order::NewestFirst => pager.take(range.rev(), accept),
+            }
+            let (runs, more) = pager.finish();
+            return Page::new(runs.into_iter().cloned().collect(), more, |r| r.id);
+        }
         match (q.event_id, q.workflow_id, q.status) {
             (Some(event_id), _, _) => {
                 let range = bounds(order, after, MIN_RUN, MAX_RUN, |id| (event_id, id));
@@ -225,8 +327,9 @@ impl Data {
         Page::new(runs.into_iter().cloned().collect(), more, |r| r.id)
     }
 
-    /// Claimable queued and running runs, merged by id. Walks only the
-    /// queued and running parts of the status index.
+    /// Claimable queued and running runs, merged by id, that their limits
+    /// allow ([`rules::ClaimablePicker`]). Walks only the queued and
+    /// running parts of the status index.
     pub(crate) fn list_claimable(&self, now: DateTime<Utc>, limit: usize) -> Vec<RunId> {
         let ids = |status| {
             self.runs_by_status
@@ -239,6 +342,7 @@ impl Data {
         let mut lapsed = ids(RunStatus::Running)
             .filter(|id| self.runs.get(id).is_some_and(|e| claimable(&e.run, now)))
             .peekable();
+        let mut picker = ClaimablePicker::new();
         let mut found = Vec::with_capacity(limit.min(1_024));
         while found.len() < limit {
             let next = match (queued.peek(), lapsed.peek()) {
@@ -246,9 +350,21 @@ impl Data {
                 (Some(_), _) => queued.next(),
                 (None, _) => lapsed.next(),
             };
-            match next {
-                Some(id) => found.push(id),
-                None => break,
+            let Some(id) = next else { break };
+            let Some(entry) = self.runs.get(&id) else {
+                continue;
+            };
+            let run = &entry.run;
+            let keyed = run.limits.as_deref().and_then(|l| self.keys.get(&l.key));
+            let picked = picker.pick(
+                run,
+                now,
+                || keyed.is_some_and(|k| self.has_behind(k, id)),
+                |_| keyed.map_or(0, |k| k.holding.len()),
+                |workflow| self.rates.get(&workflow).cloned().unwrap_or_default(),
+            );
+            if picked {
+                found.push(id);
             }
         }
         found
@@ -261,8 +377,22 @@ impl Data {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<&WorkflowRun, StoreError> {
+        let stored = self.run(id)?;
+        let slot = rules::needs_slot(stored).then(|| self.slot_state(stored, now));
+        let (claimed, starts) =
+            rules::claim_with_slot(stored, owner, now, expires_at, slot.as_ref())?;
+        let old = rules::slot_use(stored).map(|(k, u)| (k.to_owned(), u));
+        if let Some(starts) = starts {
+            self.rates.insert(claimed.workflow_id, starts);
+        }
+        let new = rules::slot_use(&claimed).map(|(k, u)| (k.to_owned(), u));
+        self.rekey(
+            id,
+            old.as_ref().map(|(k, u)| (k.as_str(), *u)),
+            new.as_ref().map(|(k, u)| (k.as_str(), *u)),
+        );
         let run = &mut self.entry_mut(id)?.run;
-        *run = rules::claim(run, owner, now, expires_at)?;
+        *run = claimed;
         Ok(run)
     }
 
@@ -329,7 +459,14 @@ impl Data {
             rules::merge_committed(&stored, &mut run);
             let new = run.status;
             let workflow_id = run.workflow_id;
+            let old_slot = rules::slot_use(&entry.run).map(|(k, u)| (k.to_owned(), u));
+            let new_slot = rules::slot_use(&run).map(|(k, u)| (k.to_owned(), u));
             entry.run = run;
+            self.rekey(
+                id,
+                old_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
+                new_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
+            );
             if old != new {
                 self.runs_by_status.remove(&(old, id));
                 self.runs_by_status.insert((new, id));

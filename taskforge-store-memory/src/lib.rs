@@ -47,8 +47,11 @@
 //! Claims, renewals, the checks of a commit (fence, pinned version,
 //! finished attempts), the cancel merge, query filters and page sizes are
 //! core's [`rules`](taskforge_core::store::rules), applied under the data
-//! lock; this crate only keeps the records and their indexes. Where the
-//! contract leaves a choice:
+//! lock; this crate only keeps the records and their indexes. So are the
+//! [limits](taskforge_core::concurrency): the data lock also holds, per
+//! concurrency key, the unfinished runs holding a slot and those waiting,
+//! and per rate-limited workflow its recent start times, so a claim reads
+//! them and takes its slot in one step. Where the contract leaves a choice:
 //!
 //! - `insert_event` checks the dedup key before the ids: inserting the very
 //!   same event twice gives `Duplicate`, not `AlreadyExists`.

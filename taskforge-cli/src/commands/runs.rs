@@ -380,6 +380,15 @@ async fn watch(ctx: &Ctx, id: &str) -> Result<Done, Error> {
                         ),
                     );
                 }
+                "step_skipped" => say(
+                    ctx,
+                    &format!(
+                        "step {} {}: {}",
+                        output::text(&data["step_key"]),
+                        ctx.style.status("skipped"),
+                        one_line(data["reason"].as_str().unwrap_or_default(), 200),
+                    ),
+                ),
                 "step_progress" => say(
                     ctx,
                     &format!(

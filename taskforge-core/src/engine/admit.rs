@@ -7,9 +7,11 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 
 use super::dispatch::{self, Spawn};
+use super::limits;
 use super::shared::Shared;
 use super::telemetry;
 use super::update::RunUpdate;
+use crate::concurrency::ConcurrencyLimit;
 use crate::error::{EngineError, StoreError};
 use crate::event::{Event, EventOutcome};
 use crate::run::WorkflowRun;
@@ -33,8 +35,13 @@ pub(crate) struct Admission {
 pub(crate) enum Admitted {
     /// Stored; the run (if any) is queued and the dispatcher woken.
     Stored {
-        /// The queued run.
+        /// The queued run (or, with the limit policy `cancel_newest`, the
+        /// run recorded cancelled).
         run: Option<WorkflowRun>,
+        /// The event as stored: its outcome is
+        /// [`Limited`](EventOutcome::Limited) when the run's limit policy
+        /// dropped or cancelled the run.
+        event: Event,
     },
     /// A repeat of a stored event within its dedup window: nothing was
     /// stored; this is the original.
@@ -45,6 +52,11 @@ pub(crate) enum Admitted {
 /// event repeats a stored one within the dedup window; then announces the
 /// run. A repeat older than the window is stored under the key's next
 /// generation (`key#2`, ...), so repeats of *it* are duplicates again.
+///
+/// A run with [limits](crate::concurrency) is subject to its key's policy
+/// first (it may be dropped, or recorded cancelled, with the event's
+/// outcome saying so), and once stored may cancel older runs of its key
+/// ([`limits::after_insert`]).
 pub(crate) async fn admit<S: Store, X: StepExecutor>(
     shared: &Arc<Shared<S, X>>,
     admission: Admission,
@@ -55,13 +67,20 @@ pub(crate) async fn admit<S: Store, X: StepExecutor>(
         dedup_window,
     } = admission;
     let mut event = event;
+    let run = match run {
+        Some(run) if run.limits.is_some() => limits::before_insert(shared, &mut event, run).await?,
+        run => run,
+    };
     if let Some(original) = record(shared, &mut event, run.as_ref(), dedup_window).await? {
         return Ok(Admitted::Duplicate(original));
     }
     if let Some(run) = &run {
+        if run.limits.is_some() {
+            limits::after_insert(shared, run).await;
+        }
         enqueued(shared, run);
     }
-    Ok(Admitted::Stored { run })
+    Ok(Admitted::Stored { run, event })
 }
 
 /// Stores `event` with `run`; the original if it is a duplicate.
@@ -126,7 +145,17 @@ fn enqueued<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, run: &Workflo
         run_id: run.id,
         workflow_id: run.workflow_id,
     });
-    if !shared.is_claiming() {
+    if run.status.is_terminal() {
+        // Recorded cancelled by its limit policy: nothing to execute.
+        shared.emit(|| RunUpdate::RunFinished {
+            run_id: run.id,
+            status: run.status,
+        });
+        return;
+    }
+    // A run in its debounce window cannot be claimed yet: the dispatcher
+    // finds it when the window ends.
+    if !shared.is_claiming() || crate::store::rules::not_yet(run, shared.now()) {
         return;
     }
     match dispatch::try_spawn(shared, run.id) {
@@ -136,14 +165,18 @@ fn enqueued<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, run: &Workflo
 }
 
 /// A queued run of the workflow's latest version, caused by `event`, whose
-/// outcome becomes "started this run".
+/// outcome becomes "started this run". Its limits are the version's, with
+/// the concurrency limit of the trigger that received the event
+/// (`trigger_limit`) in place of the version's, if it declares one.
 pub(crate) async fn run_for_event<S: Store, X>(
     shared: &Shared<S, X>,
     workflow: &Workflow,
     event: &mut Event,
+    trigger_limit: Option<&ConcurrencyLimit>,
 ) -> Result<WorkflowRun, EngineError> {
     let version = latest_version(shared, workflow).await?;
     let mut run = WorkflowRun::new(&version, Arc::clone(&event.payload), event.received_at);
+    limits::attach(&mut run, &version, trigger_limit, event.received_at);
     run.event_id = Some(event.id);
     event.outcome = EventOutcome::RunStarted { run_id: run.id };
     Ok(run)
@@ -167,6 +200,12 @@ pub(crate) async fn original_run<S: Store, X>(
     original: &Event,
     key: &str,
 ) -> Result<WorkflowRun, EngineError> {
+    if let EventOutcome::Limited { key, run_id: None } = &original.outcome {
+        return Err(EngineError::Limited {
+            key: key.clone(),
+            event_id: original.id,
+        });
+    }
     let run_id = original.outcome.run_id().ok_or_else(|| {
         EngineError::InvalidInput(format!(
             "idempotency key {key:?} was used by an event that started no run"

@@ -146,9 +146,15 @@ async fn fire_slot<S: Store, X: StepExecutor>(
             None
         }
         None if !workflow.active => None,
-        None => Some(admit::run_for_event(shared, &workflow, &mut event).await?),
+        None => {
+            let limit = match &trigger.kind {
+                TriggerKind::Cron(config) => config.concurrency.as_ref(),
+                _ => None,
+            };
+            Some(admit::run_for_event(shared, &workflow, &mut event, limit).await?)
+        }
     };
-    let (event_id, outcome) = (event.id, event.outcome.clone());
+    let event_id = event.id;
     let admission = Admission {
         event,
         run,
@@ -157,7 +163,7 @@ async fn fire_slot<S: Store, X: StepExecutor>(
     let (event_id, outcome) = match admit::admit(shared, admission).await? {
         // Another engine fired this slot first.
         Admitted::Duplicate(original) => (None, original.outcome),
-        Admitted::Stored { .. } => (Some(event_id), outcome),
+        Admitted::Stored { event, .. } => (Some(event_id), event.outcome),
     };
     Ok(CronFiring {
         trigger_id: trigger.id,

@@ -17,7 +17,10 @@ pub enum Delivery {
         run_id: RunId,
     },
     /// Stored as an event, but no run was started because the workflow is
-    /// inactive or the trigger disabled (the event's outcome says which).
+    /// inactive or the trigger disabled, or the concurrency limit of the
+    /// run's key was reached and its policy skips or cancels new runs
+    /// ([`EventOutcome::Limited`], which names the run recorded cancelled,
+    /// if any). The event's outcome says which.
     /// HTTP 202: the delivery was taken; retrying would not change it.
     Recorded {
         /// The stored event.

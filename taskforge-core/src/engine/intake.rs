@@ -189,9 +189,12 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
             None
         }
         (None, true, false) => None,
-        (None, true, true) => Some(admit::run_for_event(shared, &workflow, &mut event).await?),
+        (None, true, true) => Some(
+            admit::run_for_event(shared, &workflow, &mut event, config.concurrency.as_ref())
+                .await?,
+        ),
     };
-    let (event_id, outcome) = (event.id, event.outcome.clone());
+    let event_id = event.id;
     let admission = Admission {
         event,
         run,
@@ -204,11 +207,17 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
             event_id: original.id,
             run_id: original.outcome.run_id(),
         },
-        Admitted::Stored { run: Some(run) } => Delivery::Accepted {
+        Admitted::Stored { event, .. } if matches!(event.outcome, EventOutcome::Limited { .. }) => {
+            Delivery::Recorded {
+                event_id,
+                outcome: event.outcome,
+            }
+        }
+        Admitted::Stored { run: Some(run), .. } => Delivery::Accepted {
             event_id,
             run_id: run.id,
         },
-        Admitted::Stored { run: None } => match outcome {
+        Admitted::Stored { run: None, event } => match event.outcome {
             EventOutcome::Filtered { reason } => Delivery::Filtered { event_id, reason },
             outcome => Delivery::Recorded { event_id, outcome },
         },

@@ -56,6 +56,7 @@ pub(crate) mod cron;
 mod delivery;
 mod dispatch;
 mod intake;
+mod limits;
 mod logs;
 mod secrets;
 mod shared;
@@ -521,6 +522,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// Starts a run with options: a chosen version, an idempotency key.
     /// The request is recorded as a manual [`Event`] stored with the run;
     /// with a key, starting again with the same key returns the first run.
+    /// Under the version's [concurrency limit](crate::concurrency), a full
+    /// key's policy may refuse the run ([`EngineError::Limited`], the
+    /// request recorded with the outcome [`EventOutcome::Limited`]) or
+    /// return it cancelled.
     pub async fn start_run_with(
         &self,
         workflow_id: WorkflowId,
@@ -542,6 +547,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         };
         let now = shared.now();
         let mut run = WorkflowRun::new(&version, input, now);
+        limits::attach(&mut run, &version, None, now);
         // Every run traces to an event: a manual start is one too, and
         // with an idempotency key it is deduplicated by it.
         let event = Event {
@@ -568,10 +574,8 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             dedup_window: None,
         };
         match admit::admit(shared, admission).await? {
-            Admitted::Stored { run: Some(run) } => Ok(run),
-            Admitted::Stored { run: None } => {
-                Err(StoreError::Invalid("an admitted start stored no run".into()).into())
-            }
+            Admitted::Stored { run: Some(run), .. } => Ok(run),
+            Admitted::Stored { run: None, event } => Err(limited(event)),
             Admitted::Duplicate(original) => {
                 let key = options.idempotency_key.unwrap_or_default();
                 admit::original_run(shared, &original, &key).await
@@ -970,6 +974,8 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
             }
         };
         let mut run = WorkflowRun::new(&version, event.payload, shared.now());
+        let created_at = run.created_at;
+        limits::attach(&mut run, &version, None, created_at);
         run.event_id = Some(event.id);
         run.replay_of = event.outcome.run_id();
         let mut metadata = requester_metadata(requested_by);
@@ -987,10 +993,27 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         };
         let admission = Admission {
             event: request,
-            run: Some(run.clone()),
+            run: Some(run),
             dedup_window: None,
         };
-        admit::admit(shared, admission).await?;
-        Ok(run)
+        match admit::admit(shared, admission).await? {
+            Admitted::Stored { run: Some(run), .. } => Ok(run),
+            Admitted::Stored { run: None, event } => Err(limited(event)),
+            Admitted::Duplicate(_) => {
+                Err(StoreError::Invalid("a replay without a dedup key was a duplicate".into()).into())
+            }
+        }
+    }
+}
+
+/// The error of a request its run's limit policy refused: the event
+/// stored with outcome [`EventOutcome::Limited`].
+fn limited(event: Event) -> EngineError {
+    match event.outcome {
+        EventOutcome::Limited { key, .. } => EngineError::Limited {
+            key,
+            event_id: event.id,
+        },
+        _ => StoreError::Invalid("an admitted start stored no run".into()).into(),
     }
 }

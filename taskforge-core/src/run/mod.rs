@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::concurrency::RunLimits;
 use crate::id::{EventId, RunId, StepRunId, VersionId, WorkflowId};
 use crate::workflow::WorkflowVersion;
 
@@ -28,17 +29,29 @@ pub(crate) mod decide;
 ///    │ Cancel         │  └──┘ (a new owner picks it up after a crash)
 ///    ▼                ├── Fail ───▶ Failed
 ///  Cancelled ◀─Cancel─┤
-///                     └── TimeOut ─▶ TimedOut
+///    ▲                ├── TimeOut ─▶ TimedOut
+///    │                │  ▲               ▲
+///    │           Park │  │ Wake          │
+///    │                ▼  │               │
+///    └───Cancel──── Waiting ───TimeOut───┘
 /// ```
 ///
 /// | status      | meaning                                                   |
 /// |-------------|-----------------------------------------------------------|
 /// | `Queued`    | accepted and durable, waiting for a worker to claim it   |
 /// | `Running`   | claimed by a worker holding its lease; steps are running |
+/// | `Waiting`   | parked: nothing to do before its [`wake_at`](WorkflowRun::wake_at) or a [signal](WorkflowRun::signals); no worker, lease or engine slot held |
 /// | `Succeeded` | every step succeeded or was skipped (terminal)           |
 /// | `Failed`    | a step failed for good (terminal)                        |
 /// | `Cancelled` | cancelled before it finished (terminal)                  |
 /// | `TimedOut`  | the run's timeout passed (terminal)                      |
+///
+/// A run is parked (`Park`) by its worker when all it has left to do is
+/// wait: a [wait step](crate::StepDefinition::sleep) for a time or a
+/// signal, or a retry's backoff, further away than
+/// [`EngineConfig::park_after`](crate::EngineConfig::park_after). A worker
+/// of any engine claims it again once it is due (`Wake`), and goes on from
+/// its stored history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -47,6 +60,9 @@ pub enum RunStatus {
     Queued,
     /// Claimed by a worker; steps are running.
     Running,
+    /// Parked until a time or a signal, holding no worker, lease or
+    /// engine slot.
+    Waiting,
     /// Every step succeeded or was skipped.
     Succeeded,
     /// A step failed for good.
@@ -74,13 +90,33 @@ pub enum RunTransition {
     Cancel,
     /// The run timeout passed.
     TimeOut,
+    /// The worker parked the run: it has nothing to do before a time or a
+    /// signal, and gives back its lease.
+    Park,
+    /// A worker claimed a parked run that is due, and goes on with it.
+    Wake,
+}
+
+impl RunTransition {
+    /// Every transition, for exhaustive tests.
+    pub const ALL: [Self; 8] = [
+        Self::Start,
+        Self::Resume,
+        Self::Succeed,
+        Self::Fail,
+        Self::Cancel,
+        Self::TimeOut,
+        Self::Park,
+        Self::Wake,
+    ];
 }
 
 impl RunStatus {
     /// Every status, for exhaustive tests.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Queued,
         Self::Running,
+        Self::Waiting,
         Self::Succeeded,
         Self::Failed,
         Self::Cancelled,
@@ -99,8 +135,13 @@ impl RunStatus {
             (Running, T::Fail) => Ok(Failed),
             (Running, T::Cancel) => Ok(Cancelled),
             (Running, T::TimeOut) => Ok(TimedOut),
-            (Queued, T::Resume | T::Succeed | T::Fail | T::TimeOut)
-            | (Running, T::Start)
+            (Running, T::Park) => Ok(Waiting),
+            (Waiting, T::Wake) => Ok(Running),
+            (Waiting, T::Cancel) => Ok(Cancelled),
+            (Waiting, T::TimeOut) => Ok(TimedOut),
+            (Queued, T::Resume | T::Succeed | T::Fail | T::TimeOut | T::Park | T::Wake)
+            | (Running, T::Start | T::Wake)
+            | (Waiting, T::Start | T::Resume | T::Succeed | T::Fail | T::Park)
             | (Succeeded | Failed | Cancelled | TimedOut, _) => Err(IllegalTransition::Run {
                 from: self,
                 transition,
@@ -131,6 +172,7 @@ impl RunStatus {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::Waiting => "waiting",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -340,6 +382,12 @@ pub struct WorkflowRun {
     /// Whether cancellation was asked for; set by any engine, honoured by the owner.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The concurrency limit, debounce window and rate limit the run was
+    /// admitted under, if any: copied from its version (or its trigger)
+    /// when it is created, so that stores enforce them when it is claimed.
+    /// See [`concurrency`](crate::concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Box<RunLimits>>,
 }
 
 impl WorkflowRun {
@@ -368,6 +416,7 @@ impl WorkflowRun {
             lease: None,
             lease_epoch: 0,
             cancel_requested: false,
+            limits: None,
         }
     }
 

@@ -81,6 +81,11 @@ pub struct RunQuery {
     pub status: Option<RunStatus>,
     /// Only runs caused by this event.
     pub event_id: Option<EventId>,
+    /// Only unfinished runs that take part in this concurrency key
+    /// ([`rules::slot_use`]: a key with a maximum or a debounce window),
+    /// holding a slot or waiting for one. Finished runs leave their key, so
+    /// with this filter a listing never holds one.
+    pub concurrency_key: Option<String>,
     /// Only runs created at or after this time.
     pub created_from: Option<DateTime<Utc>>,
     /// Only runs created before this time.
@@ -301,11 +306,20 @@ pub trait RunStore: Send + Sync + 'static {
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError>;
 
     /// Up to `limit` runs a worker may claim at `now` (queued or running,
-    /// with no live lease), oldest first.
+    /// with no live lease, and allowed by their limits), oldest first.
     ///
     /// # Contract
     /// Does not scan finished runs. The answer may be stale by the time it
-    /// is used; [`claim_run`](Self::claim_run) decides.
+    /// is used; [`claim_run`](Self::claim_run) decides. Lists no run whose
+    /// claim at `now` its limits would refuse (see `claim_run`), so that a
+    /// dispatcher never spins on runs it cannot take: of a key's waiting
+    /// runs, oldest first, as many as the key has free slots, and of a
+    /// rate-limited workflow's, as many as its window allows
+    /// ([`rules::ClaimablePicker`] decides this run by run); a run whose
+    /// debounce window has not ended is not listed, and a superseded one
+    /// is. A run limited by a rate is listed once its window allows it, a
+    /// run of a full key once a slot frees: both need a new look (a poll,
+    /// or the [`work_signal`](Self::work_signal) of a finished run).
     async fn list_claimable(
         &self,
         now: DateTime<Utc>,
@@ -324,6 +338,23 @@ pub trait RunStore: Send + Sync + 'static {
     /// fenced [`commit`](Self::commit). Need not be durable on return, as
     /// long as it is durable no later than the claimer's next durable write:
     /// a claim lost in a crash is lost together with its claimer.
+    ///
+    /// **Limits** ([`concurrency`](crate::concurrency)). The first claim
+    /// of a run with [`limits`](WorkflowRun::limits) and no cancellation
+    /// asked for ([`rules::needs_slot`]) also takes a slot of its key and a
+    /// start of its workflow's rate limit: the backend reads its key's
+    /// holders and waiting runs and its workflow's recorded starts
+    /// ([`rules::SlotState`]) and applies [`rules::claim_with_slot`], in
+    /// the same atomic step as the claim, serialized with every other
+    /// claim of the key and of the workflow, by any engine: so no more than
+    /// `max` runs of a key ever hold a slot (a run holds one from its first
+    /// claim until it finishes, see [`rules::slot_use`]), a key's waiting
+    /// runs are claimed in creation order, no run is claimed before its
+    /// debounce window ends, and a rate limit's window never holds more
+    /// starts than it allows. A refusal is `Conflict` and changes nothing.
+    /// The state lives in the store, so it survives restarts. A run
+    /// claimed before (a lapsed lease) and a run to be cancelled are
+    /// claimed without these checks.
     async fn claim_run(
         &self,
         id: RunId,
@@ -385,8 +416,10 @@ pub trait RunStore: Send + Sync + 'static {
     ///
     /// # Contract
     /// A signal taken before a write that makes a run claimable is woken
-    /// after that write; wake-ups are hints (several may merge into one,
-    /// some may be lost), so callers keep polling as a fallback.
+    /// after that write (a run that finishes while holding a slot of its
+    /// key makes the key's next run claimable); wake-ups are hints (several
+    /// may merge into one, some may be lost), so callers keep polling as a
+    /// fallback.
     fn work_signal(&self) -> Option<WorkSignal> {
         None
     }

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use super::{EventQuery, RunQuery, MAX_PAGE_SIZE};
 use crate::error::StoreError;
 use crate::event::Event;
+use crate::concurrency::RateLimit;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
 use crate::run::{Fence, Lease, RunStatus, StepRun, StepStatus, WorkflowRun};
 use crate::trigger::Trigger;
@@ -55,7 +56,62 @@ pub fn is_claimable(status: RunStatus, lease: Option<&Lease>, now: DateTime<Utc>
 
 /// The run after a claim by `owner` at `now` until `expires_at`: the new
 /// lease and the next epoch; `Conflict` if it is not claimable.
+///
+/// For a run that [`needs_slot`], a backend calls [`claim_with_slot`]
+/// instead; this refuses it (`Invalid`), so that a backend cannot skip the
+/// limits unnoticed.
 pub fn claim(
+    stored: &WorkflowRun,
+    owner: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<WorkflowRun, StoreError> {
+    claim_with_slot(stored, owner, now, expires_at, None).map(|(run, _)| run)
+}
+
+/// The run after a claim by `owner` at `now` until `expires_at`, with the
+/// limits of [`concurrency`](crate::concurrency) applied: for a run that
+/// [`needs_slot`], `slot` is what the backend read of its key and its
+/// workflow's recent starts in the claim's atomic step, and the claim
+/// succeeds only as [`check_slot`] allows. Returns the claimed run (with
+/// `cancel_requested` set if a newer run of its debounced key supersedes
+/// it), and the workflow's new start times to store when the run counted
+/// against a rate limit ([`record_start`]).
+///
+/// `Conflict` if the run is not claimable or `check_slot` refuses it;
+/// `Invalid` if it needs a slot and `slot` is `None`.
+pub fn claim_with_slot(
+    stored: &WorkflowRun,
+    owner: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    slot: Option<&SlotState>,
+) -> Result<(WorkflowRun, Option<Vec<DateTime<Utc>>>), StoreError> {
+    let id = stored.id;
+    let claimable = is_claimable(stored.status, stored.lease.as_ref(), now);
+    let granted = match (claimable && needs_slot(stored), slot) {
+        (false, _) => None,
+        (true, Some(slot)) => Some(check_slot(stored, now, slot)?),
+        (true, None) => {
+            return Err(StoreError::Invalid(format!(
+                "run {id} has limits: its claim needs the state of its key (rules::claim_with_slot)"
+            )))
+        }
+    };
+    let mut claimed = claim_unchecked(stored, owner, now, expires_at)?;
+    let starts = match granted {
+        Some(SlotGrant::Take { starts }) => starts,
+        Some(SlotGrant::Superseded) => {
+            claimed.cancel_requested = true;
+            None
+        }
+        None => None,
+    };
+    Ok((claimed, starts))
+}
+
+/// A claim's lease and epoch, without the limits.
+fn claim_unchecked(
     stored: &WorkflowRun,
     owner: &str,
     now: DateTime<Utc>,
@@ -81,6 +137,264 @@ pub fn claim(
         expires_at,
     });
     Ok(claimed)
+}
+
+/// How an unfinished run takes part in its key (see [`slot_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlotUse {
+    /// Claimed at least once (`lease_epoch > 0`) and not finished: it holds
+    /// one of its key's slots, until it finishes.
+    Holding,
+    /// Never claimed: it waits for a slot.
+    Waiting,
+}
+
+/// The key `run` takes part in and how, or `None`: an unfinished run whose
+/// [`limits`](WorkflowRun::limits) have a [slot key](crate::RunLimits::slot_key)
+/// (a concurrency maximum or a debounce window) holds a slot of it once
+/// claimed, and waits for one before. A backend keeps, per key, the runs
+/// holding and the runs waiting (or can count them), and updates them
+/// whenever a run is inserted, claimed or finished.
+#[must_use]
+pub fn slot_use(run: &WorkflowRun) -> Option<(&str, SlotUse)> {
+    if run.status.is_terminal() {
+        return None;
+    }
+    let key = run.limits.as_ref()?.slot_key()?;
+    let used = if run.lease_epoch > 0 {
+        SlotUse::Holding
+    } else {
+        SlotUse::Waiting
+    };
+    Some((key, used))
+}
+
+/// Whether claiming `run` must first pass its limits ([`check_slot`]): it
+/// has [`limits`](WorkflowRun::limits), is queued, was never claimed
+/// (`lease_epoch == 0`), and no cancellation was asked for. A run claimed
+/// before holds its slot already (a new owner resuming it needs no other),
+/// and a run to be cancelled is claimed only to be cancelled, so neither
+/// is checked.
+#[must_use]
+pub fn needs_slot(run: &WorkflowRun) -> bool {
+    run.limits.is_some()
+        && run.lease_epoch == 0
+        && !run.cancel_requested
+        && run.status == RunStatus::Queued
+}
+
+/// Whether `run` may not start yet at `now`: its debounce window has not
+/// ended ([`RunLimits::not_before`](crate::RunLimits::not_before)).
+#[must_use]
+pub fn not_yet(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    run.limits
+        .as_ref()
+        .and_then(|l| l.not_before)
+        .is_some_and(|at| at > now)
+}
+
+/// Whether `other`, a waiting run of the same key created before the run
+/// being claimed, is ahead of it in the key's queue at `now`: no
+/// cancellation was asked for it and its debounce window has ended.
+#[must_use]
+pub fn waits_ahead(other: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    !other.cancel_requested && !not_yet(other, now)
+}
+
+/// What a backend reads for [`check_slot`], in the claim's atomic step
+/// (under the lock, transaction or single writer that orders it with the
+/// other claims of the key and of the workflow).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotState {
+    /// How many other runs of the run's key hold a slot
+    /// ([`SlotUse::Holding`]). Read for a run with a maximum.
+    pub holding: usize,
+    /// How many waiting runs of the key are ahead of it: created before it
+    /// (lower id) and [`waits_ahead`]. Read for a run with a maximum; a
+    /// backend may stop counting at the key's free slots.
+    pub ahead: usize,
+    /// Whether a newer waiting run of the key, with no cancellation asked
+    /// for, exists. Read for a debounced run.
+    pub behind: bool,
+    /// The start times recorded for the run's workflow by [`record_start`],
+    /// oldest first. Read for a run with a rate limit.
+    pub starts: Vec<DateTime<Utc>>,
+}
+
+/// What [`check_slot`] allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotGrant {
+    /// The run takes a slot of its key; with a rate limit, `starts` are the
+    /// workflow's start times to store, this one included.
+    Take {
+        /// The new start times, for a rate-limited run.
+        starts: Option<Vec<DateTime<Utc>>>,
+    },
+    /// A newer run of its debounced key supersedes it: it is claimed with
+    /// `cancel_requested` set, so its new owner cancels it at once
+    /// without running a step (and without waiting for a slot).
+    Superseded,
+}
+
+/// Whether a run that [`needs_slot`] may be claimed at `now`, given what
+/// its backend read of its key and workflow (`state`). In order:
+///
+/// 1. its debounce window must have ended (`Conflict` before);
+/// 2. a debounced run with a newer waiting run of its key is
+///    [`Superseded`](SlotGrant::Superseded);
+/// 3. with a maximum, fewer than `max` other runs of the key may hold a
+///    slot, and the runs waiting ahead of it must not fill the slots that
+///    are free (`Conflict`): a key's runs start in creation order;
+/// 4. with a rate limit, fewer than `runs` starts may be recorded in the
+///    window ending at `now` (`Conflict`).
+pub fn check_slot(
+    run: &WorkflowRun,
+    now: DateTime<Utc>,
+    state: &SlotState,
+) -> Result<SlotGrant, StoreError> {
+    let Some(limits) = run.limits.as_deref() else {
+        return Ok(SlotGrant::Take { starts: None });
+    };
+    let refuse = |reason: String| Err(StoreError::conflict("run", run.id, reason));
+    if let Some(at) = limits.not_before.filter(|at| *at > now) {
+        return refuse(format!("its debounce window ends at {at}"));
+    }
+    if limits.debounce && state.behind {
+        return Ok(SlotGrant::Superseded);
+    }
+    if let Some(max) = limits.max {
+        let max = max as usize;
+        if state.holding >= max {
+            return refuse(format!(
+                "key {:?} has {} of {max} slots taken",
+                limits.key, state.holding
+            ));
+        }
+        if state.ahead >= max - state.holding {
+            return refuse(format!(
+                "older runs of key {:?} wait for its free slots first",
+                limits.key
+            ));
+        }
+    }
+    let starts = match &limits.rate {
+        Some(rate) => {
+            if rate_room(rate, &state.starts, now) == 0 {
+                return refuse(format!(
+                    "the workflow's rate limit of {} runs per {} ms is reached",
+                    rate.runs,
+                    rate.per.as_millis()
+                ));
+            }
+            Some(record_start(rate, &state.starts, now))
+        }
+        None => None,
+    };
+    Ok(SlotGrant::Take { starts })
+}
+
+/// How many more runs may start at `now` under `rate`, given the start
+/// times recorded (`starts`): `runs` minus the starts in the window
+/// `(now - per, now]`.
+#[must_use]
+pub fn rate_room(rate: &RateLimit, starts: &[DateTime<Utc>], now: DateTime<Utc>) -> usize {
+    let since = now.checked_sub_signed(rate.window()).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let recent = starts.iter().filter(|&&at| at > since && at <= now).count();
+    (rate.runs as usize).saturating_sub(recent)
+}
+
+/// The start times to store after a run started at `now` under `rate`:
+/// `starts` with `now` added, in order, keeping only the newest `runs` and
+/// none that left the window, so the record stays small.
+#[must_use]
+pub fn record_start(
+    rate: &RateLimit,
+    starts: &[DateTime<Utc>],
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let since = now.checked_sub_signed(rate.window()).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut kept: Vec<DateTime<Utc>> = starts.iter().copied().filter(|&at| at > since).collect();
+    kept.push(now);
+    kept.sort_unstable();
+    let excess = kept.len().saturating_sub(rate.runs as usize);
+    kept.drain(..excess);
+    kept
+}
+
+/// Decides, run by run, which runs `list_claimable` lists, so that it
+/// lists no run a claim would refuse for its limits (a dispatcher that
+/// kept trying those would spin). Offer it the claimable runs (by status
+/// and lease) oldest first; it keeps, per key and per workflow, what the
+/// runs offered before used up, reading a key's holders and a workflow's
+/// starts only when it first meets them.
+#[derive(Debug, Default)]
+pub struct ClaimablePicker {
+    /// The free slots left per key.
+    keys: std::collections::HashMap<String, usize>,
+    /// The starts left per workflow.
+    rates: std::collections::HashMap<WorkflowId, usize>,
+}
+
+impl ClaimablePicker {
+    /// An empty picker, for one listing.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to list `run` (offered oldest first, each claimable by
+    /// status and lease at `now`). For a run that [`needs_slot`]: it is
+    /// listed once its debounce window ended, if it is superseded
+    /// (`behind` says whether a newer waiting run of its debounced key
+    /// exists), or if its key has a free slot not taken by a run offered
+    /// before and its workflow's rate limit has a start left. `holding`
+    /// counts the runs holding a slot of a key, `starts` reads a
+    /// workflow's recorded start times.
+    pub fn pick(
+        &mut self,
+        run: &WorkflowRun,
+        now: DateTime<Utc>,
+        behind: impl FnOnce() -> bool,
+        holding: impl FnOnce(&str) -> usize,
+        starts: impl FnOnce(WorkflowId) -> Vec<DateTime<Utc>>,
+    ) -> bool {
+        if !needs_slot(run) {
+            return true;
+        }
+        let Some(limits) = run.limits.as_deref() else {
+            return true;
+        };
+        if not_yet(run, now) {
+            return false;
+        }
+        let mut room = true;
+        if let Some(max) = limits.max {
+            let free = self
+                .keys
+                .entry(limits.key.clone())
+                .or_insert_with(|| (max as usize).saturating_sub(holding(&limits.key)));
+            // Every run waiting ahead counts, listed or not, as in check_slot.
+            room = *free > 0;
+            *free = free.saturating_sub(1);
+        }
+        if limits.debounce && behind() {
+            return true;
+        }
+        if !room {
+            return false;
+        }
+        if let Some(rate) = &limits.rate {
+            let left = self
+                .rates
+                .entry(run.workflow_id)
+                .or_insert_with(|| rate_room(rate, &starts(run.workflow_id), now));
+            if *left == 0 {
+                return false;
+            }
+            *left -= 1;
+        }
+        true
+    }
 }
 
 /// The run after the holder of the claim with epoch `epoch` renewed it
@@ -326,6 +640,10 @@ pub fn run_matches(run: &WorkflowRun, query: &RunQuery) -> bool {
     query.workflow_id.is_none_or(|w| run.workflow_id == w)
         && query.status.is_none_or(|s| run.status == s)
         && query.event_id.is_none_or(|e| run.event_id == Some(e))
+        && query
+            .concurrency_key
+            .as_deref()
+            .is_none_or(|key| slot_use(run).is_some_and(|(k, _)| k == key))
         && query.created_from.is_none_or(|t| run.created_at >= t)
         && query.created_until.is_none_or(|t| run.created_at < t)
 }

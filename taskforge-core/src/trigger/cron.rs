@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::concurrency::ConcurrencyLimit;
 use crate::id::TriggerId;
 
 mod expression;
@@ -88,6 +89,11 @@ pub struct CronConfig {
     /// `trigger_id` and `scheduled_at`: a JSON object, or `null` for none.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
+    /// The concurrency limit of the runs this trigger starts, in place of
+    /// the workflow version's (whose debounce window and rate limit still
+    /// apply). See [`concurrency`](crate::concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
 }
 
 impl CronConfig {
@@ -101,7 +107,16 @@ impl CronConfig {
             missed: MissedRunPolicy::default(),
             overlap: OverlapPolicy::default(),
             input: Value::Null,
+            concurrency: None,
         }
+    }
+
+    /// With this concurrency limit for the runs it starts, in place of the
+    /// version's.
+    #[must_use]
+    pub fn with_concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.concurrency = Some(limit);
+        self
     }
 
     /// With this static input: a JSON object whose fields every run

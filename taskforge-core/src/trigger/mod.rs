@@ -11,7 +11,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::concurrency::ConcurrencyLimit;
 use crate::id::{TriggerId, WorkflowId};
+use crate::workflow::DefinitionProblem;
 
 pub(crate) mod auth;
 pub(crate) mod cron;
@@ -143,6 +145,25 @@ impl TriggerKind {
             Self::Manual => Ok(()),
             Self::Webhook(config) => config.validate().map_err(InvalidTrigger::Webhook),
             Self::Cron(config) => config.schedule().map(drop).map_err(InvalidTrigger::Cron),
+        }?;
+        if let Some(limit) = self.concurrency() {
+            let mut problems = Vec::new();
+            limit.check(&mut problems);
+            if let Some(problem) = problems.into_iter().next() {
+                return Err(InvalidTrigger::Concurrency(problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// The concurrency limit of the runs a trigger of this kind starts, in
+    /// place of the version's, if it declares one.
+    #[must_use]
+    pub fn concurrency(&self) -> Option<&ConcurrencyLimit> {
+        match self {
+            Self::Manual => None,
+            Self::Webhook(config) => config.concurrency.as_ref(),
+            Self::Cron(config) => config.concurrency.as_ref(),
         }
     }
 }
@@ -160,6 +181,9 @@ pub enum InvalidTrigger {
     /// The operation needs a webhook trigger.
     #[error("trigger {0} is not a webhook trigger")]
     NotAWebhook(TriggerId),
+    /// The trigger's concurrency limit is unusable.
+    #[error("invalid concurrency limit: {0}")]
+    Concurrency(DefinitionProblem),
     /// The trigger's name is unusable.
     #[error("invalid trigger name {name:?}: {reason}")]
     Name {

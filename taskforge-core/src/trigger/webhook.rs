@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::concurrency::ConcurrencyLimit;
+
 use super::auth::{check_token, weak_token, SignatureScheme, TokenHash};
 use super::filter::{self, Filter, FilterMiss, InputShape};
 use super::request::{
@@ -77,6 +79,11 @@ pub struct WebhookConfig {
     /// overlap ends, so senders can switch without dropping deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<Box<RetiredCredentials>>,
+    /// The concurrency limit of the runs this trigger starts, in place of
+    /// the workflow version's (whose debounce window and rate limit still
+    /// apply). See [`concurrency`](crate::concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
 }
 
 /// Credentials of a webhook trigger replaced by a rotation, accepted beside
@@ -129,7 +136,16 @@ impl WebhookConfig {
             filters: Vec::new(),
             keep_headers: Vec::new(),
             retired: None,
+            concurrency: None,
         }
+    }
+
+    /// With this concurrency limit for the runs it starts, in place of the
+    /// version's.
+    #[must_use]
+    pub fn with_concurrency(mut self, limit: ConcurrencyLimit) -> Self {
+        self.concurrency = Some(limit);
+        self
     }
 
     /// Requires `Authorization: Bearer <token>`; only the token's hash is

@@ -128,6 +128,7 @@ pub(crate) async fn list<S: Store, X: StepExecutor>(
         workflow_id: filter.workflow_id,
         status: filter.status,
         event_id: filter.event_id,
+        concurrency_key: None,
         created_from: filter.created_from,
         created_until: filter.created_until,
         order: order(filter.order),

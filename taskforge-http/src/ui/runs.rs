@@ -161,6 +161,7 @@ async fn list_page<S: Store, X: StepExecutor>(
         workflow_id,
         status,
         event_id: None,
+        concurrency_key: None,
         created_from,
         created_until,
         order: Order::NewestFirst,
@@ -759,7 +760,14 @@ fn timeline(
                 },
             );
             let mut detail = String::new();
-            if let Some(error) = &attempt.error {
+            if let Some(error) = attempt
+                .error
+                .as_ref()
+                .filter(|_| attempt.status == StepStatus::Skipped)
+            {
+                // Not an error: why the step did not run.
+                let _ = write!(detail, "<p class=\"muted\">{}</p>", Esc(&error.message));
+            } else if let Some(error) = &attempt.error {
                 let _ = write!(
                     detail,
                     "<p class=\"attempt-error\"><strong>Error:</strong> {}{}</p>",

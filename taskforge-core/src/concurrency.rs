@@ -1,0 +1,423 @@
+//! Flow control: concurrency limits (per workflow or per key), debounce
+//! and rate limits, as a definition declares them ([`ConcurrencyLimit`],
+//! [`RateLimit`]) and as a run carries them ([`RunLimits`]).
+//!
+//! # The rules
+//!
+//! - **Key.** A limit's [`key`](ConcurrencyLimit::key) is a JSON pointer
+//!   into the run's input (`/repository`, `/customer/id`). The run's key
+//!   is `<workflow id>/<JSON text of the value there>` (a string keeps its
+//!   quotes, so `"1"` and `1` are different keys; a value of more than
+//!   [`MAX_KEY_VALUE_LEN`] bytes of JSON is replaced by `#sha256:` and its
+//!   digest). A run whose input has no value at the pointer gets the key
+//!   `<workflow id>/`: every such run shares that one key, so the limit
+//!   still holds for them. Without a pointer, the key is `<workflow id>`:
+//!   one limit for the whole workflow.
+//! - **Slots.** At most [`max`](ConcurrencyLimit::max) runs of a key hold
+//!   a slot at once. A run takes a slot when it is first claimed and holds
+//!   it until it finishes, also while a later engine resumes it after a
+//!   crash. The store enforces this in its claim, atomically
+//!   ([`RunStore::claim_run`](crate::store::RunStore::claim_run)), so the
+//!   limit holds across every engine on one store and across restarts.
+//!   Waiting runs of a key start in creation order.
+//! - **Policy.** What admission does with a new run whose key already has
+//!   `max` unfinished runs: [`LimitPolicy`].
+//! - **Debounce.** With [`debounce`](crate::WorkflowDefinition::debounce),
+//!   a run waits that long before it may start, and a newer run of the
+//!   same key admitted meanwhile supersedes it (it is cancelled without
+//!   running a step): only the last event of a burst starts a run, one
+//!   window after it came. The window restarts with every event, so a key
+//!   whose events never pause never runs. The key is the concurrency
+//!   limit's (the workflow's without one).
+//! - **Rate limit.** With [`rate_limit`](crate::WorkflowDefinition::rate_limit),
+//!   at most [`runs`](RateLimit::runs) runs of the workflow start (are first
+//!   claimed) in any window of [`per`](RateLimit::per); the others stay
+//!   queued, in order, until the window allows them. The store keeps the
+//!   recent start times with the workflow, so the limit holds across
+//!   engines and restarts.
+//!
+//! A [`Trigger`](crate::Trigger) may override the concurrency limit for
+//! the runs it starts ([`WebhookConfig::concurrency`](crate::WebhookConfig::concurrency),
+//! [`CronConfig::concurrency`](crate::CronConfig::concurrency)). Every
+//! run records what it was admitted under ([`WorkflowRun::limits`](crate::WorkflowRun::limits)),
+//! pinned like its version: publishing a new limit changes runs admitted
+//! afterwards. Runs of one key may carry different maxima (a trigger's and
+//! the version's); each claim compares the key's slots with its own run's.
+//!
+//! ```
+//! use std::time::Duration;
+//! use serde_json::{json, Value};
+//! use taskforge_core::{
+//!     ConcurrencyLimit, Engine, LimitPolicy, StepContext, StepDefinition, StepError, StepRegistry,
+//!     WorkflowDefinition,
+//! };
+//! use taskforge_store_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = StepRegistry::new();
+//! registry.step("deploy", |_ctx: StepContext, input: Value| async move { Ok::<_, StepError>(input) })?;
+//! let engine = Engine::builder(MemoryStore::new(), registry).build();
+//! let workflow = engine.ensure_workflow("deploy").await?;
+//!
+//! // One deploy per repository at a time; a second one waits its turn.
+//! let definition = WorkflowDefinition::new(vec![StepDefinition::new("deploy", "deploy")])
+//!     .concurrency(ConcurrencyLimit::per_key("/repository", 1).policy(LimitPolicy::Queue))
+//!     .rate_limit(100, Duration::from_secs(60));
+//! engine.publish(workflow.id, definition).await?;
+//!
+//! let first = engine.start_run(workflow.id, json!({ "repository": "acme/web" })).await?;
+//! let limits = first.limits.as_ref().expect("the run carries its limits");
+//! assert_eq!(limits.key, format!("{}/\"acme/web\"", workflow.id));
+//! assert_eq!(limits.max, Some(1));
+//!
+//! engine.start();
+//! let second = engine.start_run(workflow.id, json!({ "repository": "acme/web" })).await?;
+//! engine.wait_for_run(first.id).await?;
+//! engine.wait_for_run(second.id).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::duration_ms;
+use crate::id::WorkflowId;
+use crate::workflow::{DefinitionProblem, MAX_DURATION};
+
+/// The longest JSON text of a key's value kept as is in a run's key, in
+/// bytes; a longer one is replaced by its SHA-256.
+pub const MAX_KEY_VALUE_LEN: usize = 256;
+
+/// The most runs a [`RateLimit`] may allow per period.
+pub const MAX_RATE_RUNS: u32 = 10_000;
+
+/// The longest key pointer, in bytes.
+pub const MAX_KEY_POINTER_LEN: usize = 256;
+
+/// What admission does with a new run whose key already has `max`
+/// unfinished runs (queued or running).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitPolicy {
+    /// The run is queued and starts when a slot frees; a key's waiting
+    /// runs start in creation order.
+    #[default]
+    Queue,
+    /// No run: the event is recorded with the outcome
+    /// [`Limited`](crate::EventOutcome::Limited) naming no run. A manual
+    /// start gets [`EngineError::Limited`](crate::EngineError::Limited).
+    Skip,
+    /// The newest run wins: the key's oldest unfinished runs are cancelled
+    /// (a running one stops at its next await point) so that, with the new
+    /// run, `max` remain; the new run is queued and starts as soon as their
+    /// slots are free.
+    CancelRunning,
+    /// The runs already there win: the new run is recorded, cancelled at
+    /// once without running a step, and the event's outcome is
+    /// [`Limited`](crate::EventOutcome::Limited) naming it.
+    CancelNewest,
+}
+
+impl LimitPolicy {
+    /// The policy's name in `snake_case`, as stored.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queue => "queue",
+            Self::Skip => "skip",
+            Self::CancelRunning => "cancel_running",
+            Self::CancelNewest => "cancel_newest",
+        }
+    }
+
+    fn is_queue(&self) -> bool {
+        *self == Self::Queue
+    }
+}
+
+/// At most `max` runs at once, of the whole workflow or per key; see the
+/// [module docs](self) for the rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    /// The most runs of one key holding a slot at once; at least 1.
+    pub max: u32,
+    /// A JSON pointer into the run's input naming the key (`/repository`);
+    /// `None`: the whole workflow is one key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What admission does when the key is full.
+    #[serde(default, skip_serializing_if = "LimitPolicy::is_queue")]
+    pub policy: LimitPolicy,
+}
+
+impl ConcurrencyLimit {
+    /// At most `max` runs of the workflow at once, queued beyond.
+    #[must_use]
+    pub fn new(max: u32) -> Self {
+        Self {
+            max,
+            key: None,
+            policy: LimitPolicy::Queue,
+        }
+    }
+
+    /// At most `max` runs at once per value of the input at `pointer` (a
+    /// JSON pointer such as `/repository`), queued beyond.
+    #[must_use]
+    pub fn per_key(pointer: impl Into<String>, max: u32) -> Self {
+        Self {
+            max,
+            key: Some(pointer.into()),
+            policy: LimitPolicy::Queue,
+        }
+    }
+
+    /// With this policy for a new run whose key is full.
+    #[must_use]
+    pub fn policy(mut self, policy: LimitPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The key of a run of `workflow_id` with `input` under this limit.
+    #[must_use]
+    pub fn key_of(&self, workflow_id: WorkflowId, input: &Value) -> String {
+        run_key(workflow_id, self.key.as_deref(), input)
+    }
+
+    /// The problems of this limit, if any.
+    pub(crate) fn check(&self, problems: &mut Vec<DefinitionProblem>) {
+        let mut invalid = |reason: String| {
+            problems.push(DefinitionProblem::InvalidConcurrencyLimit { reason });
+        };
+        if self.max == 0 {
+            invalid("max must be at least 1".to_owned());
+        }
+        if let Some(pointer) = &self.key {
+            if let Err(reason) = check_pointer(pointer) {
+                invalid(format!("key {pointer:?} is not a JSON pointer: {reason}"));
+            }
+        }
+    }
+}
+
+/// At most `runs` runs of a workflow start in any window of `per`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// The most starts per window, from 1 to [`MAX_RATE_RUNS`].
+    pub runs: u32,
+    /// The window, in milliseconds in JSON; more than zero, at most
+    /// [`MAX_DURATION`].
+    #[serde(with = "duration_ms")]
+    pub per: Duration,
+}
+
+impl RateLimit {
+    /// At most `runs` starts in any window of `per`.
+    #[must_use]
+    pub fn new(runs: u32, per: Duration) -> Self {
+        Self { runs, per }
+    }
+
+    /// The window as a [`TimeDelta`] (capped at [`MAX_DURATION`]).
+    #[must_use]
+    pub fn window(&self) -> TimeDelta {
+        TimeDelta::from_std(self.per.min(MAX_DURATION)).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// The problems of this limit, if any.
+    pub(crate) fn check(&self, problems: &mut Vec<DefinitionProblem>) {
+        let reason = if self.runs == 0 {
+            Some("runs must be at least 1".to_owned())
+        } else if self.runs > MAX_RATE_RUNS {
+            Some(format!("runs must be at most {MAX_RATE_RUNS}"))
+        } else if self.per.is_zero() {
+            Some("the period must be longer than zero".to_owned())
+        } else if self.per > MAX_DURATION {
+            Some(format!(
+                "the period is longer than the limit of {} days",
+                MAX_DURATION.as_secs() / 86_400
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            problems.push(DefinitionProblem::InvalidRateLimit { reason });
+        }
+    }
+}
+
+/// The checks of a debounce window.
+pub(crate) fn check_debounce(window: Option<Duration>, problems: &mut Vec<DefinitionProblem>) {
+    let reason = match window {
+        Some(window) if window.is_zero() => "the window must be longer than zero".to_owned(),
+        Some(window) if window > MAX_DURATION => format!(
+            "the window is longer than the limit of {} days",
+            MAX_DURATION.as_secs() / 86_400
+        ),
+        _ => return,
+    };
+    problems.push(DefinitionProblem::InvalidDebounce { reason });
+}
+
+/// Whether `pointer` is a JSON pointer (RFC 6901): empty, or `/` then
+/// reference tokens in which `~` is followed by `0` or `1`.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if pointer.len() > MAX_KEY_POINTER_LEN {
+        return Err(format!("longer than {MAX_KEY_POINTER_LEN} bytes"));
+    }
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err("it must start with '/'".to_owned());
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("'~' must be followed by '0' or '1'".to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// The key of a run of `workflow_id` with `input`, its limit reading the
+/// value at `pointer` (see the [module docs](self)).
+#[must_use]
+pub fn run_key(workflow_id: WorkflowId, pointer: Option<&str>, input: &Value) -> String {
+    let mut key = workflow_id.to_string();
+    let Some(pointer) = pointer else {
+        return key;
+    };
+    key.push('/');
+    if let Some(value) = input.pointer(pointer) {
+        let text = value.to_string();
+        if text.len() <= MAX_KEY_VALUE_LEN {
+            key.push_str(&text);
+        } else {
+            key.push_str("#sha256:");
+            key.push_str(&hex::encode(Sha256::digest(text.as_bytes())));
+        }
+    }
+    key
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+/// The flow control a run was admitted under, copied onto the run (see
+/// [`WorkflowRun::limits`](crate::WorkflowRun::limits)) so that a store
+/// enforces it when the run is claimed without reading its definition.
+/// See the [module docs](self) for the rules and
+/// [`store::rules`](crate::store::rules) for how stores apply them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLimits {
+    /// The run's key: `<workflow id>`, or `<workflow id>/<value>` for a
+    /// limit with a key pointer.
+    pub key: String,
+    /// The most runs of `key` holding a slot at once; `None` when only a
+    /// debounce window or a rate limit applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// What admission did when the key was full.
+    #[serde(default, skip_serializing_if = "LimitPolicy::is_queue")]
+    pub policy: LimitPolicy,
+    /// Whether the key is debounced: a newer run of the key that is still
+    /// waiting supersedes this one while it waits.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub debounce: bool,
+    /// The run is not started before this time (the end of its debounce
+    /// window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+    /// The workflow's rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateLimit>,
+}
+
+impl RunLimits {
+    /// The limits of a run of `workflow_id` with `input`, admitted at
+    /// `now`: `limit` (a trigger's, or the version's), the version's
+    /// `debounce` window and `rate` limit. `None` when none applies.
+    #[must_use]
+    pub fn new(
+        workflow_id: WorkflowId,
+        input: &Value,
+        limit: Option<&ConcurrencyLimit>,
+        debounce: Option<Duration>,
+        rate: Option<&RateLimit>,
+        now: DateTime<Utc>,
+    ) -> Option<Self> {
+        if limit.is_none() && debounce.is_none() && rate.is_none() {
+            return None;
+        }
+        let not_before = debounce
+            .and_then(|d| TimeDelta::from_std(d.min(MAX_DURATION)).ok())
+            .and_then(|d| now.checked_add_signed(d));
+        Some(Self {
+            key: run_key(workflow_id, limit.and_then(|l| l.key.as_deref()), input),
+            max: limit.map(|l| l.max),
+            policy: limit.map(|l| l.policy).unwrap_or_default(),
+            debounce: debounce.is_some(),
+            not_before,
+            rate: rate.cloned(),
+        })
+    }
+
+    /// The key the run takes part in, if it has a concurrency maximum or a
+    /// debounce window (a run with only a rate limit takes part in none).
+    #[must_use]
+    pub fn slot_key(&self) -> Option<&str> {
+        (self.max.is_some() || self.debounce).then_some(self.key.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_injective_and_bounded() {
+        let wf = WorkflowId::new();
+        let input = json!({"s": "1", "n": 1, "o": {"b": 2, "a": 1}, "e": "", "big": "x".repeat(400)});
+        let key = |p: &str| run_key(wf, Some(p), &input);
+        assert_eq!(key("/s"), format!("{wf}/\"1\""));
+        assert_eq!(key("/n"), format!("{wf}/1"));
+        assert_eq!(key("/o"), format!("{wf}/{{\"a\":1,\"b\":2}}"));
+        assert_eq!(key("/e"), format!("{wf}/\"\""));
+        assert_eq!(key("/missing"), format!("{wf}/"));
+        assert!(key("/big").starts_with(&format!("{wf}/#sha256:")));
+        assert!(key("/big").len() < 128);
+        assert_eq!(run_key(wf, None, &input), wf.to_string());
+    }
+
+    #[test]
+    fn pointers_are_checked() {
+        assert!(check_pointer("").is_ok());
+        assert!(check_pointer("/a~0b/~1/c").is_ok());
+        assert!(check_pointer("a").is_err());
+        assert!(check_pointer("/a~2").is_err());
+        assert!(check_pointer("/a~").is_err());
+    }
+
+    #[test]
+    fn limits_serialize_compactly() {
+        let wf = WorkflowId::new();
+        let limits = RunLimits::new(wf, &json!({}), Some(&ConcurrencyLimit::new(2)), None, None, Utc::now())
+            .expect("a limit");
+        let text = serde_json::to_value(&limits).expect("serialize");
+        assert_eq!(text, json!({"key": wf.to_string(), "max": 2}));
+        let back: RunLimits = serde_json::from_value(text).expect("deserialize");
+        assert_eq!(back, limits);
+        assert_eq!(RunLimits::new(wf, &json!({}), None, None, None, Utc::now()), None);
+    }
+}
