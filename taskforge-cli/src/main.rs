@@ -113,7 +113,7 @@ pub(crate) enum RunsCommand {
         name: String,
         /// Where to write it: a file, a directory, or `-` for stdout
         /// (default: the artifact's name, in the current directory).
-        #[arg(long, short)]
+        #[arg(long, short, value_name = "PATH")]
         output: Option<std::path::PathBuf>,
         /// Replace the file if it exists.
         #[arg(long)]

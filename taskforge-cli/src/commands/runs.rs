@@ -258,7 +258,7 @@ fn is_terminal(run: &Value) -> bool {
 }
 
 /// `text` on one line, cut to `max` characters.
-pub(crate) fn one_line(text: &str, max: usize) -> String {
+fn one_line(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -1,7 +1,7 @@
 //! `taskforge secrets list|set|delete`. Values go to the server and never
 //! come back: the listing has names, versions and dates only.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -104,6 +104,9 @@ fn read_file(path: &Path) -> Result<String, Error> {
 }
 
 fn read_stdin() -> Result<String, Error> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("reading the value from stdin; end it with Ctrl-D");
+    }
     value_from(std::io::stdin().lock(), "stdin")
 }
 
