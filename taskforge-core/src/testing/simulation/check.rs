@@ -407,7 +407,7 @@ fn step_transition(status: StepStatus) -> Option<StepTransition> {
 /// The run transition that ends a run in `status`.
 fn run_transition(status: RunStatus) -> Option<RunTransition> {
     match status {
-        RunStatus::Queued | RunStatus::Running => None,
+        RunStatus::Queued | RunStatus::Running | RunStatus::Waiting => None,
         RunStatus::Succeeded => Some(RunTransition::Succeed),
         RunStatus::Failed => Some(RunTransition::Fail),
         RunStatus::Cancelled => Some(RunTransition::Cancel),
