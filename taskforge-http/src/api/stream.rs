@@ -2,8 +2,8 @@
 //! one workflow's or one run's.
 //!
 //! Each event is named after the update (`run_queued`, `run_started`,
-//! `step_started`, `step_succeeded`, `step_failed`, `step_progress`,
-//! `run_finished`) and carries it as JSON. Asked for one run, the stream
+//! `step_started`, `step_succeeded`, `step_failed`, `step_skipped`,
+//! `step_progress`, `step_log`, `run_finished`) and carries it as JSON. Asked for one run, the stream
 //! opens with a `snapshot` of the run's stored status, so a client that
 //! subscribes late still knows where the run is. Updates are live only:
 //! a client that missed some reads the history from `/api/v1/runs/{id}`
@@ -199,6 +199,15 @@ fn describe(update: &RunUpdate) -> Option<(&'static str, RunId, Value)> {
             json!({ "run_id": run_id, "step_key": step_key, "attempt": attempt,
                     "error": error, "retry_at": retry_at }),
         ),
+        RunUpdate::StepSkipped {
+            run_id,
+            step_key,
+            reason,
+        } => (
+            "step_skipped",
+            *run_id,
+            json!({ "run_id": run_id, "step_key": step_key, "reason": reason }),
+        ),
         RunUpdate::StepProgress {
             run_id,
             step_key,
@@ -226,4 +235,25 @@ fn describe(update: &RunUpdate) -> Option<(&'static str, RunId, Value)> {
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skipped_step_is_an_event_of_its_own() {
+        let run_id = RunId::new();
+        let update = RunUpdate::StepSkipped {
+            run_id,
+            step_key: "deploy".into(),
+            reason: "skipped: its condition is false".into(),
+        };
+        let (name, id, data) = describe(&update).expect("described");
+        assert_eq!((name, id), ("step_skipped", run_id));
+        assert_eq!(
+            data,
+            json!({ "run_id": run_id, "step_key": "deploy", "reason": "skipped: its condition is false" })
+        );
+    }
 }

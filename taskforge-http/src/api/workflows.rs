@@ -206,7 +206,8 @@ pub(crate) struct Diff {
     changed: Vec<Value>,
     /// Whether the step order differs.
     reordered: bool,
-    /// Whether the workflow-wide retry policy or timeout differ.
+    /// Whether the workflow-wide settings differ: retry policy, timeout,
+    /// parallel limit or declared output.
     settings_changed: bool,
 }
 
@@ -272,7 +273,9 @@ fn compare(old: &WorkflowVersion, new: &WorkflowVersion) -> Diff {
         changed,
         reordered: common(before, after) != common(after, before),
         settings_changed: old.definition.retry != new.definition.retry
-            || old.definition.timeout != new.definition.timeout,
+            || old.definition.timeout != new.definition.timeout
+            || old.definition.max_parallel_steps != new.definition.max_parallel_steps
+            || old.definition.output != new.definition.output,
     }
 }
 
