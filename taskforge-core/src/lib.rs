@@ -92,19 +92,23 @@ pub use error::{EngineError, StoreError};
 pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};
 pub use retry::{Backoff, RetryPolicy};
-pub use run::{RunError, RunStatus, StepFailure, StepRun, StepStatus, WorkflowRun};
+pub use run::{RunError, RunStatus, Signal, StepFailure, StepRun, StepStatus, WorkflowRun};
 pub use step::{LogLevel, LogLine, StepContext, StepError, StepExecutor, StepFuture, StepRegistry};
 pub use store::{EventQuery, Order, Page, RunQuery, Store};
 pub use trigger::filter::Filter;
 pub use trigger::{CronConfig, Trigger, TriggerKind, WebhookConfig};
-pub use workflow::{StepDefinition, Workflow, WorkflowDefinition, WorkflowVersion};
+pub use workflow::{
+    OnTimeout, StepDefinition, Wait, Workflow, WorkflowDefinition, WorkflowVersion,
+};
 
 /// The scheduler of a run's steps (dependencies, conditions, parallelism,
 /// retries, how the run ends), as a pure function of the definition and
 /// the recorded history: what the engine's worker asks, for tools that want
 /// to show or check a run's course.
 pub mod dag {
-    pub use crate::run::dag::{End, Plan, Schedule, Skip, SkipReason, Start};
+    pub use crate::run::dag::{
+        End, Plan, Schedule, Skip, SkipReason, Start, WaitOutcome, Waited,
+    };
 }
 
 /// Webhook deliveries, for HTTP layers: the request the engine verifies,
@@ -144,7 +148,8 @@ pub mod telemetry {
 /// Every bound the engine puts on input, in one place.
 pub mod limits {
     pub use crate::concurrency::{MAX_KEY_POINTER_LEN, MAX_KEY_VALUE_LEN, MAX_RATE_RUNS};
-    pub use crate::engine::DEFAULT_STEP_TIMEOUT;
+    pub use crate::engine::{DEFAULT_PARK_AFTER, DEFAULT_STEP_TIMEOUT};
+    pub use crate::run::{MAX_SIGNALS_PER_RUN, MAX_SIGNAL_PAYLOAD_BYTES};
     pub use crate::secret::MAX_SECRET_BYTES;
     pub use crate::step::{
         DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_LOG_LINES, LINE_CUT_MARKER, MAX_LOG_LINE_BYTES,

@@ -177,7 +177,9 @@ pub struct StepDefinition {
     /// Unique in its definition; names the step in history and in
     /// [`StepContext::output`](crate::StepContext::output).
     pub key: String,
-    /// The name the step's handler was registered under.
+    /// The name the step's handler was registered under; empty (and left
+    /// out of JSON) for a [wait step](Self::wait), which has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub handler: String,
     /// Handler-specific configuration.
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -206,6 +208,11 @@ pub struct StepDefinition {
     /// (the builder) for what it reads and what a false one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<Filter>,
+    /// Makes this a wait step: no handler runs; the step waits for a time,
+    /// a signal, or both, without holding a worker (see [`Wait`] and
+    /// [`wait_for_signal`](Self::wait_for_signal)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
 }
 
 impl StepDefinition {
@@ -221,7 +228,113 @@ impl StepDefinition {
             secrets: Vec::new(),
             depends_on: None,
             condition: None,
+            wait: None,
         }
+    }
+
+    /// A wait step `key` that waits for `wait` (a time, a signal, or both)
+    /// and has no handler. See [`Wait`] for the rules, and
+    /// [`sleep`](Self::sleep) and [`wait_for_signal`](Self::wait_for_signal)
+    /// for the usual cases.
+    #[must_use]
+    pub fn wait(key: impl Into<String>, wait: Wait) -> Self {
+        let mut step = Self::new(key, "");
+        step.wait = Some(wait);
+        step
+    }
+
+    /// A wait step `key` that waits `duration` from when it starts, then
+    /// succeeds with the output `null`. The run is parked meanwhile: it
+    /// holds no worker, lease or engine slot, and survives restarts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use taskforge_core::{StepDefinition, WorkflowDefinition};
+    ///
+    /// let definition = WorkflowDefinition::new(vec![
+    ///     StepDefinition::new("remind", "send_reminder"),
+    ///     StepDefinition::sleep("cool_down", Duration::from_secs(24 * 60 * 60)),
+    ///     StepDefinition::new("remind_again", "send_reminder"),
+    /// ]);
+    /// assert!(definition.validate().is_ok());
+    /// let json = serde_json::to_value(&definition.steps[1]).unwrap();
+    /// assert_eq!(json, serde_json::json!({ "key": "cool_down", "wait": { "sleep": 86_400_000 } }));
+    /// ```
+    #[must_use]
+    pub fn sleep(key: impl Into<String>, duration: Duration) -> Self {
+        Self::wait(key, Wait::sleep(duration))
+    }
+
+    /// A wait step `key` that waits for the signal `signal`, sent to the
+    /// run with [`Engine::signal_run`](crate::Engine::signal_run) (or
+    /// `POST /api/v1/runs/{id}/signals/{name}`); its output is the
+    /// signal's payload, which later steps read with
+    /// [`StepContext::output`](crate::StepContext::output). A signal sent
+    /// before the run reaches the step is kept and received when it gets
+    /// there. With a `timeout` (counted from when the step starts), if no
+    /// signal came by then, `on_timeout` decides: [`OnTimeout::Fail`]
+    /// fails the step and the run, [`OnTimeout::Continue`] succeeds the
+    /// step with the output `null`. While it waits, the run is parked: it
+    /// holds no worker, lease or engine slot, survives restarts, and any
+    /// engine on the store goes on with it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use serde_json::{json, Value};
+    /// use taskforge_core::{
+    ///     Engine, OnTimeout, RunStatus, StepContext, StepDefinition, StepError, StepRegistry,
+    ///     WorkflowDefinition,
+    /// };
+    /// use taskforge_store_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut registry = StepRegistry::new();
+    /// registry.step("deploy", |ctx: StepContext, _input: Value| async move {
+    ///     // The approval's payload is the wait step's output.
+    ///     let approver = ctx.output("approval").and_then(|a| a["by"].as_str()).unwrap_or("nobody");
+    ///     Ok::<_, StepError>(json!({ "approved_by": approver }))
+    /// })?;
+    /// let engine = Engine::builder(MemoryStore::new(), registry).build();
+    /// engine.start();
+    /// let workflow = engine.ensure_workflow("release").await?;
+    /// engine
+    ///     .publish(workflow.id, WorkflowDefinition::new(vec![
+    ///         StepDefinition::wait_for_signal(
+    ///             "approval",
+    ///             "approved",
+    ///             Some(Duration::from_secs(24 * 60 * 60)),
+    ///             OnTimeout::Fail,
+    ///         ),
+    ///         StepDefinition::new("deploy", "deploy"),
+    ///     ]))
+    ///     .await?;
+    ///
+    /// let run = engine.start_run(workflow.id, json!({})).await?;
+    /// engine.signal_run(run.id, "approved", json!({ "by": "ada" })).await?;
+    /// let finished = engine.wait_for_run(run.id).await?;
+    /// assert_eq!(finished.status, RunStatus::Succeeded);
+    /// assert_eq!(finished.output, Some(json!({ "approved_by": "ada" })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn wait_for_signal(
+        key: impl Into<String>,
+        signal: impl Into<String>,
+        timeout: Option<Duration>,
+        on_timeout: OnTimeout,
+    ) -> Self {
+        let mut wait = Wait::signal(signal);
+        wait.timeout = timeout;
+        wait.on_timeout = on_timeout;
+        Self::wait(key, wait)
+    }
+
+    /// Whether this is a [wait step](Self::wait), which has no handler.
+    #[must_use]
+    pub fn is_wait(&self) -> bool {
+        self.wait.is_some()
     }
 
     /// Makes the step wait for the steps `keys`: it starts once every one
@@ -374,6 +487,172 @@ impl StepDefinition {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+}
+
+/// What a [wait step](StepDefinition::wait) waits for: a time
+/// ([`sleep`](Self::sleep)), a signal ([`signal`](Self::signal)), or both.
+///
+/// - **Sleep.** The step waits `sleep` from when it starts.
+/// - **Signal.** The step waits for a signal of this name sent to the run
+///   ([`Engine::signal_run`](crate::Engine::signal_run)); its output is the
+///   signal's payload. Signals are kept with the run in the order they
+///   arrive, and each is received by one wait step at most: a wait step
+///   receives the oldest signal of its name that no other wait step
+///   received, also one sent before the step (or the run) started.
+/// - **Timeout.** With a signal, `timeout` (counted from when the step
+///   starts) bounds the wait: a signal received after it does not count
+///   for this step, and when it passes without one, `on_timeout` decides
+///   ([`OnTimeout`]). Without a timeout the step waits for its signal for
+///   as long as the run lives (its [run timeout](WorkflowDefinition::timeout)
+///   still applies, as does cancellation).
+/// - **Both.** With a sleep and a signal, the step ends once the sleep has
+///   passed and the signal has come (whichever is later).
+///
+/// A wait step takes part in the DAG like any step (dependencies,
+/// conditions); it has no handler, retry policy, attempt timeout or
+/// secrets, and does not count against
+/// [`max_parallel_steps`](WorkflowDefinition::max_parallel_steps). While a
+/// run has only waits left (nothing running, no retry due), its worker
+/// parks it ([`RunStatus::Waiting`](crate::RunStatus::Waiting)): it holds
+/// no worker, lease or engine slot until it is due again, and any engine
+/// on the store goes on with it, from its stored history.
+///
+/// In JSON: `{"sleep": 60000}` or `{"signal": "approved", "timeout":
+/// 3600000, "on_timeout": "continue"}` (durations in milliseconds), as the
+/// `wait` of a step that has no `handler`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wait {
+    /// How long the step waits from its start.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_ms::option"
+    )]
+    pub sleep: Option<Duration>,
+    /// The name of the signal it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// How long it waits for the signal, from its start.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_ms::option"
+    )]
+    pub timeout: Option<Duration>,
+    /// What happens when the timeout passes without the signal.
+    #[serde(default, skip_serializing_if = "OnTimeout::is_fail")]
+    pub on_timeout: OnTimeout,
+}
+
+impl Wait {
+    /// Waits `duration`.
+    #[must_use]
+    pub fn sleep(duration: Duration) -> Self {
+        Self {
+            sleep: Some(duration),
+            signal: None,
+            timeout: None,
+            on_timeout: OnTimeout::Fail,
+        }
+    }
+
+    /// Waits for the signal `name`, with no timeout.
+    #[must_use]
+    pub fn signal(name: impl Into<String>) -> Self {
+        Self {
+            sleep: None,
+            signal: Some(name.into()),
+            timeout: None,
+            on_timeout: OnTimeout::Fail,
+        }
+    }
+
+    /// Gives up on the signal after `timeout`, as `on_timeout` says.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration, on_timeout: OnTimeout) -> Self {
+        self.timeout = Some(timeout);
+        self.on_timeout = on_timeout;
+        self
+    }
+
+    /// Also waits at least `duration` from the step's start.
+    #[must_use]
+    pub fn at_least(mut self, duration: Duration) -> Self {
+        self.sleep = Some(duration);
+        self
+    }
+
+    /// The checks of a wait step `key` (`step` is the whole step).
+    fn check(&self, step: &StepDefinition, problems: &mut Vec<DefinitionProblem>) {
+        let key = step.key.as_str();
+        let mut invalid = |reason: String| {
+            problems.push(DefinitionProblem::InvalidWait {
+                step: key.to_owned(),
+                reason,
+            });
+        };
+        if !step.handler.is_empty() {
+            invalid(format!(
+                "a wait step has no handler, but it names {:?}: remove `handler` or `wait`",
+                step.handler
+            ));
+        }
+        if self.sleep.is_none() && self.signal.is_none() {
+            invalid("it waits for nothing: give it a `sleep`, a `signal`, or both".into());
+        }
+        if self.sleep == Some(Duration::ZERO) {
+            invalid("a sleep of 0 ms waits for nothing".into());
+        }
+        if let Some(name) = &self.signal {
+            if let Err(reason) = check_identifier(name) {
+                invalid(format!("its signal name {name:?} is invalid: {reason}"));
+            }
+        }
+        match (&self.signal, self.timeout) {
+            (None, Some(_)) => {
+                invalid("a timeout bounds the wait for a signal, and it waits for none".into())
+            }
+            (_, Some(Duration::ZERO)) => {
+                invalid("a timeout of 0 ms gives the signal no time".into())
+            }
+            (_, None) if self.on_timeout != OnTimeout::Fail => {
+                invalid("on_timeout needs a timeout".into());
+            }
+            _ => {}
+        }
+        if step.retry.is_some() {
+            invalid("a wait step has no handler to retry: remove `retry`".into());
+        }
+        if step.timeout.is_some() {
+            invalid("a wait step's time limit is `wait.timeout`, not the step's `timeout`".into());
+        }
+        if !step.secrets.is_empty() {
+            invalid("a wait step has no handler to read secrets: remove `secrets`".into());
+        }
+        check_duration(Some(key), "sleep", self.sleep, problems);
+        check_duration(Some(key), "signal timeout", self.timeout, problems);
+    }
+}
+
+/// What a [wait step](Wait) for a signal does when its timeout passes
+/// without the signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OnTimeout {
+    /// The step fails for good (no retry), and so does the run (the
+    /// default).
+    #[default]
+    Fail,
+    /// The step succeeds with the output `null`, and the run goes on.
+    Continue,
+}
+
+impl OnTimeout {
+    fn is_fail(&self) -> bool {
+        *self == Self::Fail
     }
 }
 
@@ -552,7 +831,13 @@ impl WorkflowDefinition {
             } else {
                 seen.insert(&step.key, index);
             }
-            if let Err(reason) = check_identifier(&step.handler) {
+            if let Some(wait) = &step.wait {
+                wait.check(step, &mut problems);
+            } else if step.handler.is_empty() {
+                problems.push(DefinitionProblem::MissingHandler {
+                    step: step.key.clone(),
+                });
+            } else if let Err(reason) = check_identifier(&step.handler) {
                 problems.push(DefinitionProblem::InvalidHandlerName {
                     step: step.key.clone(),
                     handler: step.handler.clone(),
@@ -945,6 +1230,23 @@ pub enum DefinitionProblem {
         /// What is wrong.
         reason: String,
     },
+    /// A step has neither a handler nor a [`wait`](StepDefinition::wait).
+    #[error("step {step:?} has no handler: name one, or make it a wait step with `wait`")]
+    MissingHandler {
+        /// The step's key.
+        step: String,
+    },
+    /// A [wait step](StepDefinition::wait) is unusable: it waits for
+    /// nothing, names a handler, an invalid signal, a timeout without a
+    /// signal, or carries settings only a handler has (`retry`, `timeout`,
+    /// `secrets`).
+    #[error("step {step:?} is an invalid wait step: {reason}")]
+    InvalidWait {
+        /// The step's key.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// No handler is registered under this name.
     #[error("step {step:?} names the unknown handler {handler:?}")]
     UnknownHandler {
@@ -1157,7 +1459,7 @@ pub(crate) fn validate_name(kind: &'static str, name: &str) -> Result<(), NameEr
     })
 }
 
-fn check_identifier(s: &str) -> Result<(), String> {
+pub(crate) fn check_identifier(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".into());
     }

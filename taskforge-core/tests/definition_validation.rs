@@ -127,6 +127,7 @@ fn any_step() -> impl Strategy<Value = StepDefinition> {
                 secrets: Vec::new(),
                 depends_on,
                 condition,
+                wait: None,
             },
         )
 }
@@ -189,6 +190,7 @@ fn valid_definition() -> impl Strategy<Value = WorkflowDefinition> {
                     secrets: Vec::new(),
                     depends_on: None,
                     condition: None,
+                    wait: None,
                 })
                 .collect(),
             retry,

@@ -11,14 +11,7 @@ use taskforge_core::{
 };
 
 fn run_transition() -> impl Strategy<Value = RunTransition> {
-    prop_oneof![
-        Just(RunTransition::Start),
-        Just(RunTransition::Resume),
-        Just(RunTransition::Succeed),
-        Just(RunTransition::Fail),
-        Just(RunTransition::Cancel),
-        Just(RunTransition::TimeOut),
-    ]
+    proptest::sample::select(RunTransition::ALL.to_vec())
 }
 
 fn step_transition() -> impl Strategy<Value = StepTransition> {
@@ -52,6 +45,32 @@ fn new_run() -> WorkflowRun {
         expires_at: t0() + TimeDelta::seconds(30),
     });
     run
+}
+
+/// Every pair of status and transition is decided, and the new ones only
+/// where the lifecycle says: only a running run parks, only a parked one
+/// wakes, and a parked run leaves only by waking, a cancel or its timeout.
+#[test]
+fn parking_and_waking_follow_the_lifecycle() {
+    for status in RunStatus::ALL {
+        for transition in RunTransition::ALL {
+            let expected = match (status, transition) {
+                (RunStatus::Running, RunTransition::Park) => Some(RunStatus::Waiting),
+                (RunStatus::Waiting, RunTransition::Wake) => Some(RunStatus::Running),
+                (RunStatus::Waiting, RunTransition::Cancel) => Some(RunStatus::Cancelled),
+                (RunStatus::Waiting, RunTransition::TimeOut) => Some(RunStatus::TimedOut),
+                (RunStatus::Waiting, _) | (_, RunTransition::Park | RunTransition::Wake) => None,
+                _ => continue,
+            };
+            assert_eq!(
+                status.apply(transition).ok(),
+                expected,
+                "{status:?} {transition:?}"
+            );
+        }
+    }
+    assert!(!RunStatus::Waiting.is_terminal());
+    assert_eq!(RunStatus::Waiting.as_str(), "waiting");
 }
 
 proptest! {
@@ -125,8 +144,9 @@ proptest! {
     }
 
     /// `WorkflowRun::transition` sets `finished_at` (and drops the lease)
-    /// exactly when the run becomes terminal, stamps `started_at` on
-    /// `Start`, and changes nothing when it refuses.
+    /// exactly when the run becomes terminal, drops the lease when it is
+    /// parked and its `wake_at` when it wakes or finishes, stamps
+    /// `started_at` on `Start`, and changes nothing when it refuses.
     #[test]
     fn run_transition_sets_finished_at_exactly_when_terminal(
         transitions in prop::collection::vec(run_transition(), 0..32),
@@ -134,6 +154,12 @@ proptest! {
         let mut run = new_run();
         for (i, transition) in transitions.into_iter().enumerate() {
             let now = t0() + TimeDelta::seconds(i64::try_from(i).expect("small") + 1);
+            if run.status == RunStatus::Waiting {
+                // As a worker parks it: until a time, without a lease; and
+                // claimed again before it wakes.
+                run.wake_at = Some(now);
+                run.lease = Some(Lease { owner: "next".into(), expires_at: now });
+            }
             let before = run.clone();
             match run.transition(transition, now) {
                 Ok(()) => {
@@ -141,9 +167,18 @@ proptest! {
                     if run.status.is_terminal() {
                         prop_assert_eq!(run.finished_at, Some(now));
                         prop_assert_eq!(run.lease.as_ref(), None);
+                        prop_assert_eq!(run.wake_at, None);
+                    } else if transition == RunTransition::Park {
+                        prop_assert_eq!(run.status, RunStatus::Waiting);
+                        prop_assert_eq!(run.finished_at, None);
+                        prop_assert_eq!(run.lease.as_ref(), None);
                     } else {
                         prop_assert_eq!(run.finished_at, None);
                         prop_assert_eq!(run.lease.as_ref(), before.lease.as_ref());
+                    }
+                    if transition == RunTransition::Wake {
+                        prop_assert_eq!(before.status, RunStatus::Waiting);
+                        prop_assert_eq!((run.status, run.wake_at), (RunStatus::Running, None));
                     }
                     if transition == RunTransition::Start {
                         prop_assert_eq!(run.started_at, Some(now));

@@ -9,8 +9,8 @@ use taskforge_core::store::rules::{
 };
 use taskforge_core::store::{EventInsert, Fence, StoreError};
 use taskforge_core::{
-    Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, StepRun, TriggerId,
-    WorkflowId, WorkflowRun,
+    Event, EventId, EventQuery, Order, Page, RunId, RunQuery, RunStatus, Signal, StepRun,
+    TriggerId, WorkflowId, WorkflowRun,
 };
 
 use crate::page::{bounds, Pager};
@@ -46,6 +46,8 @@ pub(crate) struct Data {
     runs_by_status: BTreeSet<(RunStatus, RunId)>,
     runs_by_workflow_status: BTreeSet<(WorkflowId, RunStatus, RunId)>,
     runs_by_event: BTreeSet<(EventId, RunId)>,
+    /// Parked runs that wake at a time, by it ([`wake_key`]).
+    runs_by_wake: BTreeSet<(DateTime<Utc>, RunId)>,
     /// The unfinished runs of each concurrency key ([`rules::slot_use`]).
     keys: HashMap<String, KeyRuns>,
     /// The recorded start times of each rate-limited workflow.
@@ -75,9 +77,22 @@ impl KeyRuns {
     }
 }
 
+/// When parked `run` is due, for the wake index: its `wake_at`, or at once
+/// with cancellation asked for ([`rules::is_due`]); `None` if it is not
+/// parked or waits for a signal alone.
+fn wake_key(run: &WorkflowRun) -> Option<DateTime<Utc>> {
+    if run.status != RunStatus::Waiting {
+        return None;
+    }
+    if run.cancel_requested {
+        return Some(DateTime::<Utc>::MIN_UTC);
+    }
+    run.wake_at
+}
+
 /// Whether a worker may claim `run` at `now`, by the contract's rule.
 fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
-    rules::is_claimable(run.status, run.lease.as_ref(), now)
+    rules::can_claim(run, now)
 }
 
 impl Data {
@@ -238,7 +253,21 @@ impl Data {
             .any(|id| self.runs.get(id).is_some_and(|e| !e.run.cancel_requested))
     }
 
+    /// Moves run `id` in the wake index from key `old` to `new`.
+    fn rewake(&mut self, id: RunId, old: Option<DateTime<Utc>>, new: Option<DateTime<Utc>>) {
+        if old == new {
+            return;
+        }
+        if let Some(at) = old {
+            self.runs_by_wake.remove(&(at, id));
+        }
+        if let Some(at) = new {
+            self.runs_by_wake.insert((at, id));
+        }
+    }
+
     fn put_run(&mut self, run: WorkflowRun) {
+        self.rewake(run.id, None, wake_key(&run));
         self.rekey(run.id, None, rules::slot_use(&run));
         self.runs_by_workflow.insert((run.workflow_id, run.id));
         self.runs_by_status.insert((run.status, run.id));
@@ -327,9 +356,10 @@ impl Data {
         Page::new(runs.into_iter().cloned().collect(), more, |r| r.id)
     }
 
-    /// Claimable queued and running runs, merged by id, that their limits
-    /// allow ([`rules::ClaimablePicker`]). Walks only the queued and
-    /// running parts of the status index.
+    /// Claimable queued and running runs and due parked ones, merged by
+    /// id, that their limits allow ([`rules::ClaimablePicker`]). Walks only
+    /// the queued and running parts of the status index, and the due part
+    /// of the wake index.
     pub(crate) fn list_claimable(&self, now: DateTime<Utc>, limit: usize) -> Vec<RunId> {
         let ids = |status| {
             self.runs_by_status
@@ -342,13 +372,24 @@ impl Data {
         let mut lapsed = ids(RunStatus::Running)
             .filter(|id| self.runs.get(id).is_some_and(|e| claimable(&e.run, now)))
             .peekable();
+        let mut due: Vec<RunId> = self
+            .runs_by_wake
+            .range(..=(now, MAX_RUN))
+            .map(|(_, id)| *id)
+            .filter(|id| self.runs.get(id).is_some_and(|e| claimable(&e.run, now)))
+            .collect();
+        due.sort_unstable();
+        let mut waking = due.into_iter().peekable();
         let mut picker = ClaimablePicker::new();
         let mut found = Vec::with_capacity(limit.min(1_024));
         while found.len() < limit {
-            let next = match (queued.peek(), lapsed.peek()) {
-                (Some(q), Some(l)) if l < q => lapsed.next(),
-                (Some(_), _) => queued.next(),
-                (None, _) => lapsed.next(),
+            let next = match (queued.peek(), lapsed.peek(), waking.peek()) {
+                (q, l, Some(w)) if q.is_none_or(|q| w < q) && l.is_none_or(|l| w < l) => {
+                    waking.next()
+                }
+                (Some(q), Some(l), _) if l < q => lapsed.next(),
+                (Some(_), _, _) => queued.next(),
+                (None, _, _) => lapsed.next(),
             };
             let Some(id) = next else { break };
             let Some(entry) = self.runs.get(&id) else {
@@ -457,6 +498,8 @@ impl Data {
         if let Some(mut run) = run {
             let old = entry.run.status;
             rules::merge_committed(&stored, &mut run);
+            rules::merge_signals(&entry.run.signals, &mut run);
+            let (old_wake, new_wake) = (wake_key(&entry.run), wake_key(&run));
             let new = run.status;
             let workflow_id = run.workflow_id;
             let old_slot = rules::slot_use(&entry.run).map(|(k, u)| (k.to_owned(), u));
@@ -467,6 +510,7 @@ impl Data {
                 old_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
                 new_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
             );
+            self.rewake(id, old_wake, new_wake);
             if old != new {
                 self.runs_by_status.remove(&(old, id));
                 self.runs_by_status.insert((new, id));
@@ -478,11 +522,24 @@ impl Data {
     }
 
     pub(crate) fn request_cancel(&mut self, id: RunId) -> Result<&WorkflowRun, StoreError> {
-        let run = &mut self.entry_mut(id)?.run;
-        if let Some(cancelled) = rules::request_cancel(run) {
-            *run = cancelled;
+        let old = wake_key(self.run(id)?);
+        if let Some(cancelled) = rules::request_cancel(self.run(id)?) {
+            self.rewake(id, old, wake_key(&cancelled));
+            self.entry_mut(id)?.run = cancelled;
         }
-        Ok(run)
+        self.run(id)
+    }
+
+    pub(crate) fn signal_run(
+        &mut self,
+        id: RunId,
+        signal: &Signal,
+    ) -> Result<&WorkflowRun, StoreError> {
+        let stored = self.run(id)?;
+        let signalled = rules::signal(stored, signal)?;
+        self.rewake(id, wake_key(stored), wake_key(&signalled));
+        self.entry_mut(id)?.run = signalled;
+        self.run(id)
     }
 
     pub(crate) fn step_runs(&self, run_id: RunId) -> &[StepRun] {

@@ -82,8 +82,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use taskforge_core::store::{EventInsert, EventStore, Fence, RunStore, WorkflowStore};
 use taskforge_core::{
-    Event, EventId, EventQuery, Page, RunId, RunQuery, StepRun, StoreError, Trigger, TriggerId,
-    VersionId, Workflow, WorkflowId, WorkflowRun, WorkflowVersion,
+    Event, EventId, EventQuery, Page, RunId, RunQuery, Signal, StepRun, StoreError, Trigger,
+    TriggerId, VersionId, Workflow, WorkflowId, WorkflowRun, WorkflowVersion,
 };
 
 use crate::catalog::Catalog;
@@ -322,6 +322,10 @@ impl RunStore for MemoryStore {
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
         self.inner.data.lock().request_cancel(id).cloned()
+    }
+
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        self.inner.data.lock().signal_run(id, signal).cloned()
     }
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {

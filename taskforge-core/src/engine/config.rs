@@ -37,7 +37,20 @@ pub struct EngineConfig {
     pub log_capture_level: LogLevel,
     /// The size limits of step artifacts.
     pub artifact_limits: ArtifactLimits,
+    /// How far off the next thing a run waits for must be for its worker
+    /// to park it (see [`RunStatus::Waiting`](crate::RunStatus::Waiting)):
+    /// when a run has nothing running and only waits left (a
+    /// [wait step](crate::StepDefinition::wait)'s sleep or signal, a
+    /// retry's backoff), a wait shorter than this is slept in the worker,
+    /// holding its lease and engine slot; a longer one (or a wait for a
+    /// signal without a timeout this close) parks the run, freeing both,
+    /// and any engine claims it again when it is due. Default 1 s; zero
+    /// parks every such wait.
+    pub park_after: Duration,
 }
+
+/// The default [`EngineConfig::park_after`]: one second.
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// The default [`EngineConfig::default_step_timeout`]: one hour.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -55,6 +68,7 @@ impl Default for EngineConfig {
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             log_capture_level: LogLevel::Info,
             artifact_limits: ArtifactLimits::default(),
+            park_after: DEFAULT_PARK_AFTER,
         }
     }
 }

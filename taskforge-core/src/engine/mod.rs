@@ -60,6 +60,7 @@ mod limits;
 mod logs;
 mod secrets;
 mod shared;
+mod signal;
 pub(crate) mod telemetry;
 mod update;
 mod worker;
@@ -69,7 +70,8 @@ use self::cron::CronFiring;
 use self::shared::Shared;
 
 pub use self::config::{
-    EngineConfig, ReplayOptions, ReplayVersion, RunOptions, DEFAULT_STEP_TIMEOUT,
+    EngineConfig, ReplayOptions, ReplayVersion, RunOptions, DEFAULT_PARK_AFTER,
+    DEFAULT_STEP_TIMEOUT,
 };
 pub use self::delivery::Delivery;
 pub use self::update::RunUpdate;
@@ -193,6 +195,16 @@ impl<S: Store, X: StepExecutor> EngineBuilder<S, X> {
     /// 64 MiB and 256 MiB).
     pub fn artifact_limits(mut self, limits: ArtifactLimits) -> Self {
         self.config.artifact_limits = limits;
+        self
+    }
+
+    /// How far off a run's next wait must be for its worker to park it
+    /// rather than sleep (default 1 s; see [`EngineConfig::park_after`]).
+    /// Zero parks every wait; tests with a
+    /// [`ManualClock`](crate::clock::ManualClock) use it, since a parked
+    /// run wakes by the engine's clock.
+    pub fn park_after(mut self, threshold: Duration) -> Self {
+        self.config.park_after = threshold;
         self
     }
 
@@ -637,6 +649,73 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
     /// after the request.
     pub async fn cancel_run(&self, id: RunId) -> Result<WorkflowRun, EngineError> {
         cancel::cancel_run(self.shared(), id).await
+    }
+
+    /// Sends the signal `name` with `payload` to a run, for the
+    /// [wait step](crate::StepDefinition::wait_for_signal) that waits for
+    /// it, whose output the payload becomes. The signal is stored with the
+    /// run (durably, by any engine, without a lease), so it is received
+    /// whenever the run gets to a wait step for `name`, also if it is sent
+    /// before; each signal is received by one wait step at most, oldest
+    /// first. A parked run is woken at once: this engine's dispatcher, and
+    /// other engines through the store's work signal or their next poll,
+    /// go on with it. Returns the run as stored after the signal.
+    ///
+    /// `RunFinished` if the run is finished (the signal is not kept);
+    /// `InvalidInput` for a name that is not an identifier
+    /// (`[A-Za-z0-9_.-]`, at most [`MAX_NAME_LEN`](crate::limits::MAX_NAME_LEN)
+    /// bytes) or a payload over
+    /// [`MAX_SIGNAL_PAYLOAD_BYTES`](crate::limits::MAX_SIGNAL_PAYLOAD_BYTES);
+    /// `NotFound` for an unknown run.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use serde_json::json;
+    /// use taskforge_core::{
+    ///     Engine, EngineError, OnTimeout, RunStatus, StepDefinition, StepRegistry,
+    ///     WorkflowDefinition,
+    /// };
+    /// use taskforge_store_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder(MemoryStore::new(), StepRegistry::new())
+    ///     // Park every wait at once (the default parks waits over 1 s).
+    ///     .park_after(Duration::ZERO)
+    ///     .build();
+    /// engine.start();
+    /// let workflow = engine.ensure_workflow("approval").await?;
+    /// engine
+    ///     .publish(workflow.id, WorkflowDefinition::new(vec![StepDefinition::wait_for_signal(
+    ///         "decision",
+    ///         "decided",
+    ///         None,
+    ///         OnTimeout::Fail,
+    ///     )]))
+    ///     .await?;
+    /// let run = engine.start_run(workflow.id, json!({})).await?;
+    ///
+    /// // Parked: no worker, lease or slot is held while it waits.
+    /// while engine.run(run.id).await?.run.status != RunStatus::Waiting {
+    ///     tokio::time::sleep(Duration::from_millis(5)).await;
+    /// }
+    /// engine.signal_run(run.id, "decided", json!({ "approved": true })).await?;
+    /// let finished = engine.wait_for_run(run.id).await?;
+    /// assert_eq!(finished.output, Some(json!({ "approved": true })));
+    ///
+    /// // A finished run takes no signal.
+    /// let late = engine.signal_run(run.id, "decided", json!(null)).await;
+    /// assert!(matches!(late, Err(EngineError::RunFinished { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn signal_run(
+        &self,
+        id: RunId,
+        name: &str,
+        payload: Value,
+    ) -> Result<WorkflowRun, EngineError> {
+        signal::signal_run(self.shared(), id, name, payload).await
     }
 
     /// Waits until a run reaches a terminal status and returns it. Works for

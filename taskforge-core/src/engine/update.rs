@@ -88,6 +88,15 @@ pub enum RunUpdate {
         /// The line; its `run_id` is the run's.
         line: LogLine,
     },
+    /// A run was parked ([`RunStatus::Waiting`]): it has only waits left
+    /// (a wait step, a retry's backoff), and its worker gave it back until
+    /// `wake_at` or a signal. Any engine goes on with it then.
+    RunWaiting {
+        /// The run.
+        run_id: RunId,
+        /// When it is due; `None` while it waits for a signal alone.
+        wake_at: Option<DateTime<Utc>>,
+    },
     /// A run reached a terminal status.
     RunFinished {
         /// The run.

@@ -23,6 +23,19 @@
 //! written with the next step's start (or the run's end). In a DAG, a
 //! succeeded attempt that no start follows at once is written alone, so
 //! that no finished branch waits for a sibling to become durable.
+//!
+//! # Waits and parking
+//!
+//! A [wait step](crate::StepDefinition::wait) calls no handler: its
+//! attempt is recorded running, and the scheduler ends it when its time or
+//! signal comes ([`Plan::waited`](crate::dag::Plan::waited)). When nothing
+//! runs and only waits are left (wait steps, a retry's backoff), and the
+//! next is further off than [`EngineConfig::park_after`](crate::EngineConfig::park_after),
+//! the worker parks the run: one fenced commit makes it
+//! [`Waiting`](RunStatus::Waiting) with its `wake_at` (the next wait's due
+//! time, or its deadline) and no lease, and the task ends, freeing its
+//! engine slot. A parked run that is due is claimed like a queued one; its
+//! new worker wakes it (`Wake`) and goes on from its stored history.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -43,7 +56,7 @@ use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::StoreError;
 use crate::id::RunId;
-use crate::run::dag::{End, Schedule, Skip, Start};
+use crate::run::dag::{End, Schedule, Skip, Start, WaitOutcome, Waited};
 use crate::run::decide::{self, AfterFailure};
 use crate::run::{
     Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
@@ -114,6 +127,8 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
         run_dirty: false,
         pending: Vec::new(),
         announce_start: false,
+        waits: Vec::new(),
+        watch_signals: false,
     }
     .drive()
     .await
@@ -125,6 +140,8 @@ enum Guarded<T> {
     Cancelled,
     RunTimedOut,
     LeaseLost,
+    /// New signals arrived for the run while a wait step waits for one.
+    Signalled,
 }
 
 /// How a handler's call ended: its result, or the step's timeout.
@@ -193,6 +210,11 @@ struct Worker<'a, S, X> {
     pending: Vec<StepRun>,
     /// `RunStarted` is announced once the start is durable.
     announce_start: bool,
+    /// The attempts of wait steps that wait (stored `Running`).
+    waits: Vec<StepRun>,
+    /// Whether a wait step waits for a signal: [`Worker::guard`] then
+    /// returns when the store holds new signals.
+    watch_signals: bool,
 }
 
 impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
@@ -201,8 +223,19 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             self.cancel.cancel();
         }
         let resumed = self.run.status == RunStatus::Running;
+        let woken = self.run.status == RunStatus::Waiting;
         if resumed {
             self.transition(RunTransition::Resume)?;
+        } else if woken {
+            // Written with the next commit: the next start, or the run
+            // parked again.
+            self.transition(RunTransition::Wake)?;
+            self.run_dirty = true;
+            let run_id = self.run.id;
+            self.shared.emit(|| RunUpdate::RunStarted {
+                run_id,
+                resumed: true,
+            });
         } else {
             if self.cancel.is_cancelled() {
                 return self
@@ -230,21 +263,38 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         }
         let version = Arc::clone(&self.version);
         let input = Arc::clone(&self.input);
-        let mut schedule = if resumed {
+        let mut schedule = if resumed || woken {
             self.recover(&version.definition, &input).await?
         } else {
             Schedule::new(&version.definition, &input)
         };
+        schedule.receive(&self.run.signals);
         let mut flights = Flights::default();
         loop {
-            let plan = schedule.plan(self.shared.now());
+            let now = self.shared.now();
+            let plan = schedule.plan(now);
             for skip in plan.skip {
                 self.skip(&version.definition, skip);
+            }
+            for waited in plan.waited {
+                self.waited(waited, now)?;
             }
             if let Some(end) = plan.end {
                 return self.end(end, flights).await;
             }
             if plan.start.is_empty() {
+                if flights.calls.is_empty() {
+                    // Nothing runs: only waits are left.
+                    if self.cancel.is_cancelled() {
+                        return self.stop(Stop::Cancelled, flights, None).await;
+                    }
+                    if self.run.deadline.is_some_and(|d| d <= now) {
+                        return self.stop(Stop::TimedOut, flights, None).await;
+                    }
+                    if self.parks(plan.wake_at, now) {
+                        return self.park(plan.wake_at).await;
+                    }
+                }
                 if !self.pending.is_empty() {
                     // Nothing starts now to carry them: write them alone.
                     self.commit(Vec::new()).await?;
@@ -256,8 +306,18 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 if self.run.deadline.is_some_and(|d| d <= self.shared.now()) {
                     return self.stop(Stop::TimedOut, flights, None).await;
                 }
-                self.start(&schedule, &plan.start, &mut flights).await?;
+                let waits = self.start(&mut schedule, &plan.start, &mut flights).await?;
+                if waits {
+                    // Wait steps started: see at once whether what they
+                    // wait for is there, with the latest signals.
+                    if schedule.awaits_signal() {
+                        self.refresh_signals().await;
+                        schedule.receive(&self.run.signals);
+                    }
+                    continue;
+                }
             }
+            self.watch_signals = schedule.awaits_signal();
             let wake = plan.wake_at.map(|at| self.instant_at(at));
             let calls = &mut flights.calls;
             let next = self
@@ -274,8 +334,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 })
                 .await?;
             let mut done = match next {
-                // A retry fell due.
+                // A retry or a wait fell due.
                 Guarded::Done(None) => continue,
+                Guarded::Signalled => {
+                    schedule.receive(&self.run.signals);
+                    continue;
+                }
                 Guarded::Done(Some(done)) => done,
                 Guarded::Cancelled => return self.stop(Stop::Cancelled, flights, None).await,
                 Guarded::RunTimedOut => return self.stop(Stop::TimedOut, flights, None).await,
@@ -313,6 +377,23 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     ) -> Result<Schedule<'d>, Halt> {
         let history = self.shared.store.list_step_runs(self.run.id).await?;
         let (schedule, left_running) = Schedule::resume(definition, input, &history);
+        // The latest attempt of each wait step that waits.
+        let mut waits: Vec<StepRun> = Vec::new();
+        for step in &history {
+            let is_wait = definition
+                .steps
+                .get(step.step_index as usize)
+                .is_some_and(StepDefinition::is_wait);
+            if !is_wait || step.status != StepStatus::Running {
+                continue;
+            }
+            match waits.iter_mut().find(|w| w.step_index == step.step_index) {
+                Some(kept) if kept.attempt >= step.attempt => {}
+                Some(kept) => *kept = step.clone(),
+                None => waits.push(step.clone()),
+            }
+        }
+        self.waits = waits;
         let mut succeeded: Vec<&StepRun> = history
             .iter()
             .filter(|s| s.status == StepStatus::Succeeded)
@@ -351,13 +432,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     }
 
     /// Starts `starts`: their records go out in one commit (with whatever
-    /// is pending), then their handlers are called.
+    /// is pending), then their handlers are called; a wait step's attempt
+    /// is kept to be ended when its wait is over. Returns whether a wait
+    /// step started.
     async fn start(
         &mut self,
-        schedule: &Schedule<'_>,
+        schedule: &mut Schedule<'_>,
         starts: &[Start],
         flights: &mut Flights,
-    ) -> Result<(), Halt> {
+    ) -> Result<bool, Halt> {
         let version = Arc::clone(&self.version);
         let steps = &version.definition.steps;
         let now = self.shared.now();
@@ -369,11 +452,124 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             })
             .collect();
         self.commit(records.clone()).await?;
+        let mut waits = false;
         for record in records {
             let index = record.step_index as usize;
+            if steps[index].is_wait() {
+                let (run_id, step_key, attempt) =
+                    (self.run.id, record.step_key.clone(), record.attempt);
+                self.shared.emit(|| RunUpdate::StepStarted {
+                    run_id,
+                    step_key,
+                    attempt,
+                });
+                // The wait counts from the attempt's recorded start.
+                schedule.record(&record);
+                self.waits.push(record);
+                waits = true;
+                continue;
+            }
             self.call(schedule, &steps[index], record, flights).await;
         }
+        Ok(waits)
+    }
+
+    /// Ends the attempt of a wait step whose wait is over, as the
+    /// schedule decided: a success goes out with the next commit, a
+    /// failure with the run's end (which the same plan gives).
+    fn waited(&mut self, waited: Waited, now: DateTime<Utc>) -> Result<(), Halt> {
+        let Waited {
+            index,
+            attempt,
+            outcome,
+        } = waited;
+        let mut record = match self
+            .waits
+            .iter()
+            .position(|w| w.step_index as usize == index && w.attempt == attempt)
+        {
+            Some(at) => self.waits.swap_remove(at),
+            None => {
+                let key = self.version.definition.steps[index].key.clone();
+                tracing::warn!(step = %key, attempt, "a wait ended whose attempt is unknown; recording it anew");
+                StepRun::start(self.run.id, key, index as u32, attempt, now)
+            }
+        };
+        match outcome {
+            WaitOutcome::Signal { number, payload } => {
+                record.transition(StepTransition::Succeed, now)?;
+                record.output = Some(payload);
+                record.signal = Some(number);
+            }
+            WaitOutcome::TimedOutFail { message } => {
+                record.transition(StepTransition::Fail, now)?;
+                let run_id = self.run.id;
+                let step_key = record.step_key.clone();
+                let error = message.clone();
+                self.shared.emit(|| RunUpdate::StepFailed {
+                    run_id,
+                    step_key,
+                    attempt,
+                    error,
+                    retry_at: None,
+                });
+                record.error = Some(StepFailure {
+                    message,
+                    terminal: true,
+                    detail: None,
+                });
+            }
+            // Slept, or timed out and goes on.
+            _ => {
+                record.transition(StepTransition::Succeed, now)?;
+                record.output = Some(Value::Null);
+            }
+        }
+        self.pending.push(record);
         Ok(())
+    }
+
+    /// Whether to park the run rather than wait in this worker, when
+    /// nothing runs: its next wait ends further off than `park_after`, or
+    /// it waits for a signal alone.
+    fn parks(&self, wake_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        let threshold =
+            TimeDelta::from_std(self.shared.config.park_after).unwrap_or(TimeDelta::MAX);
+        wake_at.is_none_or(|at| at.signed_duration_since(now) > threshold)
+    }
+
+    /// Parks the run until `wake_at` (or its deadline, if sooner; with
+    /// neither, until a signal): one fenced commit makes it `Waiting`
+    /// without a lease, with whatever is pending. The worker is done.
+    async fn park(&mut self, wake_at: Option<DateTime<Utc>>) -> Result<(), Halt> {
+        let wake_at = match (wake_at, self.run.deadline) {
+            (Some(at), Some(deadline)) => Some(at.min(deadline)),
+            (at, deadline) => at.or(deadline),
+        };
+        self.transition(RunTransition::Park)?;
+        self.run.wake_at = wake_at;
+        self.run_dirty = true;
+        self.commit(Vec::new()).await?;
+        let run_id = self.run.id;
+        self.shared
+            .emit(|| RunUpdate::RunWaiting { run_id, wake_at });
+        match wake_at {
+            Some(at) => tracing::info!(wake_at = %at, "run parked"),
+            None => tracing::info!("run parked until a signal"),
+        }
+        Ok(())
+    }
+
+    /// Reads the run's stored signals (a failed read changes nothing: the
+    /// next look, or the park's merge, catches up).
+    async fn refresh_signals(&mut self) {
+        match self.shared.store.get_run(self.run.id).await {
+            Ok(stored) if stored.signals.len() > self.run.signals.len() => {
+                self.run.signals = stored.signals;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "reading the run's signals failed"),
+        }
     }
 
     /// Calls the handler of the attempt `record` (stored running), adding
@@ -658,7 +854,16 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             _ => "cancelled",
         };
         let now = self.shared.now();
-        let mut steps = Vec::with_capacity(attempts.len());
+        let mut steps = Vec::with_capacity(attempts.len() + self.waits.len());
+        for mut record in std::mem::take(&mut self.waits) {
+            record.transition(transition, now)?;
+            record.error = reason.clone().map(|message| StepFailure {
+                message,
+                terminal: true,
+                detail: None,
+            });
+            steps.push(record);
+        }
         for flight in attempts {
             self.closed(&flight, outcome).await;
             let mut record = flight.record;
@@ -853,18 +1058,34 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 out = &mut fut => return Ok(Guarded::Done(out)),
                 () = self.cancel.cancelled() => return Ok(Guarded::Cancelled),
                 () = sleep_until_opt(deadline) => return Ok(Guarded::RunTimedOut),
-                () = tokio::time::sleep_until(check_at) => self.check_cancel().await,
+                () = tokio::time::sleep_until(check_at) => {
+                    if self.check_store().await && self.watch_signals {
+                        return Ok(Guarded::Signalled);
+                    }
+                }
             }
         }
     }
 
-    /// Reads whether another engine asked for this run to be cancelled.
-    async fn check_cancel(&self) {
+    /// Reads whether another engine asked for this run to be cancelled,
+    /// and takes the signals that arrived; `true` if there are new ones.
+    async fn check_store(&mut self) -> bool {
         match self.shared.store.get_run(self.run.id).await {
-            Ok(stored) if stored.cancel_requested => self.cancel.cancel(),
-            Ok(_) => {}
+            Ok(stored) => {
+                if stored.cancel_requested {
+                    self.cancel.cancel();
+                }
+                if stored.signals.len() > self.run.signals.len() {
+                    self.run.signals = stored.signals;
+                    return true;
+                }
+                false
+            }
             // The next check, or the next renewal, tries again.
-            Err(error) => tracing::debug!(%error, "checking for a cancellation failed"),
+            Err(error) => {
+                tracing::debug!(%error, "checking for a cancellation failed");
+                false
+            }
         }
     }
 

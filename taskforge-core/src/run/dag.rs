@@ -30,6 +30,15 @@
 //!   out, with that step's error, and no other step starts (the worker
 //!   cancels those still running). A cancelled attempt in the history
 //!   means the run was cancelled.
+//! - **Waits.** A [wait step](crate::StepDefinition::wait) has no handler:
+//!   once started (its attempt recorded running, which does not count
+//!   against the parallel limit), it ends when what it waits for is there
+//!   (see [`Wait`](crate::Wait)): its sleep has passed, a signal of its
+//!   name that no other wait step received arrived (given with
+//!   [`Schedule::receive`]), or its timeout passed. The plan hands those
+//!   out in [`Plan::waited`], counted finished already; `wake_at` includes
+//!   the next sleep end or timeout. A wait step left running by a lost
+//!   worker keeps waiting (it is not interrupted).
 //!
 //! ```
 //! use chrono::Utc;
@@ -61,9 +70,11 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::{RunError, RunStatus, StepRun, StepStatus};
+use super::{RunError, RunStatus, Signal, StepRun, StepStatus};
 use crate::trigger::filter::FilterMiss;
-use crate::workflow::{condition_source, dependency_graph, ConditionSource, WorkflowDefinition};
+use crate::workflow::{
+    condition_source, dependency_graph, ConditionSource, OnTimeout, Wait, WorkflowDefinition,
+};
 
 /// What a run does next, as [`Schedule::plan`] decides.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -77,9 +88,13 @@ pub struct Plan {
     /// free slots under the parallel limit. The schedule counts them
     /// running already.
     pub start: Vec<Start>,
-    /// When the earliest retry that is not due yet is due: plan again then
-    /// (or when a running attempt ends, whichever comes first).
+    /// When the earliest retry that is not due yet is due, or the earliest
+    /// sleep end or signal timeout of a wait step: plan again then (or when
+    /// a running attempt ends or a signal arrives, whichever comes first).
     pub wake_at: Option<DateTime<Utc>>,
+    /// Wait steps whose wait ended, in step order: record each attempt
+    /// as the outcome says. The schedule counts them finished already.
+    pub waited: Vec<Waited>,
     /// The run is over, and how. Steps still running are to be cancelled.
     pub end: Option<End>,
 }
@@ -91,6 +106,42 @@ pub struct Start {
     pub index: usize,
     /// The attempt's number, from 1.
     pub attempt: u32,
+}
+
+/// A wait step whose wait ended, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waited {
+    /// The step's position in the definition.
+    pub index: usize,
+    /// Its attempt (the one recorded running).
+    pub attempt: u32,
+    /// How the wait ended.
+    pub outcome: WaitOutcome,
+}
+
+/// How a wait step's wait ended.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WaitOutcome {
+    /// Its signal came (and its sleep, if any, passed): the step succeeds
+    /// with the payload as output, recording the signal's number.
+    Signal {
+        /// The signal's position in the run's signals.
+        number: u32,
+        /// Its payload.
+        payload: Value,
+    },
+    /// Its sleep passed (it waits for no signal): it succeeds with `null`.
+    Slept,
+    /// Its timeout passed without its signal, and it goes on
+    /// ([`OnTimeout::Continue`]): it succeeds with `null`.
+    TimedOutContinue,
+    /// Its timeout passed without its signal, and it fails
+    /// ([`OnTimeout::Fail`]), for good, with this error: the run fails.
+    TimedOutFail {
+        /// Why, for people.
+        message: String,
+    },
 }
 
 /// A step to record as skipped, and why.
@@ -153,6 +204,8 @@ enum State {
     Running,
     /// In `retries`: its next attempt waits for its due time.
     Retry,
+    /// In `waits`: a wait step's attempt waits for its time or signal.
+    Awaiting,
     Succeeded,
     Skipped,
     /// Failed for good.
@@ -207,6 +260,12 @@ pub struct Schedule<'d> {
     ready: Vec<usize>,
     /// Steps waiting for a retry, with its due time.
     retries: Vec<(DateTime<Utc>, usize)>,
+    /// Wait steps waiting, with when their attempt started, in step order.
+    waits: Vec<(usize, DateTime<Utc>)>,
+    /// The run's signals, in the order they arrived.
+    signals: Vec<Signal>,
+    /// The numbers of the signals a wait step received.
+    received: std::collections::BTreeSet<u32>,
     /// Skips decided and not yet handed out.
     skipped: Vec<Skip>,
     running: usize,
@@ -258,7 +317,10 @@ impl<'d> Schedule<'d> {
                 continue;
             };
             schedule.slots[index].attempt = step.attempt;
-            if step.status == StepStatus::Running {
+            if step.status == StepStatus::Running && schedule.is_wait(index) {
+                // A wait has nothing to interrupt: it keeps waiting.
+                schedule.set_awaiting(index, step.started_at);
+            } else if step.status == StepStatus::Running {
                 left_running.push(step.clone());
                 schedule.set_ready(index);
             } else {
@@ -312,6 +374,9 @@ impl<'d> Schedule<'d> {
             slots: Vec::with_capacity(n),
             ready: Vec::new(),
             retries: Vec::new(),
+            waits: Vec::new(),
+            signals: Vec::new(),
+            received: std::collections::BTreeSet::new(),
             skipped: Vec::new(),
             running: 0,
             finished: 0,
@@ -379,7 +444,9 @@ impl<'d> Schedule<'d> {
         }
         self.leave(index);
         self.slots[index].attempt = step.attempt;
-        if step.status == StepStatus::Running {
+        if step.status == StepStatus::Running && self.is_wait(index) {
+            self.set_awaiting(index, step.started_at);
+        } else if step.status == StepStatus::Running {
             self.slots[index].state = State::Running;
             self.running += 1;
         } else {
@@ -393,6 +460,7 @@ impl<'d> Schedule<'d> {
             State::Running => self.running -= 1,
             State::Ready => self.ready.retain(|&i| i != index),
             State::Retry => self.retries.retain(|&(_, i)| i != index),
+            State::Awaiting => self.waits.retain(|&(i, _)| i != index),
             State::Waiting
             | State::Succeeded
             | State::Skipped
@@ -407,6 +475,9 @@ impl<'d> Schedule<'d> {
         match step.status {
             StepStatus::Running => {}
             StepStatus::Succeeded => {
+                if let Some(number) = step.signal {
+                    self.received.insert(number);
+                }
                 self.slots[index].state = State::Succeeded;
                 self.finished += 1;
                 if self.slots[index].keep {
@@ -483,13 +554,27 @@ impl<'d> Schedule<'d> {
                 at += 1;
             }
         }
-        let mut plan = Plan {
-            skip: std::mem::take(&mut self.skipped),
-            ..Plan::default()
-        };
+        let mut plan = Plan::default();
+        let next_wait = self.settle_waits(now, &mut plan.waited);
+        plan.skip = std::mem::take(&mut self.skipped);
         if let Some(end) = self.end() {
             plan.end = Some(end);
             return plan;
+        }
+        // Wait steps start whatever the parallel limit: they run nothing.
+        let mut at = 0;
+        while at < self.ready.len() {
+            let index = self.ready[at];
+            if self.is_wait(index) {
+                self.ready.remove(at);
+                let slot = &mut self.slots[index];
+                slot.attempt += 1;
+                let attempt = slot.attempt;
+                self.set_awaiting(index, now);
+                plan.start.push(Start { index, attempt });
+            } else {
+                at += 1;
+            }
         }
         while self.running < self.limit {
             let Some(index) = self.ready.pop() else {
@@ -504,8 +589,14 @@ impl<'d> Schedule<'d> {
                 attempt: slot.attempt,
             });
         }
-        plan.wake_at = self.retries.iter().map(|&(due, _)| due).min();
-        if self.running == 0 && plan.wake_at.is_none() {
+        plan.start.sort_by_key(|s| s.index);
+        plan.wake_at = self
+            .retries
+            .iter()
+            .map(|&(due, _)| due)
+            .chain(next_wait)
+            .min();
+        if self.running == 0 && plan.wake_at.is_none() && self.waits.is_empty() {
             // Nothing runs, nothing will: only a cycle (which validation
             // refuses) leaves steps waiting forever.
             plan.end = Some(End::Failed {
@@ -518,6 +609,189 @@ impl<'d> Schedule<'d> {
             });
         }
         plan
+    }
+
+    /// Tells the schedule the run's signals (every one stored, in the
+    /// order they arrived; a longer list than before adds the new ones).
+    /// Returns whether it holds signals it did not have: plan again.
+    pub fn receive(&mut self, signals: &[Signal]) -> bool {
+        if signals.len() <= self.signals.len() {
+            return false;
+        }
+        self.signals = signals.to_vec();
+        true
+    }
+
+    /// Whether a wait step waits for a signal now: the run's owner then
+    /// looks for new signals while it waits.
+    #[must_use]
+    pub fn awaits_signal(&self) -> bool {
+        self.waits
+            .iter()
+            .any(|&(index, _)| self.wait_of(index).is_some_and(|w| w.signal.is_some()))
+    }
+
+    /// How many wait steps wait now.
+    #[must_use]
+    pub fn waiting(&self) -> usize {
+        self.waits.len()
+    }
+
+    /// Ends the waits that are over at `now` (in step order, so of two
+    /// waits for one signal name the first receives the oldest signal),
+    /// recording each in `waited`; returns when the next one is due.
+    fn settle_waits(
+        &mut self,
+        now: DateTime<Utc>,
+        waited: &mut Vec<Waited>,
+    ) -> Option<DateTime<Utc>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut at = 0;
+        while at < self.waits.len() {
+            let (index, started) = self.waits[at];
+            let Some(wait) = self.wait_of(index).cloned() else {
+                // Not a wait step (another definition): it ends at once.
+                self.waits.remove(at);
+                self.finish_wait(index, WaitOutcome::Slept, now, waited);
+                continue;
+            };
+            match self.wait_state(&wait, started, now) {
+                Ok(outcome) => {
+                    self.waits.remove(at);
+                    if let WaitOutcome::Signal { number, .. } = &outcome {
+                        self.received.insert(*number);
+                    }
+                    self.finish_wait(index, outcome, now, waited);
+                }
+                Err(due) => {
+                    next = match (next, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    at += 1;
+                }
+            }
+        }
+        next
+    }
+
+    /// How the wait of a step that started at `started` ended at `now`, or
+    /// when to look again (`None`: only when a signal arrives).
+    fn wait_state(
+        &self,
+        wait: &Wait,
+        started: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<WaitOutcome, Option<DateTime<Utc>>> {
+        let after = |d: std::time::Duration| {
+            chrono::TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| started.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        let slept = wait.sleep.map(after);
+        let Some(name) = &wait.signal else {
+            return match slept {
+                Some(end) if end > now => Err(Some(end)),
+                _ => Ok(WaitOutcome::Slept),
+            };
+        };
+        let timeout = wait.timeout.map(after);
+        let found = self.signals.iter().enumerate().find(|(number, signal)| {
+            signal.name == *name
+                && !self.received.contains(&(*number as u32))
+                && timeout.is_none_or(|t| signal.received_at <= t)
+        });
+        match found {
+            Some((number, signal)) => match slept {
+                Some(end) if end > now => Err(Some(end)),
+                _ => Ok(WaitOutcome::Signal {
+                    number: number as u32,
+                    payload: signal.payload.clone(),
+                }),
+            },
+            None => match timeout {
+                Some(t) if t <= now => Ok(match wait.on_timeout {
+                    OnTimeout::Continue => WaitOutcome::TimedOutContinue,
+                    _ => WaitOutcome::TimedOutFail {
+                        message: format!(
+                            "no signal {name:?} arrived within {} ms",
+                            wait.timeout.unwrap_or_default().as_millis()
+                        ),
+                    },
+                }),
+                timeout => Err(timeout),
+            },
+        }
+    }
+
+    /// Records the end of wait step `index`'s wait: it succeeds (its
+    /// dependents are decided) or fails for good.
+    fn finish_wait(
+        &mut self,
+        index: usize,
+        outcome: WaitOutcome,
+        now: DateTime<Utc>,
+        waited: &mut Vec<Waited>,
+    ) {
+        let attempt = self.slots[index].attempt;
+        match &outcome {
+            WaitOutcome::TimedOutFail { message } => {
+                self.slots[index].state = State::Failed;
+                if self.failure.is_none() {
+                    self.failure = Some((
+                        Some(now),
+                        RunStatus::Failed,
+                        RunError {
+                            message: message.clone(),
+                            step: Some(self.definition.steps[index].key.clone()),
+                            detail: None,
+                        },
+                    ));
+                }
+            }
+            WaitOutcome::Signal { payload, .. } => {
+                let output = payload.clone();
+                self.succeed_wait(index, output);
+            }
+            WaitOutcome::Slept | WaitOutcome::TimedOutContinue => {
+                self.succeed_wait(index, Value::Null);
+            }
+        }
+        waited.push(Waited {
+            index,
+            attempt,
+            outcome,
+        });
+    }
+
+    fn succeed_wait(&mut self, index: usize, output: Value) {
+        self.slots[index].state = State::Succeeded;
+        self.finished += 1;
+        if self.slots[index].keep {
+            self.kept.push((index, output));
+        }
+        self.cascade(index, true);
+    }
+
+    /// Whether step `index` is a wait step.
+    fn is_wait(&self, index: usize) -> bool {
+        self.wait_of(index).is_some()
+    }
+
+    fn wait_of(&self, index: usize) -> Option<&Wait> {
+        self.definition
+            .steps
+            .get(index)
+            .and_then(|s| s.wait.as_ref())
+    }
+
+    /// Puts wait step `index`, whose attempt started at `started`, in
+    /// `waits`.
+    fn set_awaiting(&mut self, index: usize, started: DateTime<Utc>) {
+        self.slots[index].state = State::Awaiting;
+        let at = self.waits.partition_point(|&(i, _)| i < index);
+        self.waits.insert(at, (index, started));
     }
 
     /// The run's end, if it is over.

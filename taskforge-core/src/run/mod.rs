@@ -18,6 +18,14 @@ use crate::workflow::WorkflowVersion;
 pub(crate) mod dag;
 pub(crate) mod decide;
 
+/// The most signals one run holds ([`WorkflowRun::signals`]); stores
+/// refuse more.
+pub const MAX_SIGNALS_PER_RUN: usize = 1_000;
+
+/// The largest payload of one signal, in bytes of JSON; the engine refuses
+/// larger ones.
+pub const MAX_SIGNAL_PAYLOAD_BYTES: usize = 64 * 1024;
+
 /// Where a run is in its lifecycle.
 ///
 /// # Lifecycle
@@ -388,6 +396,46 @@ pub struct WorkflowRun {
     /// See [`concurrency`](crate::concurrency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Box<RunLimits>>,
+    /// When a [`Waiting`](RunStatus::Waiting) run is due: a worker may
+    /// claim it from then on. `None` while it waits for a signal alone
+    /// (a signal that arrives makes it due at once). Set when the run is
+    /// parked, cleared when it wakes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<DateTime<Utc>>,
+    /// The signals sent to the run ([`Engine::signal_run`](crate::Engine::signal_run)),
+    /// in the order they arrived. Stores append to it, atomically and
+    /// without a lease ([`RunStore::signal_run`](crate::store::RunStore::signal_run));
+    /// a signal's position here is its number, which the wait step that
+    /// received it records ([`StepRun::signal`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
+}
+
+/// A signal sent to a run: a name and a JSON payload, for the
+/// [wait step](crate::StepDefinition::wait_for_signal) that waits for that
+/// name. Kept with the run, so one sent before the run reaches its wait
+/// step is received when it gets there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    /// Its name (what a wait step waits for).
+    pub name: String,
+    /// What it carries: the output of the wait step that receives it.
+    #[serde(default)]
+    pub payload: Value,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Signal {
+    /// A signal named `name`, carrying `payload`, received at `now`.
+    #[must_use]
+    pub fn new(name: impl Into<String>, payload: Value, now: DateTime<Utc>) -> Self {
+        Self {
+            name: name.into(),
+            payload,
+            received_at: now,
+        }
+    }
 }
 
 impl WorkflowRun {
@@ -417,10 +465,15 @@ impl WorkflowRun {
             lease_epoch: 0,
             cancel_requested: false,
             limits: None,
+            wake_at: None,
+            signals: Vec::new(),
         }
     }
 
     /// Applies `transition` through the state machine and stamps the times.
+    /// A run that finishes or is parked gives back its lease; one that
+    /// finishes or wakes has no [`wake_at`](Self::wake_at) any more (the
+    /// caller of `Park` sets it).
     pub fn transition(
         &mut self,
         transition: RunTransition,
@@ -430,9 +483,16 @@ impl WorkflowRun {
         if transition == RunTransition::Start {
             self.started_at = Some(now);
         }
+        if transition == RunTransition::Park {
+            self.lease = None;
+        }
+        if transition == RunTransition::Wake {
+            self.wake_at = None;
+        }
         if self.status.is_terminal() {
             self.finished_at = Some(now);
             self.lease = None;
+            self.wake_at = None;
         }
         Ok(())
     }
@@ -490,6 +550,12 @@ pub struct StepRun {
     /// When the attempt ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// For a [wait step](crate::StepDefinition::wait_for_signal) that
+    /// received a signal: its number, the position in the run's
+    /// [`signals`](WorkflowRun::signals). A signal is received by one wait
+    /// step at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u32>,
 }
 
 impl StepRun {
@@ -514,6 +580,7 @@ impl StepRun {
             retry_at: None,
             started_at: now,
             finished_at: None,
+            signal: None,
         }
     }
 
@@ -544,6 +611,7 @@ impl StepRun {
             retry_at: None,
             started_at: now,
             finished_at: Some(now),
+            signal: None,
         }
     }
 
@@ -598,14 +666,7 @@ pub enum IllegalTransition {
 mod tests {
     use super::*;
 
-    const RUN_TRANSITIONS: [RunTransition; 6] = [
-        RunTransition::Start,
-        RunTransition::Resume,
-        RunTransition::Succeed,
-        RunTransition::Fail,
-        RunTransition::Cancel,
-        RunTransition::TimeOut,
-    ];
+    const RUN_TRANSITIONS: [RunTransition; 8] = RunTransition::ALL;
 
     #[test]
     fn terminal_run_states_refuse_every_transition() {
@@ -637,6 +698,59 @@ mod tests {
                 transition: RunTransition::Succeed
             })
         );
+    }
+
+    #[test]
+    fn a_run_parks_and_wakes() {
+        use RunTransition as T;
+        assert_eq!(
+            RunStatus::replay(&[T::Start, T::Park, T::Wake, T::Park, T::Wake, T::Succeed]),
+            Ok(RunStatus::Succeeded)
+        );
+        assert_eq!(
+            RunStatus::replay(&[T::Start, T::Park, T::Cancel]),
+            Ok(RunStatus::Cancelled)
+        );
+        assert_eq!(
+            RunStatus::replay(&[T::Start, T::Park, T::TimeOut]),
+            Ok(RunStatus::TimedOut)
+        );
+        // Only a running run parks, and only a parked one wakes.
+        for (status, transition) in [
+            (RunStatus::Queued, T::Park),
+            (RunStatus::Waiting, T::Park),
+            (RunStatus::Running, T::Wake),
+            (RunStatus::Queued, T::Wake),
+            (RunStatus::Waiting, T::Succeed),
+            (RunStatus::Waiting, T::Resume),
+        ] {
+            assert!(
+                status.apply(transition).is_err(),
+                "{status:?} {transition:?}"
+            );
+        }
+        let mut run = WorkflowRun::new(
+            &crate::workflow::WorkflowVersion::new(
+                WorkflowId::new(),
+                1,
+                crate::workflow::WorkflowDefinition::new(vec![crate::StepDefinition::new(
+                    "a", "a",
+                )]),
+                Utc::now(),
+            ),
+            Value::Null,
+            Utc::now(),
+        );
+        run.lease = Some(Lease {
+            owner: "a".into(),
+            expires_at: Utc::now(),
+        });
+        run.transition(T::Start, Utc::now()).expect("start");
+        run.transition(T::Park, Utc::now()).expect("park");
+        assert_eq!((run.status, run.lease.as_ref()), (RunStatus::Waiting, None));
+        run.wake_at = Some(Utc::now());
+        run.transition(T::Wake, Utc::now()).expect("wake");
+        assert_eq!((run.status, run.wake_at), (RunStatus::Running, None));
     }
 
     #[test]

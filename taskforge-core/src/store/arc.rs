@@ -13,7 +13,7 @@ use super::{
 };
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
-use crate::run::{StepRun, WorkflowRun};
+use crate::run::{Signal, StepRun, WorkflowRun};
 use crate::secret::SealedSecret;
 use crate::token::{ApiToken, TokenDigest, TokenId, TokenStore};
 use crate::trigger::Trigger;
@@ -176,6 +176,10 @@ impl<T: RunStore + ?Sized> RunStore for Arc<T> {
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
         (**self).request_cancel(id).await
+    }
+
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        (**self).signal_run(id, signal).await
     }
 
     fn work_signal(&self) -> Option<WorkSignal> {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 
 pub use crate::error::StoreError;
 pub use crate::event::OutcomeKind;
-pub use crate::run::{Fence, Lease, RunTransition, StepTransition};
+pub use crate::run::{Fence, Lease, RunTransition, Signal, StepTransition};
 pub use crate::secret::SealedSecret;
 pub use crate::token::{ApiToken, Scope, TokenDigest, TokenId, TokenStore};
 
@@ -306,11 +306,14 @@ pub trait RunStore: Send + Sync + 'static {
     async fn list_runs(&self, query: &RunQuery) -> Result<Page<WorkflowRun, RunId>, StoreError>;
 
     /// Up to `limit` runs a worker may claim at `now` (queued or running,
-    /// with no live lease, and allowed by their limits), oldest first.
+    /// with no live lease, and allowed by their limits; or parked and due,
+    /// see [`rules::is_due`]), oldest first.
     ///
     /// # Contract
-    /// Does not scan finished runs. The answer may be stale by the time it
-    /// is used; [`claim_run`](Self::claim_run) decides. Lists no run whose
+    /// Does not scan finished runs, nor parked runs that are not due (a
+    /// parked run is found by its `wake_at`, not by a scan of every parked
+    /// run). The answer may be stale by the time it is used;
+    /// [`claim_run`](Self::claim_run) decides. Lists no run whose
     /// claim at `now` its limits would refuse (see `claim_run`), so that a
     /// dispatcher never spins on runs it cannot take: of a key's waiting
     /// runs, oldest first, as many as the key has free slots, and of a
@@ -332,10 +335,11 @@ pub trait RunStore: Send + Sync + 'static {
     /// # Contract
     /// Atomic compare-and-set: succeeds only if the run is queued or
     /// running, with no lease or a lease that lapsed at or before `now`
-    /// (see [`rules::is_claimable`]). Of concurrent claims exactly one
-    /// succeeds; the others get `Conflict` and change nothing. `NotFound` if
-    /// absent. The status is not changed; the new owner changes it with a
-    /// fenced [`commit`](Self::commit). Need not be durable on return, as
+    /// (see [`rules::is_claimable`]), or parked and due at `now`
+    /// ([`rules::is_due`]): the test is [`rules::can_claim`]. Of
+    /// concurrent claims exactly one succeeds; the others get `Conflict`
+    /// and change nothing. `NotFound` if absent. The status is not changed;
+    /// the new owner changes it with a fenced [`commit`](Self::commit). Need not be durable on return, as
     /// long as it is durable no later than the claimer's next durable write:
     /// a claim lost in a crash is lost together with its claimer.
     ///
@@ -389,7 +393,8 @@ pub trait RunStore: Send + Sync + 'static {
     /// terminal status is never rewritten (`Conflict`). The stored
     /// `cancel_requested` flag is kept if set, whatever `run` says; `run`'s
     /// `lease` is written as given, so a writer passes its latest renewal,
-    /// while the stored `lease_epoch` is kept whatever `run` says. Changing
+    /// while the stored `lease_epoch` and `signals` are kept whatever `run`
+    /// says ([`rules::merge_committed`], [`rules::merge_signals`]). Changing
     /// a run's `workflow_id`, `version_id` or `event_id`, or writing a step
     /// of another run, is `Invalid`. Step attempts are keyed by
     /// `(run_id, step_index, attempt)`; an attempt written twice in one
@@ -405,8 +410,35 @@ pub trait RunStore: Send + Sync + 'static {
     ///
     /// # Contract
     /// Atomic and durable. Changes nothing but the flag. `NotFound` if
-    /// absent; a finished run is returned unchanged.
+    /// absent; a finished run is returned unchanged. A parked run with
+    /// the flag is due at once ([`rules::is_due`]).
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError>;
+
+    /// Stores a signal sent to a run, returning the run with the signal
+    /// appended to its [`signals`](WorkflowRun::signals).
+    ///
+    /// # Contract
+    /// Atomic and durable, and needs no lease: like
+    /// [`request_cancel`](Self::request_cancel) it is a narrow update, by
+    /// any engine at any time, that changes only what [`rules::signal`]
+    /// returns (the signal appended; a parked run made due). `NotFound` if
+    /// absent; `Conflict` if the run is finished (nothing is written);
+    /// `Invalid` if it holds [`MAX_SIGNALS_PER_RUN`](crate::limits::MAX_SIGNALS_PER_RUN)
+    /// already. A later [`commit`](Self::commit) never drops a stored
+    /// signal, whatever its `run` says ([`rules::merge_signals`]), and a
+    /// commit that parks the run after a signal its writer did not see
+    /// leaves it due. A signal that makes a parked run due wakes the
+    /// [`work_signal`](Self::work_signal), as any write that makes a run
+    /// claimable.
+    ///
+    /// The default refuses (`Invalid`), for backends written before
+    /// signals; every backend of this workspace implements it.
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        let _ = signal;
+        Err(StoreError::Invalid(format!(
+            "this store does not keep signals (run {id})"
+        )))
+    }
 
     /// Wake-ups for when work is queued by another process, for backends
     /// that can push them (PostgreSQL's LISTEN/NOTIFY). The engine's

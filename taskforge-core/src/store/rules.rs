@@ -31,7 +31,7 @@ use crate::error::StoreError;
 use crate::event::Event;
 use crate::concurrency::RateLimit;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
-use crate::run::{Fence, Lease, RunStatus, StepRun, StepStatus, WorkflowRun};
+use crate::run::{Fence, Lease, RunStatus, Signal, StepRun, StepStatus, WorkflowRun};
 use crate::trigger::Trigger;
 
 /// The page size a query's `limit` asks for: 0 means 100, and no page is
@@ -52,6 +52,30 @@ pub fn page_limit(limit: usize) -> usize {
 pub fn is_claimable(status: RunStatus, lease: Option<&Lease>, now: DateTime<Utc>) -> bool {
     matches!(status, RunStatus::Queued | RunStatus::Running)
         && lease.is_none_or(|lease| lease.expires_at <= now)
+}
+
+/// Whether a [`Waiting`](RunStatus::Waiting) (parked) run is due at
+/// `now`: its [`wake_at`](WorkflowRun::wake_at) has passed (a signal that
+/// arrives sets it, see [`signal`]), or cancellation was asked for (so it
+/// is cancelled at once, not when it would have woken); and it holds no
+/// lease, or one that lapsed at or before `now`. `false` for a run in any
+/// other status.
+#[must_use]
+pub fn is_due(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    run.status == RunStatus::Waiting
+        && (run.cancel_requested || run.wake_at.is_some_and(|at| at <= now))
+        && run
+            .lease
+            .as_ref()
+            .is_none_or(|lease| lease.expires_at <= now)
+}
+
+/// Whether a worker may claim `run` at `now`: [`is_claimable`] (queued, or
+/// running with no live lease) or [`is_due`] (parked and due). This is the
+/// test of [`claim`] and what `list_claimable` lists (before the limits).
+#[must_use]
+pub fn can_claim(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
+    is_claimable(run.status, run.lease.as_ref(), now) || is_due(run, now)
 }
 
 /// The run after a claim by `owner` at `now` until `expires_at`: the new
@@ -118,10 +142,16 @@ fn claim_unchecked(
     expires_at: DateTime<Utc>,
 ) -> Result<WorkflowRun, StoreError> {
     let id = stored.id;
-    if !is_claimable(stored.status, stored.lease.as_ref(), now) {
-        let reason = match &stored.lease {
-            Some(lease) if !stored.status.is_terminal() => {
+    if !can_claim(stored, now) {
+        let reason = match (&stored.lease, stored.wake_at) {
+            (Some(lease), _) if !stored.status.is_terminal() => {
                 format!("leased by {:?} until {}", lease.owner, lease.expires_at)
+            }
+            (None, Some(at)) if stored.status == RunStatus::Waiting => {
+                format!("the run is waiting until {at}")
+            }
+            (None, None) if stored.status == RunStatus::Waiting => {
+                "the run is waiting for a signal".to_owned()
             }
             _ => format!("the run is {}", stored.status),
         };
@@ -442,6 +472,76 @@ pub fn request_cancel(stored: &WorkflowRun) -> Option<WorkflowRun> {
     Some(cancelled)
 }
 
+/// The run after `signal` arrived: the signal appended to its
+/// [`signals`](WorkflowRun::signals), and, if it is parked
+/// ([`Waiting`](RunStatus::Waiting)), due at once: its `wake_at` becomes
+/// the signal's `received_at` if that is earlier (any signal wakes a
+/// parked run; its worker decides whether a wait step receives it).
+/// `Conflict` if the run is finished; `Invalid` if it holds
+/// [`MAX_SIGNALS_PER_RUN`](crate::limits::MAX_SIGNALS_PER_RUN) signals
+/// already. Nothing else changes: no lease is needed, and the run's owner
+/// (if any) keeps its lease.
+pub fn signal(stored: &WorkflowRun, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+    if stored.status.is_terminal() {
+        return Err(StoreError::conflict(
+            "run",
+            stored.id,
+            format!(
+                "the run is finished ({}): it takes no signal",
+                stored.status
+            ),
+        ));
+    }
+    if stored.signals.len() >= crate::run::MAX_SIGNALS_PER_RUN {
+        return Err(StoreError::Invalid(format!(
+            "run {} holds {} signals, the most a run may",
+            stored.id,
+            stored.signals.len()
+        )));
+    }
+    let mut signalled = stored.clone();
+    signalled.signals.push(signal.clone());
+    if signalled.status == RunStatus::Waiting {
+        signalled.wake_at = Some(
+            signalled
+                .wake_at
+                .map_or(signal.received_at, |at| at.min(signal.received_at)),
+        );
+    }
+    Ok(signalled)
+}
+
+/// Whether a commit's `run` must be changed by [`merge_signals`] before it
+/// is written: the store holds signals its writer did not see.
+#[must_use]
+pub fn needs_signal_merge(stored: &[Signal], run: &WorkflowRun) -> bool {
+    stored.len() != run.signals.len()
+}
+
+/// Merges the signals stored with a run into what a commit writes: only
+/// [`signal`] adds signals (a commit's copy may predate some), so the
+/// stored ones are kept. A run parked by this commit whose writer did not
+/// see every stored signal is due at once (its `wake_at` becomes the
+/// earliest unseen signal's `received_at` if that is earlier), so a signal
+/// that arrived while its worker was parking it is not left waiting.
+/// Returns whether `run` changed.
+pub fn merge_signals(stored: &[Signal], run: &mut WorkflowRun) -> bool {
+    if !needs_signal_merge(stored, run) {
+        return false;
+    }
+    let seen = run.signals.len();
+    run.signals = stored.to_vec();
+    if run.status == RunStatus::Waiting {
+        if let Some(first) = stored
+            .get(seen..)
+            .and_then(|new| new.iter().map(|s| s.received_at).min())
+        {
+            run.wake_at = Some(run.wake_at.map_or(first, |at| at.min(first)));
+        }
+    }
+    true
+}
+
 /// What the commit rules read of a stored run: a backend that keeps runs
 /// serialized may decode only these fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -602,6 +702,7 @@ pub fn is_applied(
         Some(run) => {
             let mut merged = run.clone();
             merge_committed(&RunState::from(stored), &mut merged);
+            merge_signals(&stored.signals, &mut merged);
             merged == *stored
         }
         None => stored.status == fence.status,

@@ -18,8 +18,8 @@
 //!
 //! Writes are every method that changes the store: `insert_*`,
 //! `update_*`, `delete_trigger`, `claim_run`, `renew_lease`, `commit`,
-//! `request_cancel`, `revoke_token`, `touch_token`, `reseal_secret` and
-//! `delete_secret`. Everything else is a read.
+//! `request_cancel`, `signal_run`, `revoke_token`, `touch_token`,
+//! `reseal_secret` and `delete_secret`. Everything else is a read.
 //!
 //! ```
 //! use taskforge_core::store::WorkflowStore;
@@ -53,7 +53,7 @@ use parking_lot::Mutex;
 
 use crate::event::Event;
 use crate::id::{EventId, RunId, TriggerId, VersionId, WorkflowId};
-use crate::run::{Fence, StepRun, WorkflowRun};
+use crate::run::{Fence, Signal, StepRun, WorkflowRun};
 use crate::secret::SealedSecret;
 use crate::store::{
     EventInsert, EventQuery, EventStore, Page, RunQuery, RunStore, SecretStore, StoreError,
@@ -684,6 +684,11 @@ impl<S: RunStore> RunStore for FaultyStore<S> {
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
         self.write("request_cancel", || self.inner.request_cancel(id))
+            .await
+    }
+
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        self.write("signal_run", || self.inner.signal_run(id, signal))
             .await
     }
 

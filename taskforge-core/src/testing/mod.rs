@@ -193,6 +193,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/recovery.rs",
     "engine/secrets.rs",
     "engine/versions.rs",
+    "engine/waits.rs",
     "triggers/mod.rs",
     "triggers/cron.rs",
     "triggers/webhooks.rs",

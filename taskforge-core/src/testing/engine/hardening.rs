@@ -270,8 +270,19 @@ pub async fn durations_are_bounded_and_hints_clamped<S: Store>(store: S) {
             && retry_at <= ended + max,
         "the hint is honoured but clamped to {MAX_DURATION:?}: retry at {retry_at}, ended {ended}"
     );
-    let waiting = engine.run(run.id).await.expect("details").run;
-    assert_eq!(waiting.status, RunStatus::Running, "{waiting:?}");
+    // A year-long backoff parks the run (it holds no slot meanwhile).
+    let mut waiting = engine.run(run.id).await.expect("details").run;
+    for _ in 0..2_000 {
+        if waiting.status != RunStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waiting = engine.run(run.id).await.expect("details").run;
+    }
+    assert_eq!(waiting.status, RunStatus::Waiting, "{waiting:?}");
+    // Until the retry, or the run's deadline if that comes first.
+    let deadline = waiting.deadline.expect("a deadline");
+    assert_eq!(waiting.wake_at, Some(retry_at.min(deadline)), "{waiting:?}");
     assert!(
         waiting.deadline.is_some_and(|d| d > ended),
         "a deadline MAX_DURATION ahead is a real timestamp: {waiting:?}"

@@ -10,7 +10,8 @@
 //! linear runs, retries and timeouts; dependencies, parallel steps and
 //! conditions; cancellation; versions and starting
 //! runs; recovery (a crashed engine, two engines, a thousand runs,
-//! shutdown). The trigger scenarios are in
+//! shutdown); durable waits (sleeps, signals, parked retries). The
+//! trigger scenarios are in
 //! [`triggers`](crate::testing::triggers).
 
 mod artifacts;
@@ -22,6 +23,7 @@ mod logs;
 mod recovery;
 mod secrets;
 mod versions;
+mod waits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ pub use logs::*;
 pub use recovery::*;
 pub use secrets::*;
 pub use versions::*;
+pub use waits::*;
 
 /// How long a case waits for a run before it fails.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -172,6 +175,14 @@ macro_rules! engine_conformance {
             engine::default_step_timeout_applies_where_the_definition_sets_none,
             engine::a_cancel_from_another_engine_reaches_the_owner,
             engine::every_run_traces_to_an_event,
+            engine::a_sleep_parks_the_run_until_the_clock_passes_it,
+            engine::a_signal_wakes_a_waiting_run_with_its_payload,
+            engine::signals_sent_early_are_received_in_order,
+            engine::signal_timeouts_fail_or_continue,
+            engine::a_second_engine_resumes_a_waiting_run,
+            engine::a_retry_backoff_parks_the_run,
+            engine::a_waiting_run_holds_no_engine_slot,
+            engine::cancel_a_waiting_run,
             triggers::concurrent_webhook_deliveries_start_one_run,
             triggers::rejected_webhook_deliveries_are_recorded_without_their_body,
             triggers::filtered_and_disabled_deliveries_are_recorded,
