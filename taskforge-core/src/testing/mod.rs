@@ -179,6 +179,7 @@ case_files!(STORE_CASE_PATHS, STORE_CASE_SOURCES:
     "store/runs.rs",
     "store/secrets.rs",
     "store/tokens.rs",
+    "store/waits.rs",
     "store/workflows.rs",
 );
 
@@ -375,6 +376,13 @@ macro_rules! store_conformance {
             delete_trigger_frees_its_name_and_path,
             a_commit_retried_after_a_lost_reply_succeeds,
             only_an_identical_retry_is_accepted,
+            // parked runs and signals
+            signals_are_appended_without_a_lease,
+            commits_keep_signals_their_writer_did_not_see,
+            a_parked_run_is_claimable_once_due,
+            a_signal_makes_a_parked_run_due,
+            parking_after_an_unseen_signal_leaves_the_run_due,
+            a_cancel_request_makes_a_parked_run_due,
         );
     };
 }

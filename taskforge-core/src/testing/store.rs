@@ -21,6 +21,7 @@ mod logs;
 mod runs;
 mod secrets;
 mod tokens;
+mod waits;
 mod workflows;
 
 use std::fmt::Debug;
@@ -47,6 +48,7 @@ pub use logs::*;
 pub use runs::*;
 pub use secrets::*;
 pub use tokens::*;
+pub use waits::*;
 pub use workflows::*;
 
 /// A fixed instant, so that cases control time without a clock.
