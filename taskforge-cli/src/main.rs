@@ -141,6 +141,18 @@ pub(crate) enum RunsCommand {
         /// The run's id.
         id: String,
     },
+    /// Sends a signal to a run, for its wait step waiting for `name`
+    /// (whose output the payload becomes); a run waiting for it wakes.
+    Signal {
+        /// The run's id.
+        id: String,
+        /// The signal's name.
+        #[arg(value_parser = signal_name)]
+        name: String,
+        /// The payload, as JSON (default `null`).
+        #[arg(long, short)]
+        payload: Option<String>,
+    },
     /// Starts the run again: a new run of the same version with the same input.
     Retry {
         /// The run's id.
@@ -154,7 +166,7 @@ pub(crate) struct RunFilter {
     #[arg(long, short)]
     pub(crate) workflow: Option<String>,
     /// Only runs in this status.
-    #[arg(long, short, value_parser = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"])]
+    #[arg(long, short, value_parser = ["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"])]
     pub(crate) status: Option<String>,
     /// Only runs of this event.
     #[arg(long)]
@@ -323,6 +335,23 @@ fn secret_name(text: &str) -> Result<String, String> {
 /// An artifact name: 1 to 255 bytes of `[A-Za-z0-9_.-]`, not starting with
 /// a dot, as the server names them. Checked here too because it becomes a
 /// file name when no `--output` is given.
+/// A signal's name: `[A-Za-z0-9_.-]`, 1 to 128 bytes (so it goes in a URL
+/// path as it is).
+fn signal_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 128 {
+        return Err("a signal name has 1 to 128 bytes".to_owned());
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "character {c:?} is not one of [A-Za-z0-9_.-] in a signal name"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 fn artifact_name(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() > 255 {
         return Err("an artifact name has 1 to 255 bytes".to_owned());

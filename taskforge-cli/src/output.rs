@@ -42,6 +42,7 @@ pub(crate) fn status_color(status: &str) -> Option<&'static str> {
         "succeeded" | "run_started" | "active" | "accepted" | "yes" => Some("32"),
         "failed" | "timed_out" | "rejected" | "revoked" | "interrupted" => Some("31"),
         "running" | "queued" | "retrying" => Some("33"),
+        "waiting" => Some("36"),
         "cancelled" | "filtered" | "skipped" | "expired" | "no" | "workflow_inactive"
         | "trigger_disabled" => Some("2"),
         _ => None,

@@ -510,6 +510,59 @@ async fn cancel_stops_a_run_and_watch_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_wakes_a_waiting_run() {
+    let server = Server::start().await;
+    let approval = server
+        .engine
+        .ensure_workflow("approval")
+        .await
+        .expect("workflow");
+    server
+        .engine
+        .publish(
+            approval.id,
+            WorkflowDefinition::new(vec![StepDefinition::wait_for_signal(
+                "approval",
+                "approved",
+                None,
+                taskforge_core::OnTimeout::Fail,
+            )]),
+        )
+        .await
+        .expect("publish");
+    let run = server.start_run("approval", json!({})).await;
+    let mut listed = Value::Null;
+    for _ in 0..1_000 {
+        listed = server.json(&["runs", "list", "--status", "waiting"]).await;
+        if listed.to_string().contains(&run) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(listed.to_string().contains(&run), "{listed}");
+    let sent = server
+        .ok(&[
+            "runs",
+            "signal",
+            &run,
+            "approved",
+            "--payload",
+            r#"{"by":"ada"}"#,
+        ])
+        .await;
+    assert!(sent.contains("signal approved sent"), "{sent}");
+    let done = server.wait(&run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({ "by": "ada" }));
+    // A bad name is refused before any request; a finished run by the server.
+    let output = server.cli(&["runs", "signal", &run, "not a name"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let output = server.cli(&["runs", "signal", &run, "approved"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(texts(&output).1.starts_with("error: "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_one_line_and_fail() {
     let server = Server::start().await;
     let bad_token = server

@@ -1,5 +1,5 @@
-//! `taskforge runs list|show|watch|cancel|retry` (and `logs`, `artifacts`,
-//! `artifact`, in their own modules).
+//! `taskforge runs list|show|watch|cancel|signal|retry` (and `logs`,
+//! `artifacts`, `artifact`, in their own modules).
 
 use std::collections::HashMap;
 
@@ -57,6 +57,30 @@ pub(crate) async fn run(ctx: &Ctx, command: RunsCommand) -> Result<Done, Error> 
                     "run {} {}{note}\n",
                     output::text(&run["id"]),
                     ctx.style.status(status)
+                ));
+            }
+            Ok(Done::Ok)
+        }
+        RunsCommand::Signal { id, name, payload } => {
+            let payload: Value = match payload {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| Error::other(format!("--payload is not JSON: {e}")))?,
+                None => Value::Null,
+            };
+            let run = ctx
+                .api
+                .post(
+                    &format!("{}/signals/{name}", path("runs", &id)),
+                    Some(&payload),
+                )
+                .await?;
+            if ctx.json {
+                emit_json(&run);
+            } else {
+                emit(&format!(
+                    "run {} {}: signal {name} sent\n",
+                    output::text(&run["id"]),
+                    ctx.style.status(run["status"].as_str().unwrap_or("-"))
                 ));
             }
             Ok(Done::Ok)
@@ -397,6 +421,13 @@ async fn watch(ctx: &Ctx, id: &str) -> Result<Done, Error> {
                         one_line(&data["progress"].to_string(), 200)
                     ),
                 ),
+                "run_waiting" => {
+                    let until = data["wake_at"]
+                        .as_str()
+                        .map(|at| format!(" until {}", output::time(&json!(at))))
+                        .unwrap_or_else(|| " for a signal".to_owned());
+                    say(ctx, &format!("run {}{until}", ctx.style.status("waiting")));
+                }
                 "run_finished" => {
                     return ended(ctx, id, status, false).await;
                 }
