@@ -604,6 +604,105 @@ async fn bad_input_and_runs<S: Store + Clone>(store: S) {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A run waiting for a signal is parked (`waiting`, no lease); a signal
+/// posted with a JSON payload wakes it, and the wait step's output is the
+/// payload. A finished run refuses signals, and so does a bad name.
+async fn signals_wake_a_waiting_run<S: Store + Clone>(store: S) {
+    let server = Server::start(store, HttpOptions::default()).await;
+    let (status, workflow) = server
+        .json(
+            Method::POST,
+            "/api/v1/workflows",
+            Some(json!({ "name": "approvals" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{workflow}");
+    let workflow = workflow["id"].as_str().expect("an id").to_owned();
+    let (status, version) = server
+        .json(
+            Method::POST,
+            &format!("/api/v1/workflows/{workflow}/versions"),
+            Some(json!({ "steps": [
+                { "key": "approval", "wait": { "signal": "approved", "timeout": 86_400_000 } },
+            ] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{version}");
+    let (status, run) = server
+        .json(
+            Method::POST,
+            &format!("/api/v1/workflows/{workflow}/runs"),
+            Some(json!({ "input": {} })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let run_id = run["id"].as_str().expect("run id").to_owned();
+
+    let mut parked = Value::Null;
+    for _ in 0..2_000 {
+        let (_, details) = server
+            .json(Method::GET, &format!("/api/v1/runs/{run_id}"), None)
+            .await;
+        if details["run"]["status"] == "waiting" {
+            parked = details;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(parked["run"]["status"], "waiting", "{parked}");
+    assert!(parked["run"].get("lease").is_none(), "{parked}");
+    assert_eq!(parked["steps"][0]["status"], "running");
+    let (_, listed) = server
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs?workflow_id={workflow}&status=waiting"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["items"][0]["id"], run_id.as_str(), "{listed}");
+
+    let (status, signalled) = server
+        .json(
+            Method::POST,
+            &format!("/api/v1/runs/{run_id}/signals/approved"),
+            Some(json!({ "by": "ada" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{signalled}");
+    assert_eq!(signalled["signals"][0]["name"], "approved");
+    assert_eq!(signalled["signals"][0]["payload"], json!({ "by": "ada" }));
+    let (status, waited) = server
+        .json(
+            Method::GET,
+            &format!("/api/v1/runs/{run_id}/wait?timeout_ms=20000"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{waited}");
+    assert_eq!(waited["run"]["status"], "succeeded");
+    assert_eq!(waited["run"]["output"], json!({ "by": "ada" }));
+    assert_eq!(waited["steps"][0]["signal"], 0);
+
+    let late = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{run_id}/signals/approved"),
+            &server.admin,
+            Some(json!(true)),
+        )
+        .await;
+    problem(late, StatusCode::CONFLICT, "run-finished").await;
+    let bad_name = server
+        .call(
+            Method::POST,
+            &format!("/api/v1/runs/{run_id}/signals/not%20a%20name"),
+            &server.admin,
+            Some(json!(true)),
+        )
+        .await;
+    problem(bad_name, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+}
+
 /// A saturated server sheds load with 503 and `Retry-After`; a shutting
 /// down one refuses deliveries and fails readiness.
 async fn load_shedding_and_drain<S: Store + Clone>(store: S) {
@@ -733,4 +832,5 @@ on_every_store!(
     token_rules,
     bad_input_and_runs,
     load_shedding_and_drain,
+    signals_wake_a_waiting_run,
 );

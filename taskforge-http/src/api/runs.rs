@@ -1,4 +1,5 @@
-//! Runs: listing, details with every step attempt, start, cancel, wait.
+//! Runs: listing, details with every step attempt, start, cancel, signal,
+//! wait.
 
 use std::time::Duration;
 
@@ -30,8 +31,8 @@ pub(crate) struct RunFilter {
     /// Only this workflow's runs (required for tokens limited to workflows).
     #[param(value_type = Option<String>, format = Uuid)]
     workflow_id: Option<WorkflowId>,
-    /// Only runs in this status: queued, running, succeeded, failed,
-    /// cancelled, timed_out.
+    /// Only runs in this status: queued, running, waiting, succeeded,
+    /// failed, cancelled, timed_out.
     #[param(value_type = Option<String>)]
     status: Option<RunStatus>,
     /// Only runs of this event.
@@ -302,6 +303,29 @@ pub(crate) async fn cancel<S: Store, X: StepExecutor>(
 ) -> Result<Json<WorkflowRun>, Problem> {
     reachable_run(&ctx, &caller, Scope::Run, id).await?;
     Ok(Json(ctx.engine.cancel_run(id).await?))
+}
+
+/// Sends the signal `name` to a run, with the request body (any JSON value)
+/// as its payload: the wait step waiting for `name` receives it as its
+/// output (see `StepDefinition::wait_for_signal`). The signal is kept with
+/// the run, so one sent before the run reaches its wait step is received
+/// when it gets there; a parked run wakes at once. Answers the run as
+/// stored after the signal. `409 run-finished` for a finished run,
+/// `422 invalid-input` for a name outside `[A-Za-z0-9_.-]` or a payload
+/// over 64 KiB.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/signals/{name}", tag = "runs",
+    params(("id" = String, Path, format = Uuid), ("name" = String, Path)),
+    request_body(content = Object, description = "The signal's payload: any JSON value."),
+    security(("token" = ["run"])),
+    responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn signal<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids((id, name)): Ids<(RunId, String)>,
+    Body(payload): Body<Value>,
+) -> Result<Json<WorkflowRun>, Problem> {
+    reachable_run(&ctx, &caller, Scope::Run, id).await?;
+    Ok(Json(ctx.engine.signal_run(id, &name, payload).await?))
 }
 
 /// How long to wait.

@@ -3,9 +3,10 @@
 //!
 //! Each event is named after the update (`run_queued`, `run_started`,
 //! `step_started`, `step_succeeded`, `step_failed`, `step_skipped`,
-//! `step_progress`, `step_log`, `run_finished`) and carries it as JSON. Asked for one run, the stream
-//! opens with a `snapshot` of the run's stored status, so a client that
-//! subscribes late still knows where the run is. Updates are live only:
+//! `step_progress`, `step_log`, `run_waiting`, `run_finished`) and carries
+//! it as JSON. Asked for one run, the stream opens with a `snapshot` of
+//! the run's stored status, so a client that subscribes late still knows
+//! where the run is. Updates are live only:
 //! a client that missed some reads the history from `/api/v1/runs/{id}`
 //! (the engine keeps no replayable log, so `Last-Event-ID` is not honoured).
 
@@ -227,6 +228,11 @@ fn describe(update: &RunUpdate) -> Option<(&'static str, RunId, Value)> {
             json!({ "run_id": line.run_id, "step_key": step_key, "attempt": attempt,
                     "step_run_id": line.step_run_id, "seq": line.seq, "at": line.at,
                     "level": line.level, "message": line.message }),
+        ),
+        RunUpdate::RunWaiting { run_id, wake_at } => (
+            "run_waiting",
+            *run_id,
+            json!({ "run_id": run_id, "status": "waiting", "wake_at": wake_at }),
         ),
         RunUpdate::RunFinished { run_id, status } => (
             "run_finished",

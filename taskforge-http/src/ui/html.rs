@@ -115,6 +115,7 @@ pub(crate) fn badge(status: &str) -> String {
         "failed" | "rejected" => "✕",
         "running" => "●",
         "queued" => "○",
+        "waiting" => "◷",
         "cancelled" | "skipped" | "filtered" | "inactive" | "disabled" | "workflow_inactive"
         | "trigger_disabled" => "⊘",
         "timed_out" => "⏱",

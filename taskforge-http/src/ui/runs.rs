@@ -465,6 +465,15 @@ async fn run_page<S: Store, X: StepExecutor>(
     if let Some(deadline) = run.deadline {
         item("Deadline", time(deadline));
     }
+    if run.status == RunStatus::Waiting {
+        item(
+            "Waiting until",
+            run.wake_at.map_or_else(
+                || "a signal".to_owned(),
+                |at| format!("{} or a signal", time(at)),
+            ),
+        );
+    }
     if let Some(lease) = &run.lease {
         item(
             "Worker",
@@ -506,6 +515,11 @@ async fn run_page<S: Store, X: StepExecutor>(
     live.push_str(&json_details("input", "Input", &run.input, true));
     if let Some(output) = &run.output {
         live.push_str(&json_details("output", "Output", output, true));
+    }
+    if !run.signals.is_empty() {
+        let signals = serde_json::to_value(&run.signals).unwrap_or(Value::Null);
+        let title = format!("Signals ({})", run.signals.len());
+        live.push_str(&json_details("signals", &title, &signals, false));
     }
     live.push_str("</div>");
 

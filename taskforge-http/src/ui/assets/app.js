@@ -16,7 +16,7 @@
     return;
   }
   var EVENTS = ["snapshot", "run_queued", "run_started", "step_started",
-    "step_succeeded", "step_failed", "step_skipped", "run_finished", "lagged"];
+    "step_succeeded", "step_failed", "step_skipped", "run_waiting", "run_finished", "lagged"];
   var timer = null, busy = false, again = false, swaps = 0;
 
   function show(text, state) {
