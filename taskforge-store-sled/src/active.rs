@@ -27,11 +27,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sled::IVec;
-use taskforge_core::store::rules;
+use taskforge_core::store::rules::{self, ClaimablePicker, SlotState, SlotUse};
 use taskforge_core::{RunId, RunStatus, StepStatus, WorkflowId, WorkflowRun};
 
 use crate::keys::{self, ID, TIME_MIN};
@@ -115,6 +116,34 @@ pub(crate) struct ActiveRuns {
     by_workflow_status: BTreeSet<(Id, u8, Id)>,
     /// `(lease expiry, run)` of running runs; no lease sorts first.
     leases: BTreeSet<([u8; 8], Id)>,
+    /// `(due time, run)` of parked runs that a time makes due
+    /// ([`wake_key`]).
+    wakes: BTreeSet<([u8; 8], Id)>,
+    /// The runs of each concurrency key ([`rules::slot_use`]).
+    keys: HashMap<String, KeyRuns>,
+}
+
+/// The unfinished runs of one concurrency key: holding a slot, waiting.
+#[derive(Debug, Default)]
+struct KeyRuns {
+    holding: BTreeSet<Id>,
+    waiting: BTreeSet<Id>,
+}
+
+impl KeyRuns {
+    fn of(&self, used: SlotUse) -> &BTreeSet<Id> {
+        match used {
+            SlotUse::Holding => &self.holding,
+            SlotUse::Waiting => &self.waiting,
+        }
+    }
+
+    fn of_mut(&mut self, used: SlotUse) -> &mut BTreeSet<Id> {
+        match used {
+            SlotUse::Holding => &mut self.holding,
+            SlotUse::Waiting => &mut self.waiting,
+        }
+    }
 }
 
 fn lease_key(run: &WorkflowRun) -> Option<[u8; 8]> {
@@ -123,6 +152,19 @@ fn lease_key(run: &WorkflowRun) -> Option<[u8; 8]> {
             .as_ref()
             .map_or(TIME_MIN, |l| keys::time(l.expires_at))
     })
+}
+
+/// When a parked run is due, for the wake index: its `wake_at`, or at once
+/// with cancellation asked for ([`rules::is_due`]); `None` if it is not
+/// parked, or waits for a signal alone.
+fn wake_key(run: &WorkflowRun) -> Option<[u8; 8]> {
+    if run.status != RunStatus::Waiting {
+        return None;
+    }
+    if run.cancel_requested {
+        return Some(TIME_MIN);
+    }
+    run.wake_at.map(keys::time)
 }
 
 impl ActiveRuns {
@@ -140,7 +182,9 @@ impl ActiveRuns {
             let same = keys::is_active(new.run.status)
                 && new.run.status == old.run.status
                 && new.run.workflow_id == old.run.workflow_id
-                && lease_key(&new.run) == lease_key(&old.run);
+                && lease_key(&new.run) == lease_key(&old.run)
+                && wake_key(&new.run) == wake_key(&old.run)
+                && rules::slot_use(&new.run) == rules::slot_use(&old.run);
             if same {
                 *old = new.clone();
                 return;
@@ -154,6 +198,17 @@ impl ActiveRuns {
             if let Some(lease) = lease_key(&old.run) {
                 self.leases.remove(&(lease, id));
             }
+            if let Some(due) = wake_key(&old.run) {
+                self.wakes.remove(&(due, id));
+            }
+            if let Some((key, used)) = rules::slot_use(&old.run) {
+                if let Some(runs) = self.keys.get_mut(key) {
+                    runs.of_mut(used).remove(&id);
+                    if runs.holding.is_empty() && runs.waiting.is_empty() {
+                        self.keys.remove(key);
+                    }
+                }
+            }
         }
         let Some(new) = run.filter(|r| keys::is_active(r.run.status)) else {
             return;
@@ -165,7 +220,33 @@ impl ActiveRuns {
         if let Some(lease) = lease_key(&new.run) {
             self.leases.insert((lease, id));
         }
+        if let Some(due) = wake_key(&new.run) {
+            self.wakes.insert((due, id));
+        }
+        if let Some((key, used)) = rules::slot_use(&new.run) {
+            self.keys
+                .entry(key.to_owned())
+                .or_default()
+                .of_mut(used)
+                .insert(id);
+        }
         self.runs.insert(id, new);
+    }
+
+    /// The ids of the unfinished runs of concurrency key `key` (holding a
+    /// slot or waiting), in id order.
+    pub(crate) fn key_ids(&self, key: &str) -> Vec<Id> {
+        self.keys.get(key).map_or_else(Vec::new, |runs| {
+            runs.holding.union(&runs.waiting).copied().collect()
+        })
+    }
+
+    /// The runs of `key` that take part in it as `used`, in id order.
+    fn key_runs(&self, key: &str, used: SlotUse) -> impl DoubleEndedIterator<Item = &Id> + '_ {
+        self.keys
+            .get(key)
+            .into_iter()
+            .flat_map(move |runs| runs.of(used).iter())
     }
 
     /// The ids of unfinished runs in `status` (of `workflow`, if given),
@@ -189,35 +270,73 @@ impl ActiveRuns {
     }
 
     /// Up to `limit` runs a worker may claim at `now`, oldest first: the
-    /// oldest claimable queued runs, and the running runs whose lease
-    /// lapsed at or before `now`.
-    pub(crate) fn claimable(&self, now: DateTime<Utc>, limit: usize) -> Vec<RunId> {
+    /// claimable queued runs, the running runs whose lease lapsed at or
+    /// before `now` and the parked runs due by then, that their limits allow ([`rules::ClaimablePicker`];
+    /// `starts` reads a rate-limited workflow's recorded start times).
+    pub(crate) fn claimable(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        starts: impl Fn(WorkflowId) -> Vec<DateTime<Utc>>,
+    ) -> Vec<RunId> {
         let claimable = |id: &Id| {
             self.runs
                 .get(id)
-                .is_some_and(|r| rules::is_claimable(r.run.status, r.run.lease.as_ref(), now))
+                .is_some_and(|r| rules::can_claim(&r.run, now))
         };
-        let mut ids = BTreeSet::new();
+        let lapsed_until = (keys::time(now), [0xff; ID]);
+        // The indexes are kept to the microsecond: check the run itself.
+        let lapsed: BTreeSet<Id> = self
+            .leases
+            .range(..=lapsed_until)
+            .chain(self.wakes.range(..=lapsed_until))
+            .map(|(_, id)| *id)
+            .filter(claimable)
+            .collect();
         let queued = keys::status(RunStatus::Queued);
-        for (_, id) in self
+        let mut queued = self
             .by_status
             .range((queued, [0; ID])..=(queued, [0xff; ID]))
-        {
-            if ids.len() == limit {
-                break;
-            }
-            if claimable(id) {
-                ids.insert(*id);
+            .map(|(_, id)| *id)
+            .filter(claimable)
+            .peekable();
+        let mut lapsed = lapsed.into_iter().peekable();
+        let mut picker = ClaimablePicker::new();
+        let mut ids = Vec::with_capacity(limit.min(1_024));
+        while ids.len() < limit {
+            let next = match (queued.peek(), lapsed.peek()) {
+                (Some(q), Some(l)) if l < q => lapsed.next(),
+                (Some(_), _) => queued.next(),
+                (None, _) => lapsed.next(),
+            };
+            let Some(id) = next else { break };
+            let Some(active) = self.runs.get(&id) else {
+                continue;
+            };
+            let run = &active.run;
+            let key = run.limits.as_deref().map(|l| l.key.as_str());
+            let picked = picker.pick(
+                run,
+                now,
+                || {
+                    key.is_some_and(|key| {
+                        self.key_runs(key, SlotUse::Waiting)
+                            .filter(|other| **other > id)
+                            .any(|other| {
+                                self.runs
+                                    .get(other)
+                                    .is_some_and(|o| !o.run.cancel_requested)
+                            })
+                    })
+                },
+                |key| self.key_runs(key, SlotUse::Holding).count(),
+                &starts,
+            );
+            if picked {
+                ids.push(RunId::from_bytes(id));
             }
         }
-        let lapsed = (keys::time(now), [0xff; ID]);
-        for (_, id) in self.leases.range(..=lapsed) {
-            // The index is kept to the microsecond: check the lease itself.
-            if claimable(id) {
-                ids.insert(*id);
-            }
-        }
-        ids.into_iter().take(limit).map(RunId::from_bytes).collect()
+        ids
     }
 }
 
@@ -254,5 +373,64 @@ impl<'a> Staged<'a> {
     /// What to apply once the batch committed.
     pub(crate) fn into_changes(self) -> HashMap<Id, Option<ActiveRun>> {
         self.changes.into_inner()
+    }
+
+    /// What [`rules::check_slot`] reads of `run`'s key, as the batch left
+    /// it so far (`starts` is left for the caller, which reads sled).
+    pub(crate) fn slot_state(&self, run: &WorkflowRun, now: DateTime<Utc>) -> SlotState {
+        let mut state = SlotState::default();
+        let Some(limits) = run.limits.as_deref() else {
+            return state;
+        };
+        let key = limits.key.as_str();
+        let me = run.id.to_bytes();
+        let changes = self.changes.borrow();
+        let base = self.base.keys.get(key);
+        // The shared copy's books, corrected for the runs this batch changed.
+        let mut holding = base.map_or(0, |k| k.holding.len());
+        let mut staged_waiting = BTreeSet::new();
+        for (id, staged) in changes.iter() {
+            if base.is_some_and(|k| k.holding.contains(id)) {
+                holding -= 1;
+            }
+            match staged.as_ref().and_then(|s| rules::slot_use(&s.run)) {
+                Some((k, SlotUse::Holding)) if k == key && *id != me => holding += 1,
+                Some((k, SlotUse::Waiting)) if k == key => {
+                    staged_waiting.insert(*id);
+                }
+                _ => {}
+            }
+        }
+        if base.is_some_and(|k| k.holding.contains(&me)) && !changes.contains_key(&me) {
+            holding -= 1;
+        }
+        state.holding = holding;
+        let get = |id: &Id| match changes.get(id) {
+            Some(staged) => staged.as_ref().map(|s| Arc::clone(&s.run)),
+            None => self.base.get(id).map(|a| Arc::clone(&a.run)),
+        };
+        let empty = BTreeSet::new();
+        let base_waiting = base.map_or(&empty, |k| &k.waiting);
+        let unchanged = |id: &&Id| !changes.contains_key(*id);
+        let free = limits
+            .max
+            .map_or(usize::MAX, |max| (max as usize).saturating_sub(holding));
+        let ahead = base_waiting
+            .range(..me)
+            .filter(unchanged)
+            .chain(staged_waiting.range(..me))
+            .filter(|id| get(id).is_some_and(|r| rules::waits_ahead(&r, now)))
+            .take(free)
+            .count();
+        let after = (Bound::Excluded(me), Bound::Unbounded);
+        let behind = limits.debounce
+            && base_waiting
+                .range(after)
+                .filter(unchanged)
+                .chain(staged_waiting.range(after))
+                .any(|id| get(id).is_some_and(|r| !r.cancel_requested));
+        state.ahead = ahead;
+        state.behind = behind;
+        state
     }
 }

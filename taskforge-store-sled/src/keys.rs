@@ -62,6 +62,15 @@ pub(crate) mod tag {
     /// `run`, for every unfinished run (format 2): what the in-memory
     /// index of unfinished runs is rebuilt from on open.
     pub(crate) const ACTIVE: u8 = 0x27;
+    /// `workflow` → the start times of its rate-limited runs (JSON, oldest
+    /// first; see `rules::record_start`). Written by claims; a store of an
+    /// earlier format has none, which is an empty record.
+    pub(crate) const RATE: u8 = 0x28;
+}
+
+/// The key of a workflow's recorded start times ([`tag::RATE`]).
+pub(crate) fn rate(workflow: WorkflowId) -> Vec<u8> {
+    key(tag::RATE, &[&workflow.to_bytes()])
 }
 
 /// The length of an id.
@@ -102,6 +111,8 @@ pub(crate) fn status(status: RunStatus) -> u8 {
         RunStatus::Failed => 3,
         RunStatus::Cancelled => 4,
         RunStatus::TimedOut => 5,
+        // Unfinished, so indexed in memory only (never on disk).
+        RunStatus::Waiting => 6,
         // A status added by a later core: indexed together after the known
         // ones until this store gives it a byte of its own.
         _ => 0xff,

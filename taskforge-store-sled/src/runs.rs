@@ -11,7 +11,8 @@ use sled::IVec;
 use taskforge_core::store::rules::{self, page_limit, RunState, StepState};
 use taskforge_core::store::{Fence, RunStore};
 use taskforge_core::{
-    Event, EventId, Page, RunId, RunQuery, RunStatus, StepRun, StoreError, WorkflowRun,
+    Event, EventId, Page, RunId, RunQuery, RunStatus, Signal, StepRun, StoreError, WorkflowId,
+    WorkflowRun,
 };
 
 use crate::active::ActiveRun;
@@ -112,6 +113,78 @@ impl SledStore {
             Outcome::Run(run) => Ok(*run),
             other => Err(backend(format!("unexpected write outcome {other:?}"))),
         }
+    }
+
+    /// A claim that may need a slot of the run's key and a start of its
+    /// workflow's rate limit ([`rules::claim_with_slot`]): decided in the
+    /// writer, on the unfinished runs as its batch left them, so it is
+    /// ordered with every other claim; the workflow's start times are
+    /// rewritten in the same transaction. Like any claim, it writes the
+    /// run to sled only with its next write.
+    async fn claim_limited(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError> {
+        let owner = owner.to_owned();
+        let key = id.to_bytes();
+        let op: Op = Box::new(move |tx: &Tx<'_>| {
+            let Some(mut active) = tx.active.get(&key) else {
+                // Finished since it was read, or never stored.
+                return Ok(Err(match tx.runs.get(key)? {
+                    Some(_) => StoreError::conflict("run", id, "the run is finished"),
+                    None => StoreError::not_found("run", id),
+                }));
+            };
+            let stored = &active.run;
+            let mut slot = None;
+            if rules::needs_slot(stored) {
+                let mut state = tx.active.slot_state(stored, now);
+                if stored.limits.as_deref().is_some_and(|l| l.rate.is_some()) {
+                    state.starts = match tx.idx.get(keys::rate(stored.workflow_id))? {
+                        Some(bytes) => match decode("rate starts", &bytes) {
+                            Ok(starts) => starts,
+                            Err(e) => return Ok(Err(e)),
+                        },
+                        None => Vec::new(),
+                    };
+                }
+                slot = Some(state);
+            }
+            let (claimed, starts) =
+                match rules::claim_with_slot(stored, &owner, now, expires_at, slot.as_ref()) {
+                    Ok(claimed) => claimed,
+                    Err(e) => return Ok(Err(e)),
+                };
+            if let Some(starts) = starts {
+                let bytes = match encode("rate starts", &starts) {
+                    Ok(bytes) => bytes,
+                    Err(e) => return Ok(Err(e)),
+                };
+                tx.idx.insert(&keys::rate(claimed.workflow_id), bytes)?;
+            }
+            // A claim keeps the status: it is written with the run's next
+            // write, as in `update_run`.
+            active.unsaved = true;
+            let reply = Box::new(claimed.clone());
+            active.run = Arc::new(claimed);
+            tx.active.set(key, Some(active));
+            Ok(Ok(Outcome::Run(reply)))
+        });
+        match self.write(op).await? {
+            Outcome::Run(run) => Ok(*run),
+            other => Err(backend(format!("unexpected write outcome {other:?}"))),
+        }
+    }
+
+    /// The recorded start times of a rate-limited workflow, from sled.
+    pub(crate) fn rate_starts(&self, workflow: WorkflowId) -> Vec<DateTime<Utc>> {
+        load(&self.inner.idx, "rate starts", &keys::rate(workflow))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// The unfinished run `id` from memory, if it is one.
@@ -257,7 +330,13 @@ impl RunStore for SledStore {
             // disk.
             let unfinished = query.status.filter(|s| keys::is_active(*s));
             let status = query.status.map(|s| [keys::status(s)]);
+            let keyed = query
+                .concurrency_key
+                .as_deref()
+                .map(|key| inner.active.read().key_ids(key));
             let source = match (query.event_id, query.workflow_id, status) {
+                // A key's runs are all unfinished, so all in memory.
+                _ if keyed.is_some() => Source::Ids(keyed.unwrap_or_default()),
                 (Some(event), _, _) => Source::Ids(runs_of_event(inner, event)?),
                 (None, workflow, Some(_)) if unfinished.is_some() => Source::Ids(
                     inner
@@ -320,8 +399,13 @@ impl RunStore for SledStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Unfinished runs are in memory, with their leases: nothing to read.
-        Ok(self.inner.active.read().claimable(now, limit))
+        // Unfinished runs are in memory, with their leases and keys: only
+        // a rate-limited workflow's start times are read.
+        Ok(self
+            .inner
+            .active
+            .read()
+            .claimable(now, limit, |workflow| self.rate_starts(workflow)))
     }
 
     async fn claim_run(
@@ -331,6 +415,14 @@ impl RunStore for SledStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<WorkflowRun, StoreError> {
+        // Whether a run needs a slot changes only one way (a claim or a
+        // cancel request ends it), so a run that needs none now never will.
+        if self
+            .active_run(&id.to_bytes())
+            .is_some_and(|run| rules::needs_slot(&run))
+        {
+            return self.claim_limited(id, owner, now, expires_at).await;
+        }
         let owner = owner.to_owned();
         let run = self
             .update_run(id, false, move |stored| {
@@ -419,12 +511,16 @@ impl RunStore for SledStore {
             }
             match &run {
                 Some((new, bytes)) => {
-                    // The flag is set by any engine at any time, and the
-                    // owner's copy may predate it; the epoch belongs to
-                    // claims alone. Re-serialized only in those rare cases.
-                    let (new, bytes) = if rules::needs_merge(&state, &RunState::from(&**new)) {
+                    // The flag and the signals are set by any engine at any
+                    // time, and the owner's copy may predate them; the
+                    // epoch belongs to claims alone. Re-serialized only in
+                    // those rare cases.
+                    let stale = rules::needs_merge(&state, &RunState::from(&**new))
+                        || rules::needs_signal_merge(&active.run.signals, new);
+                    let (new, bytes) = if stale {
                         let mut kept = (**new).clone();
                         rules::merge_committed(&state, &mut kept);
+                        rules::merge_signals(&active.run.signals, &mut kept);
                         match encode("run", &kept) {
                             Ok(bytes) => (Arc::new(kept), bytes),
                             Err(e) => return Ok(Err(e)),
@@ -470,6 +566,14 @@ impl RunStore for SledStore {
         // still be waiting for the flush) or the run is finished.
         self.update_run(id, true, |stored| Ok(rules::request_cancel(stored)))
             .await
+    }
+
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        let signal = signal.clone();
+        self.update_run(id, true, move |stored| {
+            rules::signal(stored, &signal).map(Some)
+        })
+        .await
     }
 
     async fn list_step_runs(&self, run_id: RunId) -> Result<Vec<StepRun>, StoreError> {
