@@ -340,6 +340,12 @@ pub struct RunLimits {
     /// The workflow's rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateLimit>,
+    /// Whether the run holds a slot of its key: set by the claim that gave
+    /// it one (see [`rules::claim_with_slot`](crate::store::rules::claim_with_slot)),
+    /// kept until it finishes. A run claimed only to be cancelled never
+    /// gets one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub holds_slot: bool,
 }
 
 impl RunLimits {
@@ -368,6 +374,7 @@ impl RunLimits {
             debounce: debounce.is_some(),
             not_before,
             rate: rate.cloned(),
+            holds_slot: false,
         })
     }
 

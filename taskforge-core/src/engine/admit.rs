@@ -153,9 +153,18 @@ fn enqueued<S: Store, X: StepExecutor>(shared: &Arc<Shared<S, X>>, run: &Workflo
         });
         return;
     }
+    if !shared.is_claiming() {
+        return;
+    }
     // A run in its debounce window cannot be claimed yet: the dispatcher
-    // finds it when the window ends.
-    if !shared.is_claiming() || crate::store::rules::not_yet(run, shared.now()) {
+    // finds it when the window ends. A rate-limited run is left to the
+    // dispatcher too, which lists a workflow's waiting runs oldest first,
+    // as many as the window allows, so they start in order (a claim of
+    // this one could take the window's last start from an older run).
+    if run.limits.as_deref().is_some_and(|l| l.rate.is_some())
+        || crate::store::rules::not_yet(run, shared.now())
+    {
+        shared.wake.notify_one();
         return;
     }
     match dispatch::try_spawn(shared, run.id) {

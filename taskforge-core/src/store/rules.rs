@@ -124,7 +124,12 @@ pub fn claim_with_slot(
     };
     let mut claimed = claim_unchecked(stored, owner, now, expires_at)?;
     let starts = match granted {
-        Some(SlotGrant::Take { starts }) => starts,
+        Some(SlotGrant::Take { starts }) => {
+            if let Some(limits) = claimed.limits.as_deref_mut() {
+                limits.holds_slot = limits.slot_key().is_some();
+            }
+            starts
+        }
         Some(SlotGrant::Superseded) => {
             claimed.cancel_requested = true;
             None
@@ -172,8 +177,9 @@ fn claim_unchecked(
 /// How an unfinished run takes part in its key (see [`slot_use`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SlotUse {
-    /// Claimed at least once (`lease_epoch > 0`) and not finished: it holds
-    /// one of its key's slots, until it finishes.
+    /// A claim gave it one of its key's slots
+    /// ([`holds_slot`](crate::RunLimits::holds_slot)) and it has not
+    /// finished: it holds the slot, also while a later owner resumes it.
     Holding,
     /// Never claimed: it waits for a slot.
     Waiting,
@@ -181,22 +187,26 @@ pub enum SlotUse {
 
 /// The key `run` takes part in and how, or `None`: an unfinished run whose
 /// [`limits`](WorkflowRun::limits) have a [slot key](crate::RunLimits::slot_key)
-/// (a concurrency maximum or a debounce window) holds a slot of it once
-/// claimed, and waits for one before. A backend keeps, per key, the runs
-/// holding and the runs waiting (or can count them), and updates them
-/// whenever a run is inserted, claimed or finished.
+/// (a concurrency maximum or a debounce window) waits for a slot until it
+/// is first claimed, and holds one from the claim that gave it one until
+/// it finishes. (A run claimed only to be cancelled does neither.) A
+/// backend keeps, per key, the runs holding and the runs waiting (or can
+/// count them), and updates them whenever a run is inserted, claimed or
+/// finished.
 #[must_use]
 pub fn slot_use(run: &WorkflowRun) -> Option<(&str, SlotUse)> {
     if run.status.is_terminal() {
         return None;
     }
-    let key = run.limits.as_ref()?.slot_key()?;
-    let used = if run.lease_epoch > 0 {
-        SlotUse::Holding
+    let limits = run.limits.as_deref()?;
+    let key = limits.slot_key()?;
+    if limits.holds_slot {
+        Some((key, SlotUse::Holding))
+    } else if run.lease_epoch == 0 {
+        Some((key, SlotUse::Waiting))
     } else {
-        SlotUse::Waiting
-    };
-    Some((key, used))
+        None
+    }
 }
 
 /// Whether claiming `run` must first pass its limits ([`check_slot`]): it

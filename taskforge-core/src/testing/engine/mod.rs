@@ -10,7 +10,8 @@
 //! linear runs, retries and timeouts; dependencies, parallel steps and
 //! conditions; cancellation; versions and starting
 //! runs; recovery (a crashed engine, two engines, a thousand runs,
-//! shutdown); durable waits (sleeps, signals, parked retries). The
+//! shutdown); durable waits (sleeps, signals, parked retries); limits
+//! (a key's queue, each policy, debounce and rate limits, a restart). The
 //! trigger scenarios are in
 //! [`triggers`](crate::testing::triggers).
 
@@ -19,6 +20,7 @@ mod cancellation;
 mod dag;
 mod execution;
 mod hardening;
+mod limits;
 mod logs;
 mod recovery;
 mod secrets;
@@ -40,6 +42,7 @@ pub use cancellation::*;
 pub use dag::*;
 pub use execution::*;
 pub use hardening::*;
+pub use limits::*;
 pub use logs::*;
 pub use recovery::*;
 pub use secrets::*;
@@ -175,6 +178,14 @@ macro_rules! engine_conformance {
             engine::default_step_timeout_applies_where_the_definition_sets_none,
             engine::a_cancel_from_another_engine_reaches_the_owner,
             engine::every_run_traces_to_an_event,
+            engine::a_key_runs_one_at_a_time_in_order,
+            engine::skip_records_the_event_as_limited,
+            engine::cancel_running_makes_room_for_the_newest,
+            engine::cancel_newest_records_the_newcomer_cancelled,
+            engine::debounce_starts_the_last_run_of_a_burst,
+            engine::a_rate_limit_spreads_starts_over_windows,
+            engine::a_limited_run_resumes_after_a_restart,
+            engine::two_engines_never_run_more_of_a_key_than_its_limit,
             engine::a_sleep_parks_the_run_until_the_clock_passes_it,
             engine::a_signal_wakes_a_waiting_run_with_its_payload,
             engine::signals_sent_early_are_received_in_order,
