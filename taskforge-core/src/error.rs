@@ -145,6 +145,14 @@ pub enum EngineError {
     /// A run input or payload is invalid.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Only a failed, timed-out or cancelled run can be resumed.
+    #[error("run {run} is {status}; only a failed, timed-out or cancelled run can be resumed")]
+    NotResumable {
+        /// The run.
+        run: RunId,
+        /// Its status.
+        status: RunStatus,
+    },
     /// A trigger's configuration is invalid.
     #[error(transparent)]
     InvalidTrigger(#[from] InvalidTrigger),

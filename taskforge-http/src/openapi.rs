@@ -35,6 +35,7 @@ use crate::api;
         api::runs::list,
         api::runs::get_one,
         api::runs::cancel,
+        api::runs::resume,
         api::runs::signal,
         api::runs::wait,
         api::runs::logs,

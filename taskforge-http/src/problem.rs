@@ -266,6 +266,7 @@ impl From<EngineError> for Problem {
             }
             EngineError::NoVersion(_) => conflict("no-version", "Workflow has no version"),
             EngineError::RunFinished { .. } => conflict("run-finished", "Run is already finished"),
+            EngineError::NotResumable { .. } => conflict("not-resumable", "Run cannot be resumed"),
             EngineError::Artifact(ArtifactError::NotFound { .. }) => {
                 Self::not_found(error.to_string())
             }
@@ -276,6 +277,9 @@ impl From<EngineError> for Problem {
                 Self::not_found("this server keeps no artifacts")
             }
             EngineError::NoMasterKey => conflict("no-master-key", "The server keeps no secrets"),
+            EngineError::Limited { key, event_id } => conflict("limited", "Concurrency limit reached")
+                .with("key", key)
+                .with("event_id", event_id.to_string()),
             EngineError::Secret(secret) if secret.is_not_found() => {
                 Self::not_found(error.to_string())
             }

@@ -143,3 +143,86 @@ async fn logs_and_artifacts_are_served_and_shown() {
     assert!(page.contains(&format!("/ui/runs/{}/artifacts/app-1.4.2.tar.gz", run.id)));
     assert!(page.contains(&digest[..12]));
 }
+
+/// `POST /api/v1/runs/{id}/resume`: a failed run resumes from its failed
+/// step (the succeeded one is carried, not run again); a succeeded run
+/// cannot be resumed.
+#[tokio::test]
+async fn a_failed_run_resumes_over_http() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&broken);
+    let mut registry = StepRegistry::new();
+    registry
+        .step_without_input("build", |_ctx| async { Ok::<_, StepError>(json!("image")) })
+        .expect("register")
+        .step_without_input("deploy", move |_ctx| {
+            let broken = flag.load(Ordering::SeqCst);
+            async move {
+                if broken {
+                    return Err(StepError::terminal("the cluster is down"));
+                }
+                Ok(json!("deployed"))
+            }
+        })
+        .expect("register");
+    let engine = Engine::builder(MemoryStore::new(), registry).build();
+    engine.start();
+    let Bootstrap::Created(admin) = bootstrap(engine.store(), None, chrono::Utc::now())
+        .await
+        .expect("bootstrap")
+    else {
+        panic!("a new store has no tokens");
+    };
+    let workflow = engine.ensure_workflow("ship").await.expect("workflow");
+    engine
+        .publish(
+            workflow.id,
+            WorkflowDefinition::new(vec![
+                StepDefinition::new("build", "build"),
+                StepDefinition::new("deploy", "deploy"),
+            ]),
+        )
+        .await
+        .expect("publish");
+    let run = engine
+        .start_run(workflow.id, Value::Null)
+        .await
+        .expect("start");
+    engine.wait_for_run(run.id).await.expect("finish");
+    broken.store(false, Ordering::SeqCst);
+
+    let app = router(engine.clone(), HttpOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = Client::new();
+    let resume = |id: String| {
+        client
+            .post(format!("{base}/api/v1/runs/{id}/resume"))
+            .bearer_auth(admin.expose())
+            .send()
+    };
+    let answer = resume(run.id.to_string()).await.expect("resume");
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let resumed: Value = answer.json().await.expect("json");
+    assert_eq!(resumed["resumed_from"], json!(run.id));
+    let id: taskforge_core::RunId =
+        serde_json::from_value(resumed["id"].clone()).expect("a run id");
+    let done = engine.wait_for_run(id).await.expect("finish");
+    assert_eq!(done.output, Some(json!("deployed")));
+    let again = resume(id.to_string()).await.expect("resume");
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let problem: Value = again.json().await.expect("json");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("not-resumable"),
+        "{problem}"
+    );
+}

@@ -58,6 +58,7 @@ mod dispatch;
 mod intake;
 mod limits;
 mod logs;
+mod resume;
 mod secrets;
 mod shared;
 mod signal;

@@ -55,7 +55,7 @@ use super::shared::Shared;
 use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::StoreError;
-use crate::id::RunId;
+use crate::id::{RunId, StepRunId};
 use crate::run::dag::{End, Schedule, Skip, Start, WaitOutcome, Waited};
 use crate::run::decide::{self, AfterFailure};
 use crate::run::{
@@ -265,6 +265,8 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let input = Arc::clone(&self.input);
         let mut schedule = if resumed || woken {
             self.recover(&version.definition, &input).await?
+        } else if let Some(original) = self.run.resumed_from {
+            self.carry(original, &version.definition, &input).await?
         } else {
             Schedule::new(&version.definition, &input)
         };
@@ -415,6 +417,48 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             }
             self.commit(interrupted).await?;
         }
+        Ok(schedule)
+    }
+
+    /// Starts a run that resumes `original`: the steps that succeeded there
+    /// are carried into this run (copies that name the attempt they come
+    /// from, written with the first commit), so only the others run, from
+    /// a first attempt. Steps the pinned version does not name at the same
+    /// position are not carried.
+    async fn carry<'d>(
+        &mut self,
+        original: RunId,
+        definition: &'d WorkflowDefinition,
+        input: &'d Value,
+    ) -> Result<Schedule<'d>, Halt> {
+        let history = self.shared.store.list_step_runs(original).await?;
+        let run_id = self.run.id;
+        let mut carried: Vec<StepRun> = history
+            .into_iter()
+            .filter(|step| {
+                step.status == StepStatus::Succeeded
+                    && definition
+                        .steps
+                        .get(step.step_index as usize)
+                        .is_some_and(|d| d.key == step.step_key)
+            })
+            .map(|step| StepRun {
+                id: StepRunId::new(),
+                run_id,
+                carried_from: Some(step.id),
+                signal: None,
+                ..step
+            })
+            .collect();
+        carried.sort_by_key(|step| step.step_index);
+        let (schedule, _) = Schedule::resume(definition, input, &carried);
+        self.outputs = Arc::new(
+            carried
+                .iter()
+                .map(|s| (s.step_key.clone(), s.output.clone().unwrap_or(Value::Null)))
+                .collect(),
+        );
+        self.pending.extend(carried);
         Ok(schedule)
     }
 

@@ -358,6 +358,12 @@ pub struct WorkflowRun {
     /// The run this one replays, if it is a replay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<RunId>,
+    /// The failed, timed-out or cancelled run this one resumes
+    /// ([`Engine::resume_run`](crate::Engine::resume_run)): it keeps that
+    /// run's succeeded steps and goes on from the ones that did not
+    /// succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<RunId>,
     /// Where it is in its lifecycle.
     pub status: RunStatus,
     /// Its input, handed to every step; shared, not copied, with the event
@@ -453,6 +459,7 @@ impl WorkflowRun {
             version: version.number,
             event_id: None,
             replay_of: None,
+            resumed_from: None,
             status: RunStatus::Queued,
             input: input.into(),
             output: None,
@@ -556,6 +563,11 @@ pub struct StepRun {
     /// step at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<u32>,
+    /// For a step a resumed run kept from the run it resumes: the attempt
+    /// of that run whose output it carries. Such a step never ran in this
+    /// run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_from: Option<StepRunId>,
 }
 
 impl StepRun {
@@ -581,6 +593,7 @@ impl StepRun {
             started_at: now,
             finished_at: None,
             signal: None,
+            carried_from: None,
         }
     }
 
@@ -612,6 +625,7 @@ impl StepRun {
             started_at: now,
             finished_at: Some(now),
             signal: None,
+            carried_from: None,
         }
     }
 

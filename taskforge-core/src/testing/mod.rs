@@ -194,6 +194,7 @@ case_files!(ENGINE_CASE_PATHS, ENGINE_CASE_SOURCES:
     "engine/limits.rs",
     "engine/logs.rs",
     "engine/recovery.rs",
+    "engine/resume.rs",
     "engine/secrets.rs",
     "engine/versions.rs",
     "engine/waits.rs",

@@ -163,6 +163,7 @@ impl<S: Store, X: StepExecutor> Routes<S, X> {
             .get("/api/v1/runs", runs::list::<S, X>)
             .get("/api/v1/runs/{id}", runs::get_one::<S, X>)
             .post("/api/v1/runs/{id}/cancel", runs::cancel::<S, X>)
+            .post("/api/v1/runs/{id}/resume", runs::resume::<S, X>)
             .post("/api/v1/runs/{id}/signals/{name}", runs::signal::<S, X>)
             .get("/api/v1/runs/{id}/wait", runs::wait::<S, X>)
             .get("/api/v1/runs/{id}/artifacts", runs::artifacts::<S, X>)

@@ -305,6 +305,25 @@ pub(crate) async fn cancel<S: Store, X: StepExecutor>(
     Ok(Json(ctx.engine.cancel_run(id).await?))
 }
 
+/// Resumes a failed, timed-out or cancelled run from the steps that did not
+/// succeed: a new run on the same pinned version whose history carries the
+/// succeeded steps (`carried_from`), named by `resumed_from`. `409
+/// not-resumable` for a run that is not finished or succeeded.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/resume", tag = "runs",
+    params(("id" = String, Path, format = Uuid)), security(("token" = ["run"])),
+    responses((status = 201, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn resume<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    caller: Caller,
+    Ids(id): Ids<RunId>,
+) -> Result<(StatusCode, Json<WorkflowRun>), Problem> {
+    reachable_run(&ctx, &caller, Scope::Run, id).await?;
+    ctx.refuse_if_draining()?;
+    let who = format!("token:{}", caller.token.id);
+    let run = ctx.engine.resume_run_as(id, Some(&who)).await?;
+    Ok((StatusCode::CREATED, Json(run)))
+}
+
 /// Sends the signal `name` to a run, with the request body (any JSON value)
 /// as its payload: the wait step waiting for `name` receives it as its
 /// output (see `StepDefinition::wait_for_signal`). The signal is kept with

@@ -91,6 +91,7 @@ fn routes<S: Store, X: StepExecutor>() -> Router<Ctx<S, X>> {
         .route("/runs/{id}", get(runs::show::<S, X>))
         .route("/runs/{id}/cancel", post(runs::cancel::<S, X>))
         .route("/runs/{id}/retry", post(runs::retry::<S, X>))
+        .route("/runs/{id}/resume", post(runs::resume::<S, X>))
         .route(
             "/runs/{id}/artifacts/{name}",
             get(crate::api::runs::artifact::<S, X>),

@@ -415,6 +415,17 @@ async fn run_page<S: Store, X: StepExecutor>(
                 "retry-run",
             ));
         }
+        if matches!(
+            run.status,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::Cancelled
+        ) {
+            live.push_str(&viewer.button(
+                &format!("{base}/runs/{}/resume", run.id),
+                &format!("Resume on v{} from the failed step", run.version),
+                "action",
+                "resume-run",
+            ));
+        }
         if let Some(event) = event
             .as_ref()
             .filter(|e| e.outcome.kind() != OutcomeKind::Rejected)
@@ -487,6 +498,16 @@ async fn run_page<S: Store, X: StepExecutor>(
     if let Some(original) = run.replay_of {
         item(
             "Replay of",
+            format!(
+                "<a class=\"mono\" href=\"{}/runs/{original}\">{}</a>",
+                Esc(base),
+                Esc(short(&original.to_string()))
+            ),
+        );
+    }
+    if let Some(original) = run.resumed_from {
+        item(
+            "Resumes",
             format!(
                 "<a class=\"mono\" href=\"{}/runs/{original}\">{}</a>",
                 Esc(base),
@@ -801,6 +822,15 @@ fn timeline(
                     ));
                 }
             }
+            if attempt.carried_from.is_some() {
+                if let Some(original) = run.resumed_from {
+                    let _ = write!(
+                        detail,
+                        "<p class=\"muted\">Kept from run <a class=\"mono\" href=\"../runs/{original}\">{}</a>, which this run resumes: not run again.</p>",
+                        Esc(short(&original.to_string()))
+                    );
+                }
+            }
             if let Some(retry_at) = attempt.retry_at {
                 let after = attempt
                     .finished_at
@@ -893,6 +923,25 @@ pub(crate) async fn retry<S: Store, X: StepExecutor>(
             .engine
             .start_run_with(run.workflow_id, (*run.input).clone(), options)
             .await?;
+        Ok(format!("{}/runs/{}", viewer.base, new.id))
+    };
+    run_action(&viewer, form, action).await
+}
+
+/// `POST runs/{id}/resume`: a new run that keeps the succeeded steps.
+pub(crate) async fn resume<S: Store, X: StepExecutor>(
+    State(ctx): State<Ctx<S, X>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    let action = async {
+        let id = parse_run_id(&id)?;
+        let run = ctx.engine.store().get_run(id).await?;
+        reachable(&ctx, &viewer.caller, Scope::Run, run.workflow_id).await?;
+        ctx.refuse_if_draining()?;
+        let who = format!("token:{}", viewer.caller.token.id);
+        let new = ctx.engine.resume_run_as(id, Some(&who)).await?;
         Ok(format!("{}/runs/{}", viewer.base, new.id))
     };
     run_action(&viewer, form, action).await

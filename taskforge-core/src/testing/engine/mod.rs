@@ -23,6 +23,7 @@ mod hardening;
 mod limits;
 mod logs;
 mod recovery;
+mod resume;
 mod secrets;
 mod versions;
 mod waits;
@@ -45,6 +46,7 @@ pub use hardening::*;
 pub use limits::*;
 pub use logs::*;
 pub use recovery::*;
+pub use resume::*;
 pub use secrets::*;
 pub use versions::*;
 pub use waits::*;
@@ -147,6 +149,8 @@ macro_rules! engine_conformance {
             engine::undeclared_secrets_cannot_be_read,
             engine::publishing_checks_declared_secrets,
             engine::master_key_rotation_with_runs_in_flight,
+            engine::a_failed_run_resumes_from_the_failed_step,
+            engine::only_unsuccessful_finished_runs_resume,
             engine::fan_out_branches_overlap_and_fan_in_sees_them,
             engine::max_parallel_steps_bounds_a_run,
             engine::a_false_condition_skips_a_branch_and_its_dependants,
