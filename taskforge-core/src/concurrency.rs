@@ -395,7 +395,8 @@ mod tests {
     #[test]
     fn keys_are_injective_and_bounded() {
         let wf = WorkflowId::new();
-        let input = json!({"s": "1", "n": 1, "o": {"b": 2, "a": 1}, "e": "", "big": "x".repeat(400)});
+        let input =
+            json!({"s": "1", "n": 1, "o": {"b": 2, "a": 1}, "e": "", "big": "x".repeat(400)});
         let key = |p: &str| run_key(wf, Some(p), &input);
         assert_eq!(key("/s"), format!("{wf}/\"1\""));
         assert_eq!(key("/n"), format!("{wf}/1"));
@@ -419,12 +420,22 @@ mod tests {
     #[test]
     fn limits_serialize_compactly() {
         let wf = WorkflowId::new();
-        let limits = RunLimits::new(wf, &json!({}), Some(&ConcurrencyLimit::new(2)), None, None, Utc::now())
-            .expect("a limit");
+        let limits = RunLimits::new(
+            wf,
+            &json!({}),
+            Some(&ConcurrencyLimit::new(2)),
+            None,
+            None,
+            Utc::now(),
+        )
+        .expect("a limit");
         let text = serde_json::to_value(&limits).expect("serialize");
         assert_eq!(text, json!({"key": wf.to_string(), "max": 2}));
         let back: RunLimits = serde_json::from_value(text).expect("deserialize");
         assert_eq!(back, limits);
-        assert_eq!(RunLimits::new(wf, &json!({}), None, None, None, Utc::now()), None);
+        assert_eq!(
+            RunLimits::new(wf, &json!({}), None, None, None, Utc::now()),
+            None
+        );
     }
 }

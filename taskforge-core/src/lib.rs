@@ -83,11 +83,11 @@ mod token;
 mod trigger;
 mod workflow;
 
+pub use concurrency::{ConcurrencyLimit, LimitPolicy, RateLimit, RunLimits};
 pub use engine::{
     Delivery, Engine, EngineBuilder, EngineConfig, ReplayOptions, ReplayVersion, RunDetails,
     RunOptions, RunUpdate,
 };
-pub use concurrency::{ConcurrencyLimit, LimitPolicy, RateLimit, RunLimits};
 pub use error::{EngineError, StoreError};
 pub use event::{Event, EventOutcome, EventSource};
 pub use id::{EventId, RunId, StepRunId, TriggerId, VersionId, WorkflowId};

@@ -125,7 +125,9 @@ pub(crate) async fn deliver<S: Store, X: StepExecutor>(
         }
         Delivery::Recorded { event_id, outcome } => {
             span.record("event_id", tracing::field::display(event_id));
-            let answer = answer("recorded", event_id, None, Some(outcome));
+            // A run recorded cancelled by its limit policy is named.
+            let run_id = outcome.run_id();
+            let answer = answer("recorded", event_id, run_id, Some(outcome));
             Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
         }
         Delivery::Filtered { event_id, .. } => {

@@ -277,9 +277,11 @@ impl From<EngineError> for Problem {
                 Self::not_found("this server keeps no artifacts")
             }
             EngineError::NoMasterKey => conflict("no-master-key", "The server keeps no secrets"),
-            EngineError::Limited { key, event_id } => conflict("limited", "Concurrency limit reached")
-                .with("key", key)
-                .with("event_id", event_id.to_string()),
+            EngineError::Limited { key, event_id } => {
+                conflict("limited", "Concurrency limit reached")
+                    .with("key", key)
+                    .with("event_id", event_id.to_string())
+            }
             EngineError::Secret(secret) if secret.is_not_found() => {
                 Self::not_found(error.to_string())
             }

@@ -210,7 +210,10 @@ impl Data {
             }
         }
         if let Some((key, used)) = new {
-            self.keys.entry(key.to_owned()).or_default().set(id, Some(used));
+            self.keys
+                .entry(key.to_owned())
+                .or_default()
+                .set(id, Some(used));
         }
     }
 
@@ -222,9 +225,9 @@ impl Data {
         };
         if let Some(keyed) = self.keys.get(&limits.key) {
             state.holding = keyed.holding.len();
-            let free = limits
-                .max
-                .map_or(usize::MAX, |max| (max as usize).saturating_sub(state.holding));
+            let free = limits.max.map_or(usize::MAX, |max| {
+                (max as usize).saturating_sub(state.holding)
+            });
             state.ahead = keyed
                 .waiting
                 .range(..run.id)
@@ -238,7 +241,11 @@ impl Data {
             state.behind = self.has_behind(keyed, run.id);
         }
         if limits.rate.is_some() {
-            state.starts = self.rates.get(&run.workflow_id).cloned().unwrap_or_default();
+            state.starts = self
+                .rates
+                .get(&run.workflow_id)
+                .cloned()
+                .unwrap_or_default();
         }
         state
     }

@@ -1079,9 +1079,10 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         match admit::admit(shared, admission).await? {
             Admitted::Stored { run: Some(run), .. } => Ok(run),
             Admitted::Stored { run: None, event } => Err(limited(event)),
-            Admitted::Duplicate(_) => {
-                Err(StoreError::Invalid("a replay without a dedup key was a duplicate".into()).into())
-            }
+            Admitted::Duplicate(_) => Err(StoreError::Invalid(
+                "a replay without a dedup key was a duplicate".into(),
+            )
+            .into()),
         }
     }
 }

@@ -27,9 +27,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{EventQuery, RunQuery, MAX_PAGE_SIZE};
+use crate::concurrency::RateLimit;
 use crate::error::StoreError;
 use crate::event::Event;
-use crate::concurrency::RateLimit;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
 use crate::run::{Fence, Lease, RunStatus, Signal, StepRun, StepStatus, WorkflowRun};
 use crate::trigger::Trigger;
@@ -338,7 +338,9 @@ pub fn check_slot(
 /// `(now - per, now]`.
 #[must_use]
 pub fn rate_room(rate: &RateLimit, starts: &[DateTime<Utc>], now: DateTime<Utc>) -> usize {
-    let since = now.checked_sub_signed(rate.window()).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = now
+        .checked_sub_signed(rate.window())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let recent = starts.iter().filter(|&&at| at > since && at <= now).count();
     (rate.runs as usize).saturating_sub(recent)
 }
@@ -352,7 +354,9 @@ pub fn record_start(
     starts: &[DateTime<Utc>],
     now: DateTime<Utc>,
 ) -> Vec<DateTime<Utc>> {
-    let since = now.checked_sub_signed(rate.window()).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = now
+        .checked_sub_signed(rate.window())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut kept: Vec<DateTime<Utc>> = starts.iter().copied().filter(|&at| at > since).collect();
     kept.push(now);
     kept.sort_unstable();

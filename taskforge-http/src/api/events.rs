@@ -31,7 +31,7 @@ pub(crate) struct EventFilter {
     #[param(value_type = Option<String>, format = Uuid)]
     trigger_id: Option<TriggerId>,
     /// Only events with this outcome: run_started, filtered,
-    /// workflow_inactive, trigger_disabled, skipped.
+    /// workflow_inactive, trigger_disabled, skipped, rejected, limited.
     #[param(value_type = Option<String>)]
     outcome: Option<OutcomeKind>,
     /// Only events received at or after this time (RFC 3339).

@@ -66,6 +66,17 @@ fn outcome(base: &str, outcome: &EventOutcome) -> String {
         EventOutcome::Filtered { reason } | EventOutcome::Skipped { reason } => {
             let _ = write!(out, " <span class=\"reason\">{}</span>", Esc(reason));
         }
+        EventOutcome::Limited { key, run_id } => {
+            let _ = write!(out, " <span class=\"reason mono\">key {}</span>", Esc(key));
+            if let Some(run_id) = run_id {
+                let _ = write!(
+                    out,
+                    " <a class=\"mono\" href=\"{}/runs/{run_id}\">{}</a> (cancelled)",
+                    Esc(base),
+                    Esc(short(&run_id.to_string()))
+                );
+            }
+        }
         EventOutcome::Rejected { reason, status } => {
             let _ = write!(
                 out,

@@ -117,7 +117,7 @@ pub(crate) fn badge(status: &str) -> String {
         "queued" => "○",
         "waiting" => "◷",
         "cancelled" | "skipped" | "filtered" | "inactive" | "disabled" | "workflow_inactive"
-        | "trigger_disabled" => "⊘",
+        | "trigger_disabled" | "limited" => "⊘",
         "timed_out" => "⏱",
         "interrupted" => "↯",
         _ => "•",

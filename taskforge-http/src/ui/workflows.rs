@@ -392,6 +392,7 @@ pub(crate) fn outcome_name(outcome: &taskforge_core::EventOutcome) -> &'static s
         OutcomeKind::TriggerDisabled => "trigger_disabled",
         OutcomeKind::Skipped => "skipped",
         OutcomeKind::Rejected => "rejected",
+        OutcomeKind::Limited => "limited",
         _ => "other",
     }
 }

@@ -549,13 +549,20 @@ pub async fn a_rate_limit_spreads_starts_over_windows<S: Store>(store: S) {
     }
     for (window, expected) in [(0, 2), (1, 4), (2, 5)] {
         for run in &runs[..expected] {
-            let done = tokio::time::timeout(Duration::from_secs(20), rig.engine.wait_for_run(run.id)).await;
+            let done =
+                tokio::time::timeout(Duration::from_secs(20), rig.engine.wait_for_run(run.id))
+                    .await;
             if done.is_err() {
                 let mut state = Vec::new();
                 for run in &runs {
                     state.push(rig.engine.run(run.id).await.expect("run").run);
                 }
-                panic!("window {window}: run {} did not finish: now {} runs {state:#?} log {:?}", run.id, crate::clock::Clock::now(&clock), rig.tracker.log.lock());
+                panic!(
+                    "window {window}: run {} did not finish: now {} runs {state:#?} log {:?}",
+                    run.id,
+                    crate::clock::Clock::now(&clock),
+                    rig.tracker.log.lock()
+                );
             }
         }
         if let Some(next) = runs.get(expected) {
