@@ -988,3 +988,6 @@ impl<'d> Schedule<'d> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod wait_tests;
