@@ -31,7 +31,9 @@ pub(crate) struct Admission {
     pub(crate) dedup_window: Option<TimeDelta>,
 }
 
-/// What came of an [`Admission`].
+/// What came of an [`Admission`]. Made once per admission and matched at
+/// once, so the run is not boxed to even out the variants.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Admitted {
     /// Stored; the run (if any) is queued and the dispatcher woken.
     Stored {
