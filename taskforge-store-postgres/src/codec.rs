@@ -85,6 +85,40 @@ pub(crate) fn lease_columns(lease: Option<&Lease>) -> Result<LeaseColumns<'_>, S
     })
 }
 
+/// The columns of a run's limits (migration 6): what claims and
+/// `list_claimable` compare, NULL or false for a run without limits.
+pub(crate) struct LimitColumns {
+    /// The concurrency key, for a run that takes part in one
+    /// (`RunLimits::slot_key`).
+    pub(crate) slot_key: Option<String>,
+    /// The key's most runs holding a slot.
+    pub(crate) slot_max: Option<i64>,
+    /// Whether a claim gave the run a slot.
+    pub(crate) slot_held: bool,
+    /// Whether the key is debounced.
+    pub(crate) debounce: bool,
+    /// The end of its debounce window.
+    pub(crate) not_before_ns: Option<i64>,
+    /// Its workflow's rate limit: runs per window...
+    pub(crate) rate_runs: Option<i64>,
+    /// ... and the window, in nanoseconds.
+    pub(crate) rate_per_ns: Option<i64>,
+}
+
+pub(crate) fn limit_columns(run: &WorkflowRun) -> LimitColumns {
+    let limits = run.limits.as_deref();
+    let rate = limits.and_then(|l| l.rate.as_ref());
+    LimitColumns {
+        slot_key: limits.and_then(|l| l.slot_key()).map(str::to_owned),
+        slot_max: limits.and_then(|l| l.max).map(i64::from),
+        slot_held: limits.is_some_and(|l| l.holds_slot),
+        debounce: limits.is_some_and(|l| l.debounce),
+        not_before_ns: limits.and_then(|l| l.not_before).map(nanos),
+        rate_runs: rate.map(|r| i64::from(r.runs)),
+        rate_per_ns: rate.map(|r| r.window().num_nanoseconds().unwrap_or(i64::MAX)),
+    }
+}
+
 /// A run from the columns [`RUN_COLUMNS`](crate::schema::RUN_COLUMNS): the
 /// record, with the lease, epoch and cancel flag from their own columns
 /// (claims, renewals and cancel requests change only those).

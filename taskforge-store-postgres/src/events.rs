@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::batch::Failure;
 use crate::codec::{
-    big, doc, lease_columns, nanos, outcome_name, status_name, to_doc, LeaseColumns,
+    big, doc, lease_columns, limit_columns, nanos, outcome_name, status_name, to_doc, LeaseColumns,
+    LimitColumns,
 };
 use crate::conn::Tx;
 use crate::error::{backend, unique_violation};
@@ -108,10 +109,11 @@ pub(crate) struct RunParams<'a> {
     epoch: i64,
     doc: String,
     channel: &'a str,
+    limits: LimitColumns,
 }
 
 impl RunParams<'_> {
-    fn as_params(&self) -> [&(dyn ToSql + Sync); 13] {
+    fn as_params(&self) -> [&(dyn ToSql + Sync); 20] {
         [
             self.run.id.as_uuid(),
             self.run.workflow_id.as_uuid(),
@@ -126,6 +128,13 @@ impl RunParams<'_> {
             &self.run.cancel_requested,
             &self.doc,
             &self.channel,
+            &self.limits.slot_key,
+            &self.limits.slot_max,
+            &self.limits.slot_held,
+            &self.limits.debounce,
+            &self.limits.not_before_ns,
+            &self.limits.rate_runs,
+            &self.limits.rate_per_ns,
         ]
     }
 }
@@ -140,6 +149,7 @@ fn run_params<'a>(run: &'a WorkflowRun, sql: &'a Sql) -> Result<RunParams<'a>, S
         epoch: big(run.lease_epoch)?,
         doc: to_doc(run)?,
         channel: &sql.channel,
+        limits: limit_columns(run),
     })
 }
 
@@ -358,6 +368,7 @@ struct RunRow {
     epoch: i64,
     cancel_requested: bool,
     doc: String,
+    limits: LimitColumns,
 }
 
 impl AdmitRequest {
@@ -379,6 +390,7 @@ impl AdmitRequest {
                     epoch: p.epoch,
                     cancel_requested: run.cancel_requested,
                     doc: p.doc,
+                    limits: p.limits,
                 })
             }
         };
@@ -437,6 +449,13 @@ pub(crate) async fn run_admissions(
     let mut r_epoch = Vec::with_capacity(n);
     let mut r_cancel = Vec::with_capacity(n);
     let mut r_doc = Vec::with_capacity(n);
+    let mut r_slot_key = Vec::with_capacity(n);
+    let mut r_slot_max = Vec::with_capacity(n);
+    let mut r_slot_held = Vec::with_capacity(n);
+    let mut r_debounce = Vec::with_capacity(n);
+    let mut r_not_before = Vec::with_capacity(n);
+    let mut r_rate_runs = Vec::with_capacity(n);
+    let mut r_rate_per = Vec::with_capacity(n);
     for &i in &order {
         let request = &requests[i];
         e_id.push(request.id);
@@ -460,6 +479,13 @@ pub(crate) async fn run_admissions(
             r_epoch.push(run.epoch);
             r_cancel.push(run.cancel_requested);
             r_doc.push(run.doc.as_str());
+            r_slot_key.push(run.limits.slot_key.as_deref());
+            r_slot_max.push(run.limits.slot_max);
+            r_slot_held.push(run.limits.slot_held);
+            r_debounce.push(run.limits.debounce);
+            r_not_before.push(run.limits.not_before_ns);
+            r_rate_runs.push(run.limits.rate_runs);
+            r_rate_per.push(run.limits.rate_per_ns);
         }
     }
     let inserted = async {
@@ -468,7 +494,7 @@ pub(crate) async fn run_admissions(
             .prepare_cached(&sql.insert_batch)
             .await
             .map_err(Failure::from)?;
-        let params: [&(dyn ToSql + Sync); 20] = [
+        let params: [&(dyn ToSql + Sync); 27] = [
             &e_id,
             &e_workflow,
             &e_trigger,
@@ -489,6 +515,13 @@ pub(crate) async fn run_admissions(
             &r_epoch,
             &r_cancel,
             &r_doc,
+            &r_slot_key,
+            &r_slot_max,
+            &r_slot_held,
+            &r_debounce,
+            &r_not_before,
+            &r_rate_runs,
+            &r_rate_per,
         ];
         let rows = client
             .query(&statement, &params)

@@ -4,9 +4,12 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use taskforge_core::store::rules::{self, RunState, StepState};
+use taskforge_core::store::rules::{self, ClaimablePicker, RunState, SlotState, StepState};
 use taskforge_core::store::{Fence, Page, RunQuery, RunStore, StoreError, WorkSignal};
-use taskforge_core::{EventId, RunId, RunStatus, StepRun, VersionId, WorkflowId, WorkflowRun};
+use taskforge_core::{
+    EventId, LimitPolicy, RateLimit, RunId, RunLimits, RunStatus, StepRun, VersionId, WorkflowId,
+    WorkflowRun,
+};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -17,6 +20,12 @@ use crate::events::{self, Filter};
 use crate::notify::Notifier;
 use crate::schema::{Sql, RUN_COLUMNS};
 use crate::PostgresStore;
+
+/// Whether writing `run` finishes a run that holds a slot of its key: the
+/// key's next run may be claimed then, by any process.
+fn frees_slot(run: &WorkflowRun) -> bool {
+    run.status.is_terminal() && run.limits.as_deref().is_some_and(|l| l.holds_slot)
+}
 
 fn run_conflict(id: RunId, reason: impl Into<String>) -> StoreError {
     StoreError::conflict("run", id, reason)
@@ -126,6 +135,15 @@ impl RunStore for PostgresStore {
         if let Some(id) = q.event_id {
             filter.push("event_id =", Box::new(*id.as_uuid()));
         }
+        if let Some(key) = &q.concurrency_key {
+            // The key's unfinished runs, holding a slot or waiting
+            // (rules::slot_use), from the partial index on keys.
+            filter.push(
+                "status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out')
+                 AND (slot_held OR lease_epoch = 0) AND slot_key =",
+                Box::new(key.clone()),
+            );
+        }
         if let Some(t) = q.created_from {
             filter.push("created_ns >=", Box::new(nanos(t)));
         }
@@ -156,21 +174,56 @@ impl RunStore for PostgresStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
+        let sql = &self.inner.sql;
         let statement = client
-            .prepare_cached(&self.inner.sql.list_claimable)
+            .prepare_cached(&sql.list_claimable)
             .await
             .map_err(backend)?;
-        let rows = client
-            .query(&statement, &[&nanos(now), &big(limit)?])
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                row.try_get::<_, Uuid>(0)
-                    .map(RunId::from_uuid)
-                    .map_err(backend)
-            })
-            .collect()
+        // Pages of claimable runs, oldest first, through the limits'
+        // picker, until `limit` are found: runs a claim would refuse for
+        // their limits are left out, so a page may yield fewer.
+        let page = limit.max(64);
+        let mut picker = ClaimablePicker::new();
+        let mut found = Vec::with_capacity(limit.min(1_024));
+        let mut after = Uuid::nil();
+        loop {
+            let rows = client
+                .query(&statement, &[&nanos(now), &big(page)?, &after])
+                .await
+                .map_err(backend)?;
+            let candidates = rows
+                .iter()
+                .map(Candidate::from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let books = self.books(&client, &candidates).await?;
+            for candidate in &candidates {
+                let limits = candidate.limits.as_ref();
+                let key = limits.map(|l| l.key.as_str()).unwrap_or_default();
+                let picked = picker.pick_limits(
+                    candidate.workflow_id,
+                    limits,
+                    now,
+                    || {
+                        books
+                            .newest_waiting
+                            .get(key)
+                            .is_some_and(|newest| *newest > candidate.id)
+                    },
+                    |key| books.holding.get(key).copied().unwrap_or(0),
+                    |workflow| books.starts.get(&workflow).cloned().unwrap_or_default(),
+                );
+                if picked {
+                    found.push(RunId::from_uuid(candidate.id));
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            match candidates.last() {
+                Some(last) if rows.len() == page => after = last.id,
+                _ => return Ok(found),
+            }
+        }
     }
 
     async fn claim_run(
@@ -214,7 +267,8 @@ impl RunStore for PostgresStore {
             return codec::run(&row);
         }
         // Say why, from a fresh read (the answer may be stale; the claim
-        // was refused either way).
+        // was refused either way), unless it is a first claim under limits,
+        // which is made apart.
         let state = client
             .prepare_cached(&self.inner.sql.lease_state)
             .await
@@ -224,6 +278,10 @@ impl RunStore for PostgresStore {
             .await
             .map_err(backend)?
             .ok_or_else(|| StoreError::not_found("run", id))?;
+        if row.try_get::<_, bool>(4).map_err(backend)? {
+            drop(client);
+            return self.claim_with_slot(id, owner, now, expires_at).await;
+        }
         let status: String = row.try_get(0).map_err(backend)?;
         let owner: Option<String> = row.try_get(1).map_err(backend)?;
         let expires: Option<String> = row.try_get(2).map_err(backend)?;
@@ -331,7 +389,240 @@ impl RunStore for PostgresStore {
     }
 }
 
+/// A claimable run as `list_claimable` reads it: its limits from their
+/// columns, for a run that needs a slot (`rules::needs_slot`).
+struct Candidate {
+    id: Uuid,
+    workflow_id: WorkflowId,
+    limits: Option<RunLimits>,
+}
+
+impl Candidate {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        let id: Uuid = row.try_get(0).map_err(backend)?;
+        let workflow_id = WorkflowId::from_uuid(row.try_get(1).map_err(backend)?);
+        let epoch: i64 = row.try_get(2).map_err(backend)?;
+        let cancel: bool = row.try_get(3).map_err(backend)?;
+        let status: &str = row.try_get(4).map_err(backend)?;
+        let slot_key: Option<String> = row.try_get(5).map_err(backend)?;
+        let rate_runs: Option<i64> = row.try_get(10).map_err(backend)?;
+        let needs_slot = epoch == 0
+            && !cancel
+            && status == "queued"
+            && (slot_key.is_some() || rate_runs.is_some());
+        if !needs_slot {
+            return Ok(Self {
+                id,
+                workflow_id,
+                limits: None,
+            });
+        }
+        let max: Option<i64> = row.try_get(6).map_err(backend)?;
+        let not_before: Option<i64> = row.try_get(9).map_err(backend)?;
+        let per: Option<i64> = row.try_get(11).map_err(backend)?;
+        let rate = match (rate_runs, per) {
+            (Some(runs), Some(per)) => Some(RateLimit::new(
+                u32::try_from(runs).map_err(backend)?,
+                std::time::Duration::from_nanos(u64::try_from(per).unwrap_or(0)),
+            )),
+            _ => None,
+        };
+        let limits = RunLimits {
+            key: slot_key.unwrap_or_else(|| workflow_id.to_string()),
+            max: max.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
+            policy: LimitPolicy::Queue,
+            debounce: row.try_get(8).map_err(backend)?,
+            not_before: not_before.map(DateTime::from_timestamp_nanos),
+            rate,
+            holds_slot: row.try_get(7).map_err(backend)?,
+        };
+        Ok(Self {
+            id,
+            workflow_id,
+            limits: Some(limits),
+        })
+    }
+}
+
+/// What the picker reads of the keys and workflows of a page of candidates.
+#[derive(Default)]
+struct Books {
+    /// Runs holding a slot, per key.
+    holding: HashMap<String, usize>,
+    /// The newest waiting run with no cancellation asked for, per key.
+    newest_waiting: HashMap<String, Uuid>,
+    /// Recorded start times, per rate-limited workflow.
+    starts: HashMap<WorkflowId, Vec<DateTime<Utc>>>,
+}
+
+/// Start times as stored (nanoseconds since the Unix epoch).
+fn starts_from(ns: &[i64]) -> Vec<DateTime<Utc>> {
+    ns.iter()
+        .copied()
+        .map(DateTime::from_timestamp_nanos)
+        .collect()
+}
+
 impl PostgresStore {
+    /// The books of the keys and workflows that `candidates` needing a
+    /// slot name: two queries, only when there are such candidates.
+    async fn books(
+        &self,
+        client: &deadpool_postgres::Client,
+        candidates: &[Candidate],
+    ) -> Result<Books, StoreError> {
+        let mut books = Books::default();
+        let limited = candidates.iter().filter_map(|c| c.limits.as_ref());
+        let keys: Vec<&str> = limited
+            .clone()
+            .filter_map(|l| l.slot_key())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let workflows: Vec<Uuid> = candidates
+            .iter()
+            .filter(|c| c.limits.as_ref().is_some_and(|l| l.rate.is_some()))
+            .map(|c| *c.workflow_id.as_uuid())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let sql = &self.inner.sql;
+        if !keys.is_empty() {
+            let statement = client
+                .prepare_cached(&sql.key_books)
+                .await
+                .map_err(backend)?;
+            for row in client.query(&statement, &[&keys]).await.map_err(backend)? {
+                let key: String = row.try_get(0).map_err(backend)?;
+                let holding: i64 = row.try_get(1).map_err(backend)?;
+                let newest: Option<Uuid> = row.try_get(2).map_err(backend)?;
+                books
+                    .holding
+                    .insert(key.clone(), usize::try_from(holding).unwrap_or(0));
+                if let Some(newest) = newest {
+                    books.newest_waiting.insert(key, newest);
+                }
+            }
+        }
+        if !workflows.is_empty() {
+            let statement = client
+                .prepare_cached(&sql.rate_starts_of)
+                .await
+                .map_err(backend)?;
+            for row in client
+                .query(&statement, &[&workflows])
+                .await
+                .map_err(backend)?
+            {
+                let workflow = WorkflowId::from_uuid(row.try_get(0).map_err(backend)?);
+                let starts: Vec<i64> = row.try_get(1).map_err(backend)?;
+                books.starts.insert(workflow, starts_from(&starts));
+            }
+        }
+        Ok(books)
+    }
+
+    /// A first claim under limits, in a transaction: the run's row lock,
+    /// an advisory lock on its key (and one on its workflow, for a rate
+    /// limit) so that the first claims of a key are decided one at a time
+    /// by every process, then what `rules::check_slot` reads, the rule
+    /// itself (`rules::claim_with_slot`), and the writes: the claim (with
+    /// the slot it records) and the workflow's new start times.
+    async fn claim_with_slot(
+        &self,
+        id: RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<WorkflowRun, StoreError> {
+        let sql = &self.inner.sql;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let lock = tx
+            .prepare_cached(&sql.lock_run_record)
+            .await
+            .map_err(backend)?;
+        let row = tx
+            .query_opt(&lock, &[id.as_uuid()])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("run", id))?;
+        let stored = codec::run(&row)?;
+        let mut slot = None;
+        if let Some(limits) = stored
+            .limits
+            .as_deref()
+            .filter(|_| rules::needs_slot(&stored))
+        {
+            let limit_lock = tx.prepare_cached(&sql.limit_lock).await.map_err(backend)?;
+            let mut state = SlotState::default();
+            if let Some(key) = limits.slot_key() {
+                tx.execute(&limit_lock, &[&format!("taskforge-slot:{key}")])
+                    .await
+                    .map_err(backend)?;
+                let statement = tx.prepare_cached(&sql.slot_state).await.map_err(backend)?;
+                let max = i64::from(limits.max.unwrap_or(0));
+                let row = tx
+                    .query_one(&statement, &[&key, id.as_uuid(), &nanos(now), &max])
+                    .await
+                    .map_err(backend)?;
+                let holding: i64 = row.try_get(0).map_err(backend)?;
+                let ahead: i64 = row.try_get(1).map_err(backend)?;
+                state.holding = usize::try_from(holding).unwrap_or(0);
+                state.ahead = usize::try_from(ahead).unwrap_or(0);
+                state.behind = row.try_get(2).map_err(backend)?;
+            }
+            if limits.rate.is_some() {
+                let workflow = format!("taskforge-rate:{}", stored.workflow_id);
+                tx.execute(&limit_lock, &[&workflow])
+                    .await
+                    .map_err(backend)?;
+                let statement = tx.prepare_cached(&sql.rate_starts).await.map_err(backend)?;
+                if let Some(row) = tx
+                    .query_opt(&statement, &[stored.workflow_id.as_uuid()])
+                    .await
+                    .map_err(backend)?
+                {
+                    let starts: Vec<i64> = row.try_get(0).map_err(backend)?;
+                    state.starts = starts_from(&starts);
+                }
+            }
+            slot = Some(state);
+        }
+        // A refusal rolls the transaction back as it is dropped.
+        let (claimed, starts) =
+            rules::claim_with_slot(&stored, owner, now, expires_at, slot.as_ref())?;
+        let lease = lease_columns(claimed.lease.as_ref())?;
+        let update = tx
+            .prepare_cached(&sql.claim_with_slot)
+            .await
+            .map_err(backend)?;
+        let held = claimed.limits.as_deref().is_some_and(|l| l.holds_slot);
+        let params: [&(dyn ToSql + Sync); 8] = [
+            id.as_uuid(),
+            &lease.owner,
+            &lease.expires,
+            &lease.expires_ns,
+            &big(claimed.lease_epoch)?,
+            &claimed.cancel_requested,
+            &held,
+            &to_doc(&claimed)?,
+        ];
+        tx.execute(&update, &params).await.map_err(backend)?;
+        if let Some(starts) = starts {
+            let put = tx
+                .prepare_cached(&sql.put_rate_starts)
+                .await
+                .map_err(backend)?;
+            let starts: Vec<i64> = starts.into_iter().map(nanos).collect();
+            tx.execute(&put, &[claimed.workflow_id.as_uuid(), &starts])
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(claimed)
+    }
+
     /// A commit on its own transaction: the row lock, then the contract's
     /// rules in Rust on what it read, then the writes. Every commit that a
     /// batch did not apply ends here, so refusals (and retries that were
@@ -419,8 +710,10 @@ impl PostgresStore {
                 &to_doc(run)?,
             ];
             tx.execute(&update, &params).await.map_err(backend)?;
-            // A run given back unfinished and unleased is work for any engine.
-            wake = run.lease.is_none() && !run.status.is_terminal();
+            // A run given back unfinished and unleased is work for any
+            // engine, and so is the next run of a key whose slot a run
+            // gives back by finishing.
+            wake = (run.lease.is_none() && !run.status.is_terminal()) || frees_slot(run);
         }
         if wake {
             let notify = tx.prepare_cached(&sql.notify).await.map_err(backend)?;
@@ -624,8 +917,11 @@ impl CommitRequest {
             id: *fence.run_id.as_uuid(),
             epoch: big(fence.epoch)?,
             status: status_name(fence.status),
-            // A run given back unfinished and unleased is work for any engine.
-            wake: run.is_some_and(|run| run.lease.is_none() && !run.status.is_terminal()),
+            // A run given back unfinished and unleased is work for any
+            // engine, and so is the next run of a key whose slot it frees.
+            wake: run.is_some_and(|run| {
+                (run.lease.is_none() && !run.status.is_terminal()) || frees_slot(run)
+            }),
             run: write,
             steps,
         })

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_fillfactor.sql"),
     include_str!("../migrations/0004_secrets.sql"),
     include_str!("../migrations/0005_step_logs.sql"),
+    include_str!("../migrations/0006_limits.sql"),
 ];
 
 /// What a migration writes where the store's schema (quoted) goes: function
@@ -159,12 +160,23 @@ pub(crate) struct Sql {
     pub(crate) commit_batch: String,
     pub(crate) insert_batch: String,
     pub(crate) list_step_runs: String,
+    pub(crate) lock_run_record: String,
+    pub(crate) limit_lock: String,
+    pub(crate) slot_state: String,
+    pub(crate) key_books: String,
+    pub(crate) rate_starts: String,
+    pub(crate) rate_starts_of: String,
+    pub(crate) put_rate_starts: String,
+    pub(crate) claim_with_slot: String,
     pub(crate) events_table: String,
     pub(crate) runs_table: String,
     pub(crate) tokens_table: String,
     pub(crate) secrets_table: String,
     pub(crate) logs_table: String,
 }
+
+/// A run is unfinished (the predicate of the partial index on keys).
+const UNFINISHED: &str = "status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out')";
 
 /// The columns a run is read from, in the order `codec::run` expects.
 pub(crate) const RUN_COLUMNS: &str =
@@ -233,32 +245,45 @@ impl Sql {
             insert_run: format!(
                 "WITH inserted AS (
                      INSERT INTO {s}.runs (id, workflow_id, version_id, event_id, status, created_ns,
-                         lease_owner, lease_expires, lease_expires_ns, lease_epoch, cancel_requested, doc)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                         lease_owner, lease_expires, lease_expires_ns, lease_epoch, cancel_requested, doc,
+                         slot_key, slot_max, slot_held, debounce, not_before_ns, rate_runs, rate_per_ns)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                         $14, $15, $16, $17, $18, $19, $20)
                      RETURNING id)
                  SELECT pg_notify($13, '') FROM inserted"
             ),
             notify: "SELECT pg_notify($1, '')".to_owned(),
             get_run: format!("SELECT {run_columns} FROM {s}.runs WHERE id = $1"),
+            // A page of claimable runs (by status and lease), with what the
+            // limits' picker reads of them.
             list_claimable: format!(
-                "SELECT id FROM {s}.runs
+                "SELECT id, workflow_id, lease_epoch, cancel_requested, status, slot_key, slot_max,
+                     slot_held, debounce, not_before_ns, rate_runs, rate_per_ns
+                 FROM {s}.runs
                  WHERE status IN ('queued', 'running')
                    AND (lease_owner IS NULL OR lease_expires_ns <= $1)
+                   AND id > $3
                  ORDER BY id LIMIT $2"
             ),
             // One conditional UPDATE: the row lock makes racing claims wait,
             // and a waiter re-checks the condition on the winner's row, so
-            // exactly one claim matches.
+            // exactly one claim matches. A first claim under limits is not
+            // made here (see `claim_with_slot`).
             claim_run: format!(
                 "UPDATE {s}.runs
                  SET lease_owner = $2, lease_expires = $3, lease_expires_ns = $4,
                      lease_epoch = lease_epoch + 1
                  WHERE id = $1 AND status IN ('queued', 'running')
                    AND (lease_owner IS NULL OR lease_expires_ns <= $5)
+                   AND (lease_epoch > 0 OR cancel_requested OR status <> 'queued'
+                        OR (slot_key IS NULL AND rate_runs IS NULL))
                  RETURNING {run_columns}"
             ),
             lease_state: format!(
-                "SELECT status, lease_owner, lease_expires, lease_epoch FROM {s}.runs WHERE id = $1"
+                "SELECT status, lease_owner, lease_expires, lease_epoch,
+                     (slot_key IS NOT NULL OR rate_runs IS NOT NULL) AND lease_epoch = 0
+                         AND NOT cancel_requested AND status = 'queued'
+                 FROM {s}.runs WHERE id = $1"
             ),
             renew_lease: format!(
                 "UPDATE {s}.runs SET lease_expires = $3, lease_expires_ns = $4
@@ -313,22 +338,75 @@ impl Sql {
                      RETURNING id),
                  ru AS (
                      INSERT INTO {s}.runs (id, workflow_id, version_id, event_id, status, created_ns,
-                         lease_owner, lease_expires, lease_expires_ns, lease_epoch, cancel_requested, doc)
+                         lease_owner, lease_expires, lease_expires_ns, lease_epoch, cancel_requested, doc,
+                         slot_key, slot_max, slot_held, debounce, not_before_ns, rate_runs, rate_per_ns)
                      SELECT r.id, r.workflow_id, r.version_id, r.event_id, r.status, r.created_ns,
                          r.lease_owner, r.lease_expires, r.lease_expires_ns, r.lease_epoch,
-                         r.cancel_requested, r.doc
+                         r.cancel_requested, r.doc, r.slot_key, r.slot_max, r.slot_held, r.debounce,
+                         r.not_before_ns, r.rate_runs, r.rate_per_ns
                      FROM unnest($8::uuid[], $9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[],
                          $13::text[], $14::bigint[], $15::text[], $16::text[], $17::bigint[],
-                         $18::bigint[], $19::boolean[], $20::text[])
+                         $18::bigint[], $19::boolean[], $20::text[], $21::text[], $22::bigint[],
+                         $23::boolean[], $24::boolean[], $25::bigint[], $26::bigint[], $27::bigint[])
                          AS r (with_event, id, workflow_id, version_id, event_id, status, created_ns,
                              lease_owner, lease_expires, lease_expires_ns, lease_epoch,
-                             cancel_requested, doc)
+                             cancel_requested, doc, slot_key, slot_max, slot_held, debounce,
+                             not_before_ns, rate_runs, rate_per_ns)
                      WHERE r.with_event IN (SELECT id FROM ev)
                      RETURNING 1)
                  SELECT id FROM ev"
             ),
             list_step_runs: format!(
                 "SELECT doc FROM {s}.step_runs WHERE run_id = $1 ORDER BY step_index, attempt"
+            ),
+            lock_run_record: format!("SELECT {run_columns} FROM {s}.runs WHERE id = $1 FOR UPDATE"),
+            // Orders the first claims of one key (or one rate-limited
+            // workflow) by every process, to the end of the transaction.
+            limit_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))".to_owned(),
+            // What rules::check_slot reads of key $1 for run $2 at $3:
+            // its runs holding a slot, the waiting runs ahead of it (at most
+            // $4), and whether a waiting run is behind it.
+            slot_state: format!(
+                "SELECT
+                     (SELECT count(*) FROM {s}.runs
+                      WHERE slot_key = $1 AND {UNFINISHED} AND slot_held AND id <> $2),
+                     (SELECT count(*) FROM (
+                          SELECT 1 FROM {s}.runs
+                          WHERE slot_key = $1 AND {UNFINISHED} AND NOT slot_held
+                            AND lease_epoch = 0 AND id < $2 AND NOT cancel_requested
+                            AND coalesce(not_before_ns, $3) <= $3
+                          LIMIT $4) ahead),
+                     EXISTS (SELECT 1 FROM {s}.runs
+                             WHERE slot_key = $1 AND {UNFINISHED} AND NOT slot_held
+                               AND lease_epoch = 0 AND id > $2 AND NOT cancel_requested)"
+            ),
+            // Per key of $1: its runs holding a slot, and its newest waiting
+            // run with no cancellation asked for.
+            key_books: format!(
+                "SELECT k,
+                     (SELECT count(*) FROM {s}.runs
+                      WHERE slot_key = k AND {UNFINISHED} AND slot_held),
+                     (SELECT id FROM {s}.runs
+                      WHERE slot_key = k AND {UNFINISHED} AND NOT slot_held
+                        AND lease_epoch = 0 AND NOT cancel_requested
+                      ORDER BY id DESC LIMIT 1)
+                 FROM unnest($1::text[]) AS k"
+            ),
+            rate_starts: format!("SELECT starts FROM {s}.rate_starts WHERE workflow_id = $1"),
+            rate_starts_of: format!(
+                "SELECT workflow_id, starts FROM {s}.rate_starts WHERE workflow_id = ANY($1)"
+            ),
+            put_rate_starts: format!(
+                "INSERT INTO {s}.rate_starts (workflow_id, starts) VALUES ($1, $2)
+                 ON CONFLICT (workflow_id) DO UPDATE SET starts = excluded.starts"
+            ),
+            // The claim of `claim_with_slot`, decided in Rust: the record is
+            // rewritten too, for the slot it records.
+            claim_with_slot: format!(
+                "UPDATE {s}.runs
+                 SET lease_owner = $2, lease_expires = $3, lease_expires_ns = $4, lease_epoch = $5,
+                     cancel_requested = $6, slot_held = $7, doc = $8
+                 WHERE id = $1"
             ),
             events_table: format!("{s}.events"),
             runs_table: format!("{s}.runs"),

@@ -27,7 +27,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{EventQuery, RunQuery, MAX_PAGE_SIZE};
-use crate::concurrency::RateLimit;
+use crate::concurrency::{RateLimit, RunLimits};
 use crate::error::StoreError;
 use crate::event::Event;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
@@ -402,13 +402,26 @@ impl ClaimablePicker {
         holding: impl FnOnce(&str) -> usize,
         starts: impl FnOnce(WorkflowId) -> Vec<DateTime<Utc>>,
     ) -> bool {
-        if !needs_slot(run) {
-            return true;
-        }
-        let Some(limits) = run.limits.as_deref() else {
+        let limits = run.limits.as_deref().filter(|_| needs_slot(run));
+        self.pick_limits(run.workflow_id, limits, now, behind, holding, starts)
+    }
+
+    /// [`pick`](Self::pick), for a backend that reads a run's limits apart
+    /// from its record: `limits` are those of a run of `workflow_id` that
+    /// [`needs_slot`], `None` for any other run (which is listed).
+    pub fn pick_limits(
+        &mut self,
+        workflow_id: WorkflowId,
+        limits: Option<&RunLimits>,
+        now: DateTime<Utc>,
+        behind: impl FnOnce() -> bool,
+        holding: impl FnOnce(&str) -> usize,
+        starts: impl FnOnce(WorkflowId) -> Vec<DateTime<Utc>>,
+    ) -> bool {
+        let Some(limits) = limits else {
             return true;
         };
-        if not_yet(run, now) {
+        if limits.not_before.is_some_and(|at| at > now) {
             return false;
         }
         let mut room = true;
@@ -430,8 +443,8 @@ impl ClaimablePicker {
         if let Some(rate) = &limits.rate {
             let left = self
                 .rates
-                .entry(run.workflow_id)
-                .or_insert_with(|| rate_room(rate, &starts(run.workflow_id), now));
+                .entry(workflow_id)
+                .or_insert_with(|| rate_room(rate, &starts(workflow_id), now));
             if *left == 0 {
                 return false;
             }
