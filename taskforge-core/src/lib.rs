@@ -106,9 +106,7 @@ pub use workflow::{
 /// the recorded history: what the engine's worker asks, for tools that want
 /// to show or check a run's course.
 pub mod dag {
-    pub use crate::run::dag::{
-        End, Plan, Schedule, Skip, SkipReason, Start, WaitOutcome, Waited,
-    };
+    pub use crate::run::dag::{End, Plan, Schedule, Skip, SkipReason, Start, WaitOutcome, Waited};
 }
 
 /// Webhook deliveries, for HTTP layers: the request the engine verifies,
