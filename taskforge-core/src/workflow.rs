@@ -516,7 +516,9 @@ impl StepDefinition {
 /// run has only waits left (nothing running, no retry due), its worker
 /// parks it ([`RunStatus::Waiting`](crate::RunStatus::Waiting)): it holds
 /// no worker, lease or engine slot until it is due again, and any engine
-/// on the store goes on with it, from its stored history.
+/// on the store goes on with it, from its stored history. (It keeps the
+/// slot of its [concurrency key](crate::concurrency), if it holds one: a
+/// key's limit counts its runs in progress, waiting ones included.)
 ///
 /// In JSON: `{"sleep": 60000}` or `{"signal": "approved", "timeout":
 /// 3600000, "on_timeout": "continue"}` (durations in milliseconds), as the
