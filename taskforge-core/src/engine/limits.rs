@@ -44,6 +44,21 @@ pub(crate) fn attach(
     .map(Box::new);
 }
 
+/// Gives `run`, a resumption of `original`, the limits `original` was
+/// admitted under (its key, maximum, policy and rate limit): it is subject
+/// to them as a new run, without a debounce window (it is asked for by
+/// hand, not by a burst of events).
+pub(crate) fn carry(run: &mut WorkflowRun, original: &WorkflowRun) {
+    run.limits = original.limits.as_deref().map(|limits| {
+        Box::new(RunLimits {
+            debounce: false,
+            not_before: None,
+            holds_slot: false,
+            ..limits.clone()
+        })
+    });
+}
+
 /// The unfinished runs of `key`, oldest first (at most `limit`; 0: all).
 async fn runs_of_key<S: Store, X>(
     shared: &Shared<S, X>,

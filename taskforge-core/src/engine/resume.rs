@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::admit::{self, Admission};
+use super::admit::{self, Admission, Admitted};
 use super::{requester_metadata, Engine};
 use crate::error::EngineError;
 use crate::event::{Event, EventOutcome, EventSource};
@@ -96,6 +96,7 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         let mut run = WorkflowRun::new(&version, Arc::clone(&original.input), shared.now());
         run.event_id = original.event_id;
         run.resumed_from = Some(original.id);
+        super::limits::carry(&mut run, &original);
         let mut metadata = requester_metadata(requested_by);
         metadata.insert("resume_of".to_owned(), original.id.to_string());
         let request = Event {
@@ -111,10 +112,16 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         };
         let admission = Admission {
             event: request,
-            run: Some(run.clone()),
+            run: Some(run),
             dedup_window: None,
         };
-        admit::admit(shared, admission).await?;
-        Ok(run)
+        match admit::admit(shared, admission).await? {
+            Admitted::Stored { run: Some(run), .. } => Ok(run),
+            Admitted::Stored { run: None, event } => Err(super::limited(event)),
+            Admitted::Duplicate(_) => Err(crate::error::StoreError::Invalid(
+                "a resumption without a dedup key was a duplicate".into(),
+            )
+            .into()),
+        }
     }
 }
