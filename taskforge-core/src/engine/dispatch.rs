@@ -24,14 +24,24 @@ pub(crate) async fn dispatch<S: Store, X: StepExecutor>(shared: Arc<Shared<S, X>
         if let Err(error) = fill(&shared).await {
             tracing::warn!(%error, "looking for claimable runs failed");
         }
+        let due = shared.next_wake();
         tokio::select! {
             biased;
             () = shared.kill.cancelled() => return,
             () = shared.stop_claiming.cancelled() => return,
             () = shared.wake.notified() => {}
             () = signalled(signal.as_mut()) => {}
+            () = until(due) => {}
             () = tokio::time::sleep(shared.config.poll_interval) => {}
         }
+    }
+}
+
+/// Waits until `at`, or forever without it.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

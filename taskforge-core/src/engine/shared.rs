@@ -2,7 +2,7 @@
 //! `Arc<Shared>`, never the [`Engine`](crate::Engine) itself, so dropping
 //! the last engine handle stops them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +35,10 @@ pub(crate) struct Shared<S, X> {
     pub(crate) permits: Arc<Semaphore>,
     /// Wakes the dispatcher early: a run was queued or a slot freed up.
     pub(crate) wake: Notify,
+    /// When runs this engine parked fall due: the dispatcher looks then,
+    /// not only at its next poll (other engines' parked runs are found by
+    /// polls).
+    wakes: Mutex<BTreeSet<tokio::time::Instant>>,
     /// Runs executing on this engine, with the token that cancels them.
     pub(crate) local: Mutex<HashMap<RunId, CancellationToken>>,
     /// Versions are immutable, so caching them is always correct.
@@ -76,6 +80,7 @@ impl<S, X> Shared<S, X> {
             clock,
             updates,
             wake: Notify::new(),
+            wakes: Mutex::new(BTreeSet::new()),
             local: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             stop_claiming: CancellationToken::new(),
@@ -99,6 +104,27 @@ impl<S, X> Shared<S, X> {
         if self.updates.receiver_count() > 0 {
             let _ = self.updates.send(update());
         }
+    }
+
+    /// Has the dispatcher look for work at `at` (a parked run falls due).
+    /// The earliest thousand are kept; later ones are left to polls.
+    pub(crate) fn wake_later(&self, at: tokio::time::Instant) {
+        let mut wakes = self.wakes.lock();
+        wakes.insert(at);
+        if wakes.len() > 1_000 {
+            wakes.pop_last();
+        }
+    }
+
+    /// The next time the dispatcher must look for work, forgetting those
+    /// past.
+    pub(crate) fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let mut wakes = self.wakes.lock();
+        while wakes.first().is_some_and(|&at| at <= now) {
+            wakes.pop_first();
+        }
+        wakes.first().copied()
     }
 
     /// When a lease taken or renewed at `now` lapses.

@@ -597,6 +597,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let run_id = self.run.id;
         self.shared
             .emit(|| RunUpdate::RunWaiting { run_id, wake_at });
+        if let Some(at) = wake_at {
+            // This engine's dispatcher looks for it when it is due (a
+            // moment after, so that its clock has passed `at` too).
+            let slack = std::time::Duration::from_millis(2);
+            self.shared.wake_later(self.instant_at(at) + slack);
+        }
         match wake_at {
             Some(at) => tracing::info!(wake_at = %at, "run parked"),
             None => tracing::info!("run parked until a signal"),

@@ -481,6 +481,37 @@ pub async fn a_waiting_run_holds_no_engine_slot<S: Store>(store: S) {
     assert_eq!(opened.output, Some(json!(true)));
 }
 
+/// On the system clock, a run parked by an engine wakes when it is due,
+/// not at the engine's next poll (here a minute away).
+pub async fn a_parked_run_wakes_on_time_between_polls<S: Store>(store: S) {
+    let engine = Engine::builder(store, registry())
+        .park_after(Duration::ZERO)
+        .poll_interval(Duration::from_secs(60))
+        .build();
+    engine.start();
+    let wf = published(
+        &engine,
+        "punctual",
+        WorkflowDefinition::new(vec![
+            StepDefinition::sleep("nap", Duration::from_millis(200)),
+            StepDefinition::new("after", "echo"),
+        ]),
+    )
+    .await;
+    let began = tokio::time::Instant::now();
+    let run = engine.start_run(wf.id, json!(1)).await.expect("start");
+    let done = tokio::time::timeout(Duration::from_secs(20), engine.wait_for_run(run.id))
+        .await
+        .expect("woken before the next poll")
+        .expect("wait");
+    assert_eq!(done.status, RunStatus::Succeeded, "{done:?}");
+    assert!(began.elapsed() >= Duration::from_millis(200));
+    let steps = engine.run(run.id).await.expect("details").steps;
+    let nap = step(&steps, "nap");
+    let (from, to) = (nap.started_at, nap.finished_at.expect("finished"));
+    assert!(to - from >= TimeDelta::milliseconds(200), "{nap:?}");
+}
+
 /// Cancelling a waiting run cancels it at once, with its waiting step.
 pub async fn cancel_a_waiting_run<S: Store>(store: S) {
     let clock = ManualClock::new(t0());
