@@ -56,7 +56,7 @@ use super::telemetry;
 use super::update::RunUpdate;
 use crate::error::StoreError;
 use crate::id::{RunId, StepRunId};
-use crate::run::dag::{End, Schedule, Skip, Start, WaitOutcome, Waited};
+use crate::run::dag::{End, Plan, Schedule, Skip, Start, WaitOutcome, Waited};
 use crate::run::decide::{self, AfterFailure};
 use crate::run::{
     Fence, IllegalTransition, RunError, RunStatus, RunTransition, StepFailure, StepRun, StepStatus,
@@ -113,7 +113,7 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
     let workflow = telemetry::workflow_name(&shared.store, run.workflow_id).await;
     telemetry::annotate_run_span(&shared.store, &run, &workflow).await;
     let lease_expires = run.lease.as_ref().map_or(now, |l| l.expires_at);
-    Worker {
+    let worker = Worker {
         shared,
         sink: Arc::clone(shared) as Arc<dyn LogSink>,
         fence: run.fence(),
@@ -129,9 +129,11 @@ pub(crate) async fn execute<S: Store, X: StepExecutor>(
         announce_start: false,
         waits: Vec::new(),
         watch_signals: false,
-    }
-    .drive()
-    .await
+    };
+    // On the heap, once: the driving future is large (the schedule, the
+    // calls in flight, the store calls it awaits), and a task's future is
+    // moved several times on its way to the runtime.
+    Box::pin(worker.drive()).await
 }
 
 /// How a guarded wait ended.
@@ -161,13 +163,22 @@ struct InFlight {
 }
 
 /// The attempts in flight: their calls, and their records by position.
+/// A definition without dependencies has one call at most in flight: it
+/// is kept as `solo` and awaited as it is, which spares the set's
+/// bookkeeping on the path every linear step takes.
 #[derive(Default)]
 struct Flights {
     calls: FuturesUnordered<Call>,
+    solo: Option<Call>,
     attempts: Vec<InFlight>,
 }
 
 impl Flights {
+    /// Whether no call is in flight.
+    fn is_idle(&self) -> bool {
+        self.solo.is_none() && self.calls.is_empty()
+    }
+
     fn take(&mut self, index: usize) -> Option<InFlight> {
         let at = self
             .attempts
@@ -272,20 +283,21 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         };
         schedule.receive(&self.run.signals);
         let mut flights = Flights::default();
+        let mut plan = Plan::default();
         loop {
             let now = self.shared.now();
-            let plan = schedule.plan(now);
-            for skip in plan.skip {
+            schedule.plan_into(now, &mut plan);
+            for skip in plan.skip.drain(..) {
                 self.skip(&version.definition, skip);
             }
-            for waited in plan.waited {
+            for waited in plan.waited.drain(..) {
                 self.waited(waited, now)?;
             }
-            if let Some(end) = plan.end {
+            if let Some(end) = plan.end.take() {
                 return self.end(end, flights).await;
             }
             if plan.start.is_empty() {
-                if flights.calls.is_empty() {
+                if flights.is_idle() {
                     // Nothing runs: only waits are left.
                     if self.cancel.is_cancelled() {
                         return self.stop(Stop::Cancelled, flights, None).await;
@@ -305,10 +317,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 if self.cancel.is_cancelled() {
                     return self.stop(Stop::Cancelled, flights, None).await;
                 }
-                if self.run.deadline.is_some_and(|d| d <= self.shared.now()) {
+                if self.run.deadline.is_some_and(|d| d <= now) {
                     return self.stop(Stop::TimedOut, flights, None).await;
                 }
-                let waits = self.start(&mut schedule, &plan.start, &mut flights).await?;
+                let waits = self
+                    .start(&mut schedule, &plan.start, &mut flights, now)
+                    .await?;
                 if waits {
                     // Wait steps started: see at once whether what they
                     // wait for is there, with the latest signals.
@@ -322,8 +336,20 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             self.watch_signals = schedule.awaits_signal();
             let wake = plan.wake_at.map(|at| self.instant_at(at));
             let calls = &mut flights.calls;
+            let solo = &mut flights.solo;
             let next = self
                 .guard(async move {
+                    if let Some(call) = solo {
+                        let done = tokio::select! {
+                            biased;
+                            done = call => Some(done),
+                            () = sleep_until_opt(wake) => None,
+                        };
+                        if done.is_some() {
+                            *solo = None;
+                        }
+                        return done;
+                    }
                     if calls.is_empty() {
                         sleep_until_opt(wake).await;
                         return None;
@@ -359,6 +385,9 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                     .await?
                 {
                     return self.stop(Stop::Cancelled, flights, Some(stop)).await;
+                }
+                if flights.calls.is_empty() {
+                    break;
                 }
                 match flights.calls.next().now_or_never() {
                     Some(Some(next)) => done = next,
@@ -484,18 +513,17 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         schedule: &mut Schedule<'_>,
         starts: &[Start],
         flights: &mut Flights,
+        now: DateTime<Utc>,
     ) -> Result<bool, Halt> {
         let version = Arc::clone(&self.version);
         let steps = &version.definition.steps;
-        let now = self.shared.now();
-        let records: Vec<StepRun> = starts
-            .iter()
-            .map(|s| {
-                let key = steps[s.index].key.as_str();
-                StepRun::start(self.run.id, key, s.index as u32, s.attempt, now)
-            })
-            .collect();
-        self.commit(records.clone()).await?;
+        // Room for what is pending too: the commit appends it.
+        let mut records = Vec::with_capacity(starts.len() + self.pending.len());
+        records.extend(starts.iter().map(|s| {
+            let key = steps[s.index].key.as_str();
+            StepRun::start(self.run.id, key, s.index as u32, s.attempt, now)
+        }));
+        let records = self.commit_starts(records).await?;
         let mut waits = false;
         for record in records {
             let index = record.step_index as usize;
@@ -691,7 +719,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             };
             (index, result)
         };
-        flights.calls.push(call.instrument(span).boxed());
+        let call = call.instrument(span).boxed();
+        if schedule.is_linear() {
+            flights.solo = Some(call);
+        } else {
+            flights.calls.push(call);
+        }
         flights.attempts.push(InFlight {
             record,
             log,
@@ -734,16 +767,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let Some(flight) = flights.take(index) else {
             return Ok(None);
         };
-        let step_key = flight.record.step_key.clone();
         let attempt = flight.record.attempt;
         if let Err(error) = flight.log.flush(true).await {
-            tracing::warn!(step = %step_key, attempt, %error, "could not store the attempt's last log lines");
+            tracing::warn!(step = %flight.record.step_key, attempt, %error, "could not store the attempt's last log lines");
         }
         let cancelled = matches!(result, Ok(Err(_))) && self.cancel.is_cancelled();
         metrics::histogram!(
             telemetry::STEP_ATTEMPT_DURATION,
             "workflow" => Arc::clone(&self.workflow),
-            "step" => step_key.clone(),
+            "step" => flight.record.step_key.clone(),
             "outcome" => attempt_outcome(&result, cancelled),
         )
         .record(flight.began.elapsed());
@@ -801,7 +833,7 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         let run_id = self.run.id;
         self.shared.emit(|| RunUpdate::StepFailed {
             run_id,
-            step_key,
+            step_key: record.step_key.clone(),
             attempt,
             error: message,
             retry_at,
@@ -897,8 +929,15 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
         transition: StepTransition,
         reason: Option<String>,
     ) -> Result<Vec<StepRun>, Halt> {
-        let Flights { calls, attempts } = flights;
-        drop(calls);
+        let Flights {
+            calls,
+            solo,
+            attempts,
+        } = flights;
+        drop((calls, solo));
+        if attempts.is_empty() && self.waits.is_empty() {
+            return Ok(Vec::new());
+        }
         let outcome = match transition {
             StepTransition::TimeOut => "timed_out",
             _ => "cancelled",
@@ -932,8 +971,12 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     /// Drops the calls in flight, when the lease is lost: their logs are
     /// flushed, their records left to the next owner's recovery.
     async fn drop_flights(&mut self, flights: Flights, outcome: &'static str) {
-        let Flights { calls, attempts } = flights;
-        drop(calls);
+        let Flights {
+            calls,
+            solo,
+            attempts,
+        } = flights;
+        drop((calls, solo));
         for flight in &attempts {
             self.closed(flight, outcome).await;
         }
@@ -999,8 +1042,27 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
     async fn commit(&mut self, steps: Vec<StepRun>) -> Result<(), Halt> {
         let mut batch = std::mem::take(&mut self.pending);
         batch.extend(steps);
+        self.write(&batch).await?;
+        self.announce(batch);
+        Ok(())
+    }
+
+    /// Writes the attempts `starts`, just started, as
+    /// [`commit`](Self::commit) does, and hands them back: no copy of them
+    /// is made, and `pending` keeps its buffer for the attempts to come.
+    async fn commit_starts(&mut self, starts: Vec<StepRun>) -> Result<Vec<StepRun>, Halt> {
+        let mut batch = starts;
+        let count = batch.len();
+        batch.append(&mut self.pending);
+        self.write(&batch).await?;
+        self.announce(batch.drain(count..));
+        Ok(batch)
+    }
+
+    /// The fenced write of `batch`, with the run record if it changed.
+    async fn write(&mut self, batch: &[StepRun]) -> Result<(), Halt> {
         let run = self.run_dirty.then_some(&self.run);
-        commit_with_retries(&self.shared.store, self.fence, run, &batch).await?;
+        commit_with_retries(&self.shared.store, self.fence, run, batch).await?;
         if self.run_dirty {
             self.run_dirty = false;
             self.fence = self.run.fence();
@@ -1014,6 +1076,13 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
                 resumed: false,
             });
         }
+        Ok(())
+    }
+
+    /// Announces the attempts of a durable write: skipped and succeeded
+    /// steps, whose outputs the steps after them read.
+    fn announce(&mut self, batch: impl IntoIterator<Item = StepRun>) {
+        let run_id = self.run.id;
         for mut step in batch {
             if step.status == StepStatus::Skipped {
                 self.shared.emit(|| RunUpdate::StepSkipped {
@@ -1034,7 +1103,6 @@ impl<S: Store, X: StepExecutor> Worker<'_, S, X> {
             let output = step.output.take().unwrap_or(Value::Null);
             Arc::make_mut(&mut self.outputs).push((step.step_key, output));
         }
-        Ok(())
     }
 
     fn context(

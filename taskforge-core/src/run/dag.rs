@@ -545,6 +545,20 @@ impl<'d> Schedule<'d> {
     /// What to do now: skips decided since the last plan, attempts to
     /// start (marked running), when to plan again, or the run's end.
     pub fn plan(&mut self, now: DateTime<Utc>) -> Plan {
+        let mut plan = Plan::default();
+        self.plan_into(now, &mut plan);
+        plan
+    }
+
+    /// As [`plan`](Self::plan), into `plan`, which is cleared first and
+    /// whose buffers are kept: a worker that plans after every attempt
+    /// allocates nothing for it.
+    pub fn plan_into(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
+        plan.skip.clear();
+        plan.start.clear();
+        plan.waited.clear();
+        plan.wake_at = None;
+        plan.end = None;
         let mut at = 0;
         while at < self.retries.len() {
             if self.retries[at].0 <= now {
@@ -554,12 +568,11 @@ impl<'d> Schedule<'d> {
                 at += 1;
             }
         }
-        let mut plan = Plan::default();
         let next_wait = self.settle_waits(now, &mut plan.waited);
-        plan.skip = std::mem::take(&mut self.skipped);
+        plan.skip.append(&mut self.skipped);
         if let Some(end) = self.end() {
             plan.end = Some(end);
-            return plan;
+            return;
         }
         // Wait steps start whatever the parallel limit: they run nothing.
         let mut at = 0;
@@ -608,7 +621,6 @@ impl<'d> Schedule<'d> {
                 },
             });
         }
-        plan
     }
 
     /// Tells the schedule the run's signals (every one stored, in the
@@ -863,8 +875,11 @@ impl<'d> Schedule<'d> {
     /// Step `index` just finished (succeeded or skipped): its dependents
     /// that were waiting only for it are decided.
     fn cascade(&mut self, index: usize, succeeded: bool) {
-        let mut finished = vec![(index, succeeded)];
-        while let Some((index, succeeded)) = finished.pop() {
+        // Steps skipped on the way, whose dependents are decided in turn
+        // (no allocation unless a skip flows on).
+        let mut skipped: Vec<usize> = Vec::new();
+        let (mut index, mut succeeded) = (index, succeeded);
+        loop {
             for k in 0.. {
                 let Some(next) = self.dependent_of(index, k) else {
                     break;
@@ -873,8 +888,12 @@ impl<'d> Schedule<'d> {
                 slot.unfinished = slot.unfinished.saturating_sub(1);
                 slot.dependency_succeeded |= succeeded;
                 if slot.unfinished == 0 && slot.state == State::Waiting && self.decide(next) {
-                    finished.push((next, false));
+                    skipped.push(next);
                 }
+            }
+            match skipped.pop() {
+                Some(next) => (index, succeeded) = (next, false),
+                None => break,
             }
         }
     }
