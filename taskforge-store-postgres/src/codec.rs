@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use taskforge_core::store::OutcomeKind;
 use taskforge_core::store::{Lease, StoreError};
-use taskforge_core::{RunStatus, WorkflowRun};
+use taskforge_core::{RunStatus, Signal, WorkflowRun};
 use tokio_postgres::Row;
 
 use crate::error::backend;
@@ -121,8 +121,45 @@ pub(crate) fn limit_columns(run: &WorkflowRun) -> LimitColumns {
 
 /// A run from the columns [`RUN_COLUMNS`](crate::schema::RUN_COLUMNS): the
 /// record, with the lease, epoch and cancel flag from their own columns
-/// (claims, renewals and cancel requests change only those).
+/// (claims, renewals and cancel requests change only those), and, when the
+/// row has them, the signals and a parked run's due time (signals change
+/// only those).
 pub(crate) fn run(row: &Row) -> Result<WorkflowRun, StoreError> {
+    let mut run = run_without_waits(row)?;
+    let has = |name: &str| row.columns().iter().any(|c| c.name() == name);
+    if has("signals") {
+        let column: Option<&str> = row.try_get("signals").map_err(backend)?;
+        run.signals = signals(column)?;
+    }
+    if has("wake_ns") && run.status == RunStatus::Waiting {
+        let wake: Option<i64> = row.try_get("wake_ns").map_err(backend)?;
+        run.wake_at = wake.map(from_nanos);
+    }
+    Ok(run)
+}
+
+/// The `signals` column's value: `None` for none.
+pub(crate) fn signals_column(signals: &[Signal]) -> Result<Option<String>, StoreError> {
+    if signals.is_empty() {
+        return Ok(None);
+    }
+    to_doc(&signals).map(Some)
+}
+
+/// The signals of a `signals` column.
+pub(crate) fn signals(column: Option<&str>) -> Result<Vec<Signal>, StoreError> {
+    column.map_or_else(|| Ok(Vec::new()), from_doc)
+}
+
+/// A time from nanoseconds since the Unix epoch (the inverse of [`nanos`]
+/// within its range).
+pub(crate) fn from_nanos(ns: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(ns)
+}
+
+/// [`run`] without the signals and due time of the `signals` and
+/// `wake_ns` columns.
+fn run_without_waits(row: &Row) -> Result<WorkflowRun, StoreError> {
     let mut run: WorkflowRun = doc(row)?;
     let owner: Option<String> = row.try_get(1).map_err(backend)?;
     let expires: Option<&str> = row.try_get(2).map_err(backend)?;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use taskforge_core::store::rules::{self, ClaimablePicker, RunState, SlotState, StepState};
 use taskforge_core::store::{Fence, Page, RunQuery, RunStore, StoreError, WorkSignal};
 use taskforge_core::{
-    EventId, LimitPolicy, RateLimit, RunId, RunLimits, RunStatus, StepRun, VersionId, WorkflowId,
-    WorkflowRun,
+    EventId, LimitPolicy, RateLimit, RunId, RunLimits, RunStatus, Signal, StepRun, VersionId,
+    WorkflowId, WorkflowRun,
 };
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -354,8 +354,10 @@ impl RunStore for PostgresStore {
         rules::check_commit_request(fence, run, steps)?;
         let batch = StepBatch::new(fence.run_id, steps)?;
         // A fence naming a finished run never lets a commit through: the
-        // rules say so, alone.
-        if !fence.status.is_terminal() {
+        // rules say so, alone. A commit that parks the run is settled
+        // alone too: it reads the stored signals and writes the due time.
+        let parks = run.is_some_and(|run| run.status == RunStatus::Waiting);
+        if !fence.status.is_terminal() && !parks {
             let request = CommitRequest::new(fence, run, batch)?;
             match self.inner.batches.commits.call(request).await {
                 Some(Ok(true)) => return Ok(()),
@@ -367,6 +369,48 @@ impl RunStore for PostgresStore {
             }
         }
         self.commit_alone(fence, run, steps).await
+    }
+
+    async fn signal_run(&self, id: RunId, signal: &Signal) -> Result<WorkflowRun, StoreError> {
+        let sql = &self.inner.sql;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        // The row lock orders this signal with commits and other signals.
+        let lock = tx
+            .prepare_cached(&sql.lock_run_record)
+            .await
+            .map_err(backend)?;
+        let row = tx
+            .query_opt(&lock, &[id.as_uuid()])
+            .await
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::not_found("run", id))?;
+        let stored = codec::run(&row)?;
+        let signalled = rules::signal(&stored, signal)?;
+        let update = tx.prepare_cached(&sql.signal_run).await.map_err(backend)?;
+        let wake_ns = signalled
+            .wake_at
+            .filter(|_| signalled.status == RunStatus::Waiting)
+            .map(nanos);
+        tx.execute(
+            &update,
+            &[
+                id.as_uuid(),
+                &codec::signals_column(&signalled.signals)?,
+                &wake_ns,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        if signalled.status == RunStatus::Waiting && signalled.lease.is_none() {
+            // The parked run is due now: work for any engine.
+            let notify = tx.prepare_cached(&sql.notify).await.map_err(backend)?;
+            tx.execute(&notify, &[&sql.channel])
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(signalled)
     }
 
     async fn request_cancel(&self, id: RunId) -> Result<WorkflowRun, StoreError> {
@@ -685,11 +729,34 @@ impl PostgresStore {
             }
         }
 
+        // A run parked now is due at once if a signal came that its
+        // writer did not see (the signals column is the stored truth).
+        let stored_signals = match run {
+            Some(run) if run.status == RunStatus::Waiting => {
+                let read = tx.prepare_cached(&sql.run_signals).await.map_err(backend)?;
+                let row = tx
+                    .query_one(&read, &[id.as_uuid()])
+                    .await
+                    .map_err(backend)?;
+                let column: Option<&str> = row.try_get(0).map_err(backend)?;
+                Some(codec::signals(column)?)
+            }
+            _ => None,
+        };
+        let signalled_meanwhile = match (run, &stored_signals) {
+            (Some(run), Some(stored)) => rules::needs_signal_merge(stored, run),
+            _ => false,
+        };
         let merged;
         let run = match run {
-            Some(run) if rules::needs_merge(&state, &RunState::from(run)) => {
+            Some(run)
+                if rules::needs_merge(&state, &RunState::from(run)) || signalled_meanwhile =>
+            {
                 let mut copy = run.clone();
                 rules::merge_committed(&state, &mut copy);
+                if let Some(stored) = &stored_signals {
+                    rules::merge_signals(stored, &mut copy);
+                }
                 merged = copy;
                 Some(&merged)
             }
@@ -699,7 +766,11 @@ impl PostgresStore {
         if let Some(run) = run {
             let update = tx.prepare_cached(&sql.update_run).await.map_err(backend)?;
             let lease = lease_columns(run.lease.as_ref())?;
-            let params: [&(dyn ToSql + Sync); 8] = [
+            let wake_ns = run
+                .wake_at
+                .filter(|_| run.status == RunStatus::Waiting)
+                .map(nanos);
+            let params: [&(dyn ToSql + Sync); 9] = [
                 id.as_uuid(),
                 &status_name(run.status),
                 &nanos(run.created_at),
@@ -708,12 +779,15 @@ impl PostgresStore {
                 &lease.expires_ns,
                 &run.cancel_requested,
                 &to_doc(run)?,
+                &wake_ns,
             ];
             tx.execute(&update, &params).await.map_err(backend)?;
             // A run given back unfinished and unleased is work for any
-            // engine, and so is the next run of a key whose slot a run
-            // gives back by finishing.
-            wake = (run.lease.is_none() && !run.status.is_terminal()) || frees_slot(run);
+            // engine (a parked one only if a signal made it due already),
+            // and so is the next run of a key whose slot a run gives back
+            // by finishing.
+            let parked = run.status == RunStatus::Waiting && !signalled_meanwhile;
+            wake = (run.lease.is_none() && !run.status.is_terminal() && !parked) || frees_slot(run);
         }
         if wake {
             let notify = tx.prepare_cached(&sql.notify).await.map_err(backend)?;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_secrets.sql"),
     include_str!("../migrations/0005_step_logs.sql"),
     include_str!("../migrations/0006_limits.sql"),
+    include_str!("../migrations/0007_waits.sql"),
 ];
 
 /// What a migration writes where the store's schema (quoted) goes: function
@@ -156,6 +157,8 @@ pub(crate) struct Sql {
     pub(crate) upsert_steps: String,
     pub(crate) update_run: String,
     pub(crate) request_cancel: String,
+    pub(crate) run_signals: String,
+    pub(crate) signal_run: String,
     pub(crate) claim_batch: String,
     pub(crate) commit_batch: String,
     pub(crate) insert_batch: String,
@@ -178,9 +181,11 @@ pub(crate) struct Sql {
 /// A run is unfinished (the predicate of the partial index on keys).
 const UNFINISHED: &str = "status NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out')";
 
-/// The columns a run is read from, in the order `codec::run` expects.
+/// The columns a run is read from, in the order `codec::run` expects (it
+/// reads `signals` and `wake_ns` by name, so a row without them, such as
+/// a batched claim's, still reads).
 pub(crate) const RUN_COLUMNS: &str =
-    "doc, lease_owner, lease_expires, lease_epoch, cancel_requested";
+    "doc, lease_owner, lease_expires, lease_epoch, cancel_requested, signals, wake_ns";
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Result<Self, OpenError> {
@@ -260,7 +265,9 @@ impl Sql {
                 "SELECT id, workflow_id, lease_epoch, cancel_requested, status, slot_key, slot_max,
                      slot_held, debounce, not_before_ns, rate_runs, rate_per_ns
                  FROM {s}.runs
-                 WHERE status IN ('queued', 'running')
+                 WHERE (status IN ('queued', 'running')
+                        OR (status = 'waiting' AND wake_ns <= $1)
+                        OR (status = 'waiting' AND cancel_requested))
                    AND (lease_owner IS NULL OR lease_expires_ns <= $1)
                    AND id > $3
                  ORDER BY id LIMIT $2"
@@ -273,7 +280,9 @@ impl Sql {
                 "UPDATE {s}.runs
                  SET lease_owner = $2, lease_expires = $3, lease_expires_ns = $4,
                      lease_epoch = lease_epoch + 1
-                 WHERE id = $1 AND status IN ('queued', 'running')
+                 WHERE id = $1
+                   AND (status IN ('queued', 'running')
+                        OR (status = 'waiting' AND (wake_ns <= $5 OR cancel_requested)))
                    AND (lease_owner IS NULL OR lease_expires_ns <= $5)
                    AND (lease_epoch > 0 OR cancel_requested OR status <> 'queued'
                         OR (slot_key IS NULL AND rate_runs IS NULL))
@@ -287,7 +296,7 @@ impl Sql {
             ),
             renew_lease: format!(
                 "UPDATE {s}.runs SET lease_expires = $3, lease_expires_ns = $4
-                 WHERE id = $1 AND lease_epoch = $2 AND status IN ('queued', 'running')
+                 WHERE id = $1 AND lease_epoch = $2 AND status IN ('queued', 'running', 'waiting')
                    AND lease_owner IS NOT NULL
                  RETURNING {run_columns}"
             ),
@@ -307,15 +316,19 @@ impl Sql {
             update_run: format!(
                 "UPDATE {s}.runs
                  SET status = $2, created_ns = $3, lease_owner = $4, lease_expires = $5,
-                     lease_expires_ns = $6, cancel_requested = cancel_requested OR $7, doc = $8
+                     lease_expires_ns = $6, cancel_requested = cancel_requested OR $7, doc = $8,
+                     wake_ns = $9
                  WHERE id = $1"
             ),
             request_cancel: format!(
                 "UPDATE {s}.runs
-                 SET cancel_requested = cancel_requested OR status IN ('queued', 'running')
+                 SET cancel_requested = cancel_requested OR status IN ('queued', 'running', 'waiting')
                  WHERE id = $1
                  RETURNING {run_columns}"
             ),
+            run_signals: format!("SELECT signals FROM {s}.runs WHERE id = $1"),
+            // A signal changes only these (see migration 7).
+            signal_run: format!("UPDATE {s}.runs SET signals = $2, wake_ns = $3 WHERE id = $1"),
             claim_batch: format!(
                 "SELECT * FROM {s}.taskforge_claim($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])"
             ),
