@@ -329,7 +329,7 @@ impl ActiveRuns {
                             })
                     })
                 },
-                |key| self.key_runs(key, SlotUse::Holding).count(),
+                |key| self.keys.get(key).map_or(0, |runs| runs.holding.len()),
                 &starts,
             );
             if picked {
@@ -346,6 +346,10 @@ impl ActiveRuns {
 pub(crate) struct Staged<'a> {
     base: &'a ActiveRuns,
     changes: RefCell<HashMap<Id, Option<ActiveRun>>>,
+    /// The runs of each concurrency key that the batch changed (as the
+    /// shared copy had them, or as staged), so a claim's books need not
+    /// look at the batch's other changes.
+    changed_keys: RefCell<HashMap<String, BTreeSet<Id>>>,
 }
 
 impl<'a> Staged<'a> {
@@ -353,6 +357,7 @@ impl<'a> Staged<'a> {
         Self {
             base,
             changes: RefCell::new(HashMap::new()),
+            changed_keys: RefCell::new(HashMap::new()),
         }
     }
 
@@ -367,6 +372,13 @@ impl<'a> Staged<'a> {
     /// Stages run `id` as `run`; `None`, or a finished run, removes it.
     pub(crate) fn set(&self, id: Id, run: Option<ActiveRun>) {
         let run = run.filter(|r| keys::is_active(r.run.status));
+        let mut keyed = self.changed_keys.borrow_mut();
+        let was = self.base.get(&id).map(|a| &a.run);
+        for run in was.into_iter().chain(run.as_ref().map(|a| &a.run)) {
+            if let Some((key, _)) = rules::slot_use(run) {
+                keyed.entry(key.to_owned()).or_default().insert(id);
+            }
+        }
         self.changes.borrow_mut().insert(id, run);
     }
 
@@ -386,10 +398,13 @@ impl<'a> Staged<'a> {
         let me = run.id.to_bytes();
         let changes = self.changes.borrow();
         let base = self.base.keys.get(key);
-        // The shared copy's books, corrected for the runs this batch changed.
+        // The shared copy's books, corrected for the runs of the key this
+        // batch changed.
         let mut holding = base.map_or(0, |k| k.holding.len());
         let mut staged_waiting = BTreeSet::new();
-        for (id, staged) in changes.iter() {
+        let keyed = self.changed_keys.borrow();
+        let changed = keyed.get(key).into_iter().flatten();
+        for (id, staged) in changed.filter_map(|id| changes.get(id).map(|s| (id, s))) {
             if base.is_some_and(|k| k.holding.contains(id)) {
                 holding -= 1;
             }
