@@ -199,6 +199,7 @@ macro_rules! engine_conformance {
             engine::a_waiting_run_holds_no_engine_slot,
             engine::cancel_a_waiting_run,
             engine::a_parked_run_wakes_on_time_between_polls,
+            engine::a_waiting_run_keeps_its_key_slot,
             triggers::concurrent_webhook_deliveries_start_one_run,
             triggers::rejected_webhook_deliveries_are_recorded_without_their_body,
             triggers::filtered_and_disabled_deliveries_are_recorded,

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::clock::ManualClock;
 use crate::{
-    EngineError, OnTimeout, RetryPolicy, RunStatus, StepDefinition, StepRun, StepStatus, Wait,
+    ConcurrencyLimit, EngineError, OnTimeout, RetryPolicy, RunStatus, StepDefinition, StepRun,
+    StepStatus, Wait,
 };
 
 use super::*;
@@ -510,6 +511,58 @@ pub async fn a_parked_run_wakes_on_time_between_polls<S: Store>(store: S) {
     let nap = step(&steps, "nap");
     let (from, to) = (nap.started_at, nap.finished_at.expect("finished"));
     assert!(to - from >= TimeDelta::milliseconds(200), "{nap:?}");
+}
+
+/// A parked run keeps the slot of its concurrency key: with one run per
+/// key, a second run of the key waits until the first, parked for a
+/// signal, has finished; a run of another key is not held up.
+pub async fn a_waiting_run_keeps_its_key_slot<S: Store>(store: S) {
+    let clock = ManualClock::new(t0());
+    let engine = waiting_engine(store, registry(), &clock);
+    engine.start();
+    let wf = published(
+        &engine,
+        "one-per-repo",
+        WorkflowDefinition::new(vec![
+            StepDefinition::wait_for_signal("approval", "approved", None, OnTimeout::Fail),
+            StepDefinition::new("deploy", "echo"),
+        ])
+        .concurrency(ConcurrencyLimit::per_key("/repo", 1)),
+    )
+    .await;
+    let first = engine
+        .start_run(wf.id, json!({ "repo": "a" }))
+        .await
+        .expect("start");
+    parked(&engine, first.id).await;
+    let second = engine
+        .start_run(wf.id, json!({ "repo": "a" }))
+        .await
+        .expect("start");
+    let other = engine
+        .start_run(wf.id, json!({ "repo": "b" }))
+        .await
+        .expect("start");
+    parked(&engine, other.id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        engine.store().get_run(second.id).await.expect("get").status,
+        RunStatus::Queued,
+        "the key's one slot is the parked run's"
+    );
+    engine
+        .signal_run(first.id, "approved", json!(1))
+        .await
+        .expect("signal");
+    assert_eq!(wait(&engine, first.id).await.status, RunStatus::Succeeded);
+    parked(&engine, second.id).await;
+    for id in [second.id, other.id] {
+        engine
+            .signal_run(id, "approved", json!(2))
+            .await
+            .expect("signal");
+        assert_eq!(wait(&engine, id).await.status, RunStatus::Succeeded);
+    }
 }
 
 /// Cancelling a waiting run cancels it at once, with its waiting step.
