@@ -427,8 +427,10 @@ impl Data {
     ) -> Result<&WorkflowRun, StoreError> {
         let stored = self.run(id)?;
         let slot = rules::needs_slot(stored).then(|| self.slot_state(stored, now));
-        let (claimed, starts) =
-            rules::claim_with_slot(stored, owner, now, expires_at, slot.as_ref())?;
+        let rules::Claimed {
+            run: claimed,
+            starts,
+        } = rules::claim_with_slot(stored, owner, now, expires_at, slot.as_ref())?;
         let old = rules::slot_use(stored).map(|(k, u)| (k.to_owned(), u));
         if let Some(starts) = starts {
             self.rates.insert(claimed.workflow_id, starts);

@@ -634,8 +634,10 @@ impl PostgresStore {
             slot = Some(state);
         }
         // A refusal rolls the transaction back as it is dropped.
-        let (claimed, starts) =
-            rules::claim_with_slot(&stored, owner, now, expires_at, slot.as_ref())?;
+        let rules::Claimed {
+            run: claimed,
+            starts,
+        } = rules::claim_with_slot(&stored, owner, now, expires_at, slot.as_ref())?;
         let lease = lease_columns(claimed.lease.as_ref())?;
         let update = tx
             .prepare_cached(&sql.claim_with_slot)

@@ -153,11 +153,13 @@ impl SledStore {
                 }
                 slot = Some(state);
             }
-            let (claimed, starts) =
-                match rules::claim_with_slot(stored, &owner, now, expires_at, slot.as_ref()) {
-                    Ok(claimed) => claimed,
-                    Err(e) => return Ok(Err(e)),
-                };
+            let rules::Claimed {
+                run: claimed,
+                starts,
+            } = match rules::claim_with_slot(stored, &owner, now, expires_at, slot.as_ref()) {
+                Ok(claimed) => claimed,
+                Err(e) => return Ok(Err(e)),
+            };
             if let Some(starts) = starts {
                 let bytes = match encode("rate starts", &starts) {
                     Ok(bytes) => bytes,

@@ -90,7 +90,17 @@ pub fn claim(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<WorkflowRun, StoreError> {
-    claim_with_slot(stored, owner, now, expires_at, None).map(|(run, _)| run)
+    claim_with_slot(stored, owner, now, expires_at, None).map(|claimed| claimed.run)
+}
+
+/// What [`claim_with_slot`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The claimed run, to store.
+    pub run: WorkflowRun,
+    /// The workflow's new start times, to store, when the run counted
+    /// against its rate limit ([`record_start`]).
+    pub starts: Option<Vec<DateTime<Utc>>>,
 }
 
 /// The run after a claim by `owner` at `now` until `expires_at`, with the
@@ -99,7 +109,8 @@ pub fn claim(
 /// workflow's recent starts in the claim's atomic step, and the claim
 /// succeeds only as [`check_slot`] allows. Returns the claimed run (with
 /// `cancel_requested` set if a newer run of its debounced key supersedes
-/// it), and the workflow's new start times to store when the run counted
+/// it, and [`holds_slot`](crate::RunLimits::holds_slot) if it took a slot),
+/// and the workflow's new start times to store when the run counted
 /// against a rate limit ([`record_start`]).
 ///
 /// `Conflict` if the run is not claimable or `check_slot` refuses it;
@@ -110,7 +121,7 @@ pub fn claim_with_slot(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     slot: Option<&SlotState>,
-) -> Result<(WorkflowRun, Option<Vec<DateTime<Utc>>>), StoreError> {
+) -> Result<Claimed, StoreError> {
     let id = stored.id;
     let claimable = is_claimable(stored.status, stored.lease.as_ref(), now);
     let granted = match (claimable && needs_slot(stored), slot) {
@@ -136,7 +147,10 @@ pub fn claim_with_slot(
         }
         None => None,
     };
-    Ok((claimed, starts))
+    Ok(Claimed {
+        run: claimed,
+        starts,
+    })
 }
 
 /// A claim's lease and epoch, without the limits.
