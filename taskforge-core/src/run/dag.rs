@@ -3,67 +3,7 @@
 //! decided from the definition, the run's input and the recorded step
 //! attempts alone. No I/O, no clock: the worker does the writes and the
 //! handler calls, and asks a [`Schedule`] what to do next.
-//!
-//! # Rules
-//!
-//! - **Dependencies.** A step's dependencies are what its
-//!   [`depends_on`](crate::StepDefinition::depends_on) declares; in a
-//!   definition where no step declares any, each step depends on the one
-//!   before it (the steps run one by one, in order).
-//! - **Ready.** A step becomes ready when all its dependencies are finished
-//!   (succeeded or skipped) and at least one succeeded, or when it has
-//!   none, and its [condition](crate::StepDefinition::condition), if any,
-//!   holds. Ready steps start lowest position first, while fewer than
-//!   [`parallel_limit`](WorkflowDefinition::parallel_limit) attempts run.
-//! - **Skipped.** A step whose dependencies were all skipped is skipped
-//!   (its condition is not read); so is one whose condition does not hold.
-//!   A skipped step counts as finished for the steps after it.
-//! - **Retries.** An attempt that failed or timed out with a `retry_at`
-//!   is followed by the next attempt at that time; an interrupted one (its
-//!   worker was lost) by the next attempt at once. A succeeded step is
-//!   never run again.
-//! - **The end.** The run succeeds when every step succeeded or was
-//!   skipped, with the output that
-//!   [`WorkflowDefinition::output`] describes. It fails as soon as one
-//!   step fails for good (an attempt that failed or timed out without a
-//!   `retry_at`): it ends `Failed`, or `TimedOut` if that attempt timed
-//!   out, with that step's error, and no other step starts (the worker
-//!   cancels those still running). A cancelled attempt in the history
-//!   means the run was cancelled.
-//! - **Waits.** A [wait step](crate::StepDefinition::wait) has no handler:
-//!   once started (its attempt recorded running, which does not count
-//!   against the parallel limit), it ends when what it waits for is there
-//!   (see [`Wait`](crate::Wait)): its sleep has passed, a signal of its
-//!   name that no other wait step received arrived (given with
-//!   [`Schedule::receive`]), or its timeout passed. The plan hands those
-//!   out in [`Plan::waited`], counted finished already; `wake_at` includes
-//!   the next sleep end or timeout. A wait step left running by a lost
-//!   worker keeps waiting (it is not interrupted).
-//!
-//! ```
-//! use chrono::Utc;
-//! use serde_json::json;
-//! use taskforge_core::dag::Schedule;
-//! use taskforge_core::{RunId, StepDefinition, StepRun, WorkflowDefinition};
-//!
-//! let definition = WorkflowDefinition::new(vec![
-//!     StepDefinition::new("a", "noop"),
-//!     StepDefinition::new("b", "noop").depends_on(["a"]),
-//!     StepDefinition::new("c", "noop").depends_on(["a"]),
-//! ]);
-//! let input = json!({});
-//! let mut schedule = Schedule::new(&definition, &input);
-//! let plan = schedule.plan(Utc::now());
-//! assert_eq!(plan.start.iter().map(|s| s.index).collect::<Vec<_>>(), [0]);
-//!
-//! // `a` succeeded: `b` and `c` start together.
-//! let mut a = StepRun::start(RunId::new(), "a", 0, 1, Utc::now());
-//! a.status = taskforge_core::StepStatus::Succeeded;
-//! a.output = Some(json!(1));
-//! schedule.record(&a);
-//! let plan = schedule.plan(Utc::now());
-//! assert_eq!(plan.start.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2]);
-//! ```
+//! See [`Schedule`] for the rules.
 
 use std::fmt;
 
@@ -244,7 +184,67 @@ enum Edges {
 /// fresh run with [`new`](Self::new), or from the recorded history with
 /// [`resume`](Self::resume); told what happened with
 /// [`record`](Self::record); asked what to do with [`plan`](Self::plan).
-/// See the [module](self) for the rules.
+///
+/// # Rules
+///
+/// - **Dependencies.** A step's dependencies are what its
+///   [`depends_on`](crate::StepDefinition::depends_on) declares; in a
+///   definition where no step declares any, each step depends on the one
+///   before it (the steps run one by one, in order).
+/// - **Ready.** A step becomes ready when all its dependencies are finished
+///   (succeeded or skipped) and at least one succeeded, or when it has
+///   none, and its [condition](crate::StepDefinition::condition), if any,
+///   holds. Ready steps start lowest position first, while fewer than
+///   [`parallel_limit`](WorkflowDefinition::parallel_limit) attempts run.
+/// - **Skipped.** A step whose dependencies were all skipped is skipped
+///   (its condition is not read); so is one whose condition does not hold.
+///   A skipped step counts as finished for the steps after it.
+/// - **Retries.** An attempt that failed or timed out with a `retry_at`
+///   is followed by the next attempt at that time; an interrupted one (its
+///   worker was lost) by the next attempt at once. A succeeded step is
+///   never run again.
+/// - **The end.** The run succeeds when every step succeeded or was
+///   skipped, with the output that
+///   [`WorkflowDefinition::output`] describes. It fails as soon as one
+///   step fails for good (an attempt that failed or timed out without a
+///   `retry_at`): it ends `Failed`, or `TimedOut` if that attempt timed
+///   out, with that step's error, and no other step starts (the worker
+///   cancels those still running). A cancelled attempt in the history
+///   means the run was cancelled.
+/// - **Waits.** A [wait step](crate::StepDefinition::wait) has no handler:
+///   once started (its attempt recorded running, which does not count
+///   against the parallel limit), it ends when what it waits for is there
+///   (see [`Wait`](crate::Wait)): its sleep has passed, a signal of its
+///   name that no other wait step received arrived (given with
+///   [`Schedule::receive`]), or its timeout passed. The plan hands those
+///   out in [`Plan::waited`], counted finished already; `wake_at` includes
+///   the next sleep end or timeout. A wait step left running by a lost
+///   worker keeps waiting (it is not interrupted).
+///
+/// ```
+/// use chrono::Utc;
+/// use serde_json::json;
+/// use taskforge_core::dag::Schedule;
+/// use taskforge_core::{RunId, StepDefinition, StepRun, WorkflowDefinition};
+///
+/// let definition = WorkflowDefinition::new(vec![
+///     StepDefinition::new("a", "noop"),
+///     StepDefinition::new("b", "noop").depends_on(["a"]),
+///     StepDefinition::new("c", "noop").depends_on(["a"]),
+/// ]);
+/// let input = json!({});
+/// let mut schedule = Schedule::new(&definition, &input);
+/// let plan = schedule.plan(Utc::now());
+/// assert_eq!(plan.start.iter().map(|s| s.index).collect::<Vec<_>>(), [0]);
+///
+/// // `a` succeeded: `b` and `c` start together.
+/// let mut a = StepRun::start(RunId::new(), "a", 0, 1, Utc::now());
+/// a.status = taskforge_core::StepStatus::Succeeded;
+/// a.output = Some(json!(1));
+/// schedule.record(&a);
+/// let plan = schedule.plan(Utc::now());
+/// assert_eq!(plan.start.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2]);
+/// ```
 ///
 /// It reads a definition that passed
 /// [validation](WorkflowDefinition::validate); given another, it still
