@@ -418,6 +418,70 @@ mod tests {
     }
 
     #[test]
+    fn definitions_declare_limits_in_json_and_validation_names_each_problem() {
+        use crate::workflow::WorkflowDefinition;
+
+        let json = br#"{
+            "steps": [{"key": "deploy", "handler": "deploy"}],
+            "concurrency": {"max": 2, "key": "/repo", "policy": "cancel_running"},
+            "debounce": 5000,
+            "rate_limit": {"runs": 10, "per": 60000}
+        }"#;
+        let definition = WorkflowDefinition::from_json(json).expect("a valid definition");
+        assert_eq!(
+            definition.concurrency,
+            Some(ConcurrencyLimit::per_key("/repo", 2).policy(LimitPolicy::CancelRunning))
+        );
+        assert_eq!(definition.debounce, Some(Duration::from_secs(5)));
+        assert_eq!(
+            definition.rate_limit,
+            Some(RateLimit::new(10, Duration::from_secs(60)))
+        );
+        let back = serde_json::to_value(&definition).expect("serialize");
+        assert_eq!(
+            back["concurrency"],
+            json!({"max": 2, "key": "/repo", "policy": "cancel_running"})
+        );
+
+        let bad = WorkflowDefinition::new(vec![crate::StepDefinition::new("a", "a")])
+            .concurrency(ConcurrencyLimit::per_key("repo", 0))
+            .debounce(Duration::ZERO)
+            .rate_limit(0, Duration::from_secs(1));
+        let problems = bad.validate().expect_err("invalid").problems;
+        let limits: Vec<_> = problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p,
+                    DefinitionProblem::InvalidConcurrencyLimit { .. }
+                        | DefinitionProblem::InvalidDebounce { .. }
+                        | DefinitionProblem::InvalidRateLimit { .. }
+                )
+            })
+            .collect();
+        assert_eq!(
+            limits.len(),
+            4,
+            "max 0, the pointer, the window, the runs: {problems:?}"
+        );
+        let too_long = WorkflowDefinition::new(vec![crate::StepDefinition::new("a", "a")])
+            .rate_limit(MAX_RATE_RUNS + 1, MAX_DURATION + Duration::from_secs(1));
+        assert_eq!(too_long.validate().expect_err("invalid").problems.len(), 1);
+
+        // A trigger's limit is checked when the trigger is.
+        let kind = crate::TriggerKind::Cron(
+            crate::CronConfig::new("0 * * * *", "UTC")
+                .with_concurrency(ConcurrencyLimit::per_key("/a~2", 1)),
+        );
+        assert!(matches!(
+            kind.validate(),
+            Err(crate::trigger::InvalidTrigger::Concurrency(
+                DefinitionProblem::InvalidConcurrencyLimit { .. }
+            ))
+        ));
+    }
+
+    #[test]
     fn limits_serialize_compactly() {
         let wf = WorkflowId::new();
         let limits = RunLimits::new(
