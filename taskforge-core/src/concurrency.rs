@@ -482,6 +482,67 @@ mod tests {
     }
 
     #[test]
+    fn the_picker_lists_only_what_a_claim_would_take() {
+        use crate::store::rules::{self, ClaimablePicker, SlotState};
+        use crate::workflow::{StepDefinition, WorkflowDefinition, WorkflowVersion};
+        use crate::WorkflowRun;
+
+        let now = Utc::now();
+        let version = WorkflowVersion::new(
+            WorkflowId::new(),
+            1,
+            WorkflowDefinition::new(vec![StepDefinition::new("a", "a")]),
+            now,
+        );
+        let run = |max: u32, rate: Option<RateLimit>| {
+            let mut run = WorkflowRun::new(&version, json!({}), now);
+            run.limits = Some(Box::new(RunLimits {
+                key: "k".into(),
+                max: Some(max),
+                policy: LimitPolicy::Queue,
+                debounce: false,
+                not_before: None,
+                rate,
+                holds_slot: false,
+            }));
+            run
+        };
+        // Runs of one key with different maxima (a trigger's and the
+        // version's), 2 slots held: each is judged by its own maximum,
+        // and counts as ahead of the next.
+        let (wide, narrow, wide_again) = (run(5, None), run(1, None), run(4, None));
+        let mut picker = ClaimablePicker::new();
+        let mut pick = |run: &WorkflowRun| picker.pick(run, now, || false, |_| 2, |_| Vec::new());
+        assert!(pick(&wide));
+        assert!(!pick(&narrow));
+        assert!(!pick(&wide_again), "2 held + 2 ahead of 4");
+        let held = SlotState {
+            holding: 2,
+            ..SlotState::default()
+        };
+        assert!(rules::check_slot(&wide, now, &held).is_ok());
+        assert!(rules::check_slot(
+            &narrow,
+            now,
+            &SlotState {
+                ahead: 1,
+                ..held.clone()
+            }
+        )
+        .is_err());
+
+        // Rate limits of different sizes: one start recorded in the window.
+        let two = Some(RateLimit::new(2, Duration::from_secs(60)));
+        let three = Some(RateLimit::new(3, Duration::from_secs(60)));
+        let (a, b, c) = (run(10, two.clone()), run(10, two), run(10, three));
+        let mut picker = ClaimablePicker::new();
+        let mut pick = |run: &WorkflowRun| picker.pick(run, now, || false, |_| 0, |_| vec![now]);
+        assert!(pick(&a));
+        assert!(!pick(&b), "a took the second start of 2");
+        assert!(pick(&c), "3 allow one more");
+    }
+
+    #[test]
     fn limits_serialize_compactly() {
         let wf = WorkflowId::new();
         let limits = RunLimits::new(

@@ -387,10 +387,12 @@ pub fn record_start(
 /// starts only when it first meets them.
 #[derive(Debug, Default)]
 pub struct ClaimablePicker {
-    /// The free slots left per key.
-    keys: std::collections::HashMap<String, usize>,
-    /// The starts left per workflow.
-    rates: std::collections::HashMap<WorkflowId, usize>,
+    /// Per key: the runs holding a slot, and the waiting runs offered so
+    /// far (each of them is ahead of the next, listed or not).
+    keys: std::collections::HashMap<String, (usize, usize)>,
+    /// Per rate-limited workflow: its recorded starts, and the runs listed
+    /// so far.
+    rates: std::collections::HashMap<WorkflowId, (Vec<DateTime<Utc>>, usize)>,
 }
 
 impl ClaimablePicker {
@@ -440,13 +442,15 @@ impl ClaimablePicker {
         }
         let mut room = true;
         if let Some(max) = limits.max {
-            let free = self
+            let (held, ahead) = self
                 .keys
                 .entry(limits.key.clone())
-                .or_insert_with(|| (max as usize).saturating_sub(holding(&limits.key)));
-            // Every run waiting ahead counts, listed or not, as in check_slot.
-            room = *free > 0;
-            *free = free.saturating_sub(1);
+                .or_insert_with(|| (holding(&limits.key), 0));
+            // As in check_slot, with this run's own maximum (runs of one
+            // key may carry different ones): every run waiting ahead
+            // counts, listed or not.
+            room = *held + *ahead < max as usize;
+            *ahead += 1;
         }
         if limits.debounce && behind() {
             return true;
@@ -455,14 +459,14 @@ impl ClaimablePicker {
             return false;
         }
         if let Some(rate) = &limits.rate {
-            let left = self
+            let (recorded, listed) = self
                 .rates
                 .entry(workflow_id)
-                .or_insert_with(|| rate_room(rate, &starts(workflow_id), now));
-            if *left == 0 {
+                .or_insert_with(|| (starts(workflow_id), 0));
+            if rate_room(rate, recorded, now) <= *listed {
                 return false;
             }
-            *left -= 1;
+            *listed += 1;
         }
         true
     }
