@@ -46,7 +46,7 @@ fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
             async move {
                 tokio::time::sleep(Duration::from_millis(80)).await;
                 // Every other call fails, as a flaky test environment does.
-                if flaky.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                if flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                     return Err(StepError::retryable("test database not ready"));
                 }
                 Ok::<_, StepError>(json!({ "passed": 57 }))
