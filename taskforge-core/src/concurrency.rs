@@ -496,7 +496,7 @@ mod tests {
         );
         let run = |max: u32, rate: Option<RateLimit>| {
             let mut run = WorkflowRun::new(&version, json!({}), now);
-            run.limits = Some(Box::new(RunLimits {
+            run.limits = Some(std::sync::Arc::new(RunLimits {
                 key: "k".into(),
                 max: Some(max),
                 policy: LimitPolicy::Queue,

@@ -210,10 +210,14 @@ impl Data {
             }
         }
         if let Some((key, used)) = new {
-            self.keys
-                .entry(key.to_owned())
-                .or_default()
-                .set(id, Some(used));
+            match self.keys.get_mut(key) {
+                Some(runs) => runs.set(id, Some(used)),
+                None => self
+                    .keys
+                    .entry(key.to_owned())
+                    .or_default()
+                    .set(id, Some(used)),
+            }
         }
     }
 
@@ -238,7 +242,7 @@ impl Data {
                 })
                 .take(free)
                 .count();
-            state.behind = self.has_behind(keyed, run.id);
+            state.behind = limits.debounce && self.has_behind(keyed, run.id);
         }
         if limits.rate.is_some() {
             state.starts = self
@@ -511,14 +515,19 @@ impl Data {
             let (old_wake, new_wake) = (wake_key(&entry.run), wake_key(&run));
             let new = run.status;
             let workflow_id = run.workflow_id;
-            let old_slot = rules::slot_use(&entry.run).map(|(k, u)| (k.to_owned(), u));
-            let new_slot = rules::slot_use(&run).map(|(k, u)| (k.to_owned(), u));
+            // Most commits keep the run's place in its key's books.
+            let moved = (rules::slot_use(&entry.run) != rules::slot_use(&run)).then(|| {
+                let owned = |r| rules::slot_use(r).map(|(k, u): (&str, _)| (k.to_owned(), u));
+                (owned(&entry.run), owned(&run))
+            });
             entry.run = run;
-            self.rekey(
-                id,
-                old_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
-                new_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
-            );
+            if let Some((old_slot, new_slot)) = moved {
+                self.rekey(
+                    id,
+                    old_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
+                    new_slot.as_ref().map(|(k, u)| (k.as_str(), *u)),
+                );
+            }
             self.rewake(id, old_wake, new_wake);
             if old != new {
                 self.runs_by_status.remove(&(old, id));

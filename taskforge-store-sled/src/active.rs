@@ -372,11 +372,22 @@ impl<'a> Staged<'a> {
     /// Stages run `id` as `run`; `None`, or a finished run, removes it.
     pub(crate) fn set(&self, id: Id, run: Option<ActiveRun>) {
         let run = run.filter(|r| keys::is_active(r.run.status));
-        let mut keyed = self.changed_keys.borrow_mut();
-        let was = self.base.get(&id).map(|a| &a.run);
-        for run in was.into_iter().chain(run.as_ref().map(|a| &a.run)) {
-            if let Some((key, _)) = rules::slot_use(run) {
-                keyed.entry(key.to_owned()).or_default().insert(id);
+        // A run whose place in its key's books moves (inserted, claimed,
+        // finished) is noted under its key, old and new; the others keep
+        // theirs, as the shared copy has it.
+        let was = self.base.get(&id).and_then(|a| rules::slot_use(&a.run));
+        let now = run.as_ref().and_then(|a| rules::slot_use(&a.run));
+        if was != now {
+            let mut keyed = self.changed_keys.borrow_mut();
+            for (key, _) in was.into_iter().chain(now) {
+                match keyed.get_mut(key) {
+                    Some(ids) => {
+                        ids.insert(id);
+                    }
+                    None => {
+                        keyed.insert(key.to_owned(), BTreeSet::from([id]));
+                    }
+                }
             }
         }
         self.changes.borrow_mut().insert(id, run);
@@ -403,8 +414,12 @@ impl<'a> Staged<'a> {
         let mut holding = base.map_or(0, |k| k.holding.len());
         let mut staged_waiting = BTreeSet::new();
         let keyed = self.changed_keys.borrow();
-        let changed = keyed.get(key).into_iter().flatten();
-        for (id, staged) in changed.filter_map(|id| changes.get(id).map(|s| (id, s))) {
+        let empty = BTreeSet::new();
+        let moved = keyed.get(key).unwrap_or(&empty);
+        for (id, staged) in moved
+            .iter()
+            .filter_map(|id| changes.get(id).map(|s| (id, s)))
+        {
             if base.is_some_and(|k| k.holding.contains(id)) {
                 holding -= 1;
             }
@@ -416,7 +431,7 @@ impl<'a> Staged<'a> {
                 _ => {}
             }
         }
-        if base.is_some_and(|k| k.holding.contains(&me)) && !changes.contains_key(&me) {
+        if base.is_some_and(|k| k.holding.contains(&me)) && !moved.contains(&me) {
             holding -= 1;
         }
         state.holding = holding;
@@ -424,9 +439,8 @@ impl<'a> Staged<'a> {
             Some(staged) => staged.as_ref().map(|s| Arc::clone(&s.run)),
             None => self.base.get(id).map(|a| Arc::clone(&a.run)),
         };
-        let empty = BTreeSet::new();
         let base_waiting = base.map_or(&empty, |k| &k.waiting);
-        let unchanged = |id: &&Id| !changes.contains_key(*id);
+        let unchanged = |id: &&Id| !moved.contains(*id);
         let free = limits
             .max
             .map_or(usize::MAX, |max| (max as usize).saturating_sub(holding));

@@ -20,7 +20,7 @@ fn t(secs: i64) -> DateTime<Utc> {
 
 fn run_of(version: &WorkflowVersion, limits: RunLimits) -> WorkflowRun {
     let mut run = WorkflowRun::new(version, json!({"repo": "r"}), t(0));
-    run.limits = Some(Box::new(limits));
+    run.limits = Some(std::sync::Arc::new(limits));
     run
 }
 

@@ -41,7 +41,7 @@ pub(crate) fn attach(
         definition.rate_limit.as_ref(),
         now,
     )
-    .map(Box::new);
+    .map(Arc::new);
 }
 
 /// Gives `run`, a resumption of `original`, the limits `original` was
@@ -50,7 +50,7 @@ pub(crate) fn attach(
 /// hand, not by a burst of events).
 pub(crate) fn carry(run: &mut WorkflowRun, original: &WorkflowRun) {
     run.limits = original.limits.as_deref().map(|limits| {
-        Box::new(RunLimits {
+        Arc::new(RunLimits {
             debounce: false,
             not_before: None,
             holds_slot: false,
@@ -91,13 +91,11 @@ pub(crate) async fn before_insert<S: Store, X>(
     let Some((key, max, policy)) = run
         .limits
         .as_deref()
+        .filter(|l| matches!(l.policy, LimitPolicy::Skip | LimitPolicy::CancelNewest))
         .and_then(|l| Some((l.key.clone(), l.max?, l.policy)))
     else {
         return Ok(Some(run));
     };
-    if !matches!(policy, LimitPolicy::Skip | LimitPolicy::CancelNewest) {
-        return Ok(Some(run));
-    }
     let max = max as usize;
     if runs_of_key(shared, &key, max).await?.len() < max {
         return Ok(Some(run));

@@ -399,9 +399,10 @@ pub struct WorkflowRun {
     /// The concurrency limit, debounce window and rate limit the run was
     /// admitted under, if any: copied from its version (or its trigger)
     /// when it is created, so that stores enforce them when it is claimed.
-    /// See [`concurrency`](crate::concurrency).
+    /// See [`concurrency`](crate::concurrency). Shared, not copied, by
+    /// the run's copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Box<RunLimits>>,
+    pub limits: Option<Arc<RunLimits>>,
     /// When a [`Waiting`](RunStatus::Waiting) run is due: a worker may
     /// claim it from then on. `None` while it waits for a signal alone
     /// (a signal that arrives makes it due at once). Set when the run is

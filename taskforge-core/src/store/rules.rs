@@ -136,7 +136,8 @@ pub fn claim_with_slot(
     let mut claimed = claim_unchecked(stored, owner, now, expires_at)?;
     let starts = match granted {
         Some(SlotGrant::Take { starts }) => {
-            if let Some(limits) = claimed.limits.as_deref_mut() {
+            if let Some(limits) = claimed.limits.as_mut() {
+                let limits = std::sync::Arc::make_mut(limits);
                 limits.holds_slot = limits.slot_key().is_some();
             }
             starts

@@ -15,7 +15,7 @@ use crate::store::RunQuery;
 /// runs of `key` (none with `max` 0).
 fn limited(version: &WorkflowVersion, key: &str, max: u32, secs: i64) -> WorkflowRun {
     let mut run = queued(version, at(secs));
-    run.limits = Some(Box::new(RunLimits {
+    run.limits = Some(Arc::new(RunLimits {
         key: key.to_owned(),
         max: (max > 0).then_some(max),
         policy: crate::LimitPolicy::Queue,
@@ -242,7 +242,7 @@ pub async fn debounce_windows_and_superseded_runs<S: Store + Clone>(store: S) {
     let (_, version) = setup(&store, "limits-debounce").await;
     let debounced = |secs: i64, window: i64| {
         let mut run = limited(&version, "d", 1, secs);
-        if let Some(limits) = run.limits.as_deref_mut() {
+        if let Some(limits) = run.limits.as_mut().map(Arc::make_mut) {
             limits.debounce = true;
             limits.not_before = Some(at(secs + window));
         }
@@ -294,7 +294,7 @@ pub async fn rate_limits_count_starts_in_a_window<S: Store + Clone>(store: S) {
     let runs: Vec<WorkflowRun> = (0..4)
         .map(|i| {
             let mut run = queued(&version, at(i));
-            run.limits = Some(Box::new(RunLimits {
+            run.limits = Some(Arc::new(RunLimits {
                 key: version.workflow_id.to_string(),
                 max: None,
                 policy: crate::LimitPolicy::Queue,
