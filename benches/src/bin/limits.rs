@@ -16,7 +16,17 @@
 //!
 //! ```sh
 //! cargo run --release -p taskforge-benches --bin limits -- [--rounds N] [--quick]
+//! cargo run --release -p taskforge-benches --bin limits -- --instructions [--ops N]
 //! ```
+//!
+//! With `--instructions` it counts instead, under valgrind's callgrind
+//! (which must be on `PATH`), the instructions of one three-step run
+//! started and waited for alone (`start_run`, `wait_for_run`), on the
+//! memory store and on durable sled, for each workload: each count is the
+//! difference of a child process running 2N and N runs after the same
+//! warm-up, over N, so start-up and set-up cancel out. Instruction counts
+//! do not move with the machine's load, as wall-clock figures on a shared
+//! machine do; they leave out the kernel's time in `fsync` and the waits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,15 +135,131 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Runs before counting starts, to warm caches and lazies.
+const WARM_UP: usize = 20;
+
+/// `WARM_UP` then `n` three-step runs of `workload`, one at a time.
+async fn sequential<S: Store + Clone>(store: S, workload: Workload, n: usize) {
+    let registry = taskforge_benches::noop_registry().expect("registry");
+    let engine = Engine::builder(store, registry).build();
+    engine.start();
+    let workflow = engine
+        .ensure_workflow("bench-limits")
+        .await
+        .expect("workflow");
+    // The same limits, with plain no-op steps (no closed loop to report to).
+    let mut three = workload.definition();
+    three.steps = definition(3, taskforge_benches::NOOP).steps;
+    engine.publish(workflow.id, three).await.expect("publish");
+    for i in 0..WARM_UP + n {
+        let run = engine
+            .start_run(workflow.id, payload(i as u64))
+            .await
+            .expect("start");
+        let run = engine.wait_for_run(run.id).await.expect("wait");
+        assert!(run.status.is_terminal());
+    }
+    engine.shutdown(Duration::from_secs(10)).await;
+}
+
+/// The child of `--instructions`: `n` sequential runs of one workload.
+fn child(backend: &str, workload: usize, n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let workload = Workload::ALL[workload];
+    rt.block_on(async {
+        if backend == "memory" {
+            sequential(MemoryStore::new(), workload, n).await;
+        } else {
+            let (_dir, store) = sled(Durability::Durable);
+            sequential(store, workload, n).await;
+        }
+    });
+}
+
+/// Total instructions of a child under callgrind.
+fn callgrind(backend: &str, workload: usize, n: usize) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = tempfile::tempdir().ok()?;
+    let out = dir.path().join("callgrind.out");
+    let status = std::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .args(["--child", backend, &workload.to_string(), &n.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    std::fs::read_to_string(out)
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("totals: ")
+                .or_else(|| l.strip_prefix("summary: "))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn instructions(ops: usize) {
+    println!("| backend | workload | instructions per run (sequential) | vs no limit | cost |");
+    println!("|---|---|---:|---:|---:|");
+    for backend in ["memory", "sled durable"] {
+        let mut base = None;
+        for (w, workload) in Workload::ALL.iter().enumerate() {
+            let per_run = match (callgrind(backend, w, ops), callgrind(backend, w, 2 * ops)) {
+                (Some(small), Some(large)) => large.saturating_sub(small) as f64 / ops as f64,
+                _ => {
+                    println!(
+                        "| {backend} | {} | - (valgrind failed or missing) | | |",
+                        workload.name()
+                    );
+                    continue;
+                }
+            };
+            let base = *base.get_or_insert(per_run);
+            let ratio = per_run / base;
+            let cost = if w == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:+.1}%", (ratio - 1.0) * 100.0)
+            };
+            println!(
+                "| {backend} | {} | {per_run:.0} | {ratio:.3} | {cost} |",
+                workload.name()
+            );
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        let arg = |i: usize| args.get(i).expect("--child BACKEND WORKLOAD N");
+        child(
+            arg(1),
+            arg(2).parse().expect("a workload"),
+            arg(3).parse().expect("a count"),
+        );
+        return;
+    }
+    let number = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    if args.iter().any(|a| a == "--instructions") {
+        instructions(number("--ops").unwrap_or(100));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(if quick { 1 } else { 5 });
+    let rounds = number("--rounds").unwrap_or(if quick { 1 } else { 5 });
     let (memory_runs, sled_runs) = if quick { (2_000, 500) } else { (20_000, 5_000) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
