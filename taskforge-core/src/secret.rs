@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::workflow::{NameError, MAX_NAME_LEN};
 
 pub use vault::{SecretSummary, SecretVault};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 pub use crate::id::TokenId;
 
 /// The SHA-256 of a token's secret: what a store keeps instead of the secret.

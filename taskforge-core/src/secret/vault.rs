@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{check_value, validate_secret_name, Keyring, SealedSecret, SecretError, SecretValue};
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::store::SecretStore;
 
 /// How many times [`SecretVault::put`] tries for a version number before

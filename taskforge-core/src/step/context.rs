@@ -11,7 +11,7 @@ use super::log::{AttemptLog, LogLevel};
 use super::ReadError;
 use crate::artifact::{Artifact, ArtifactBody, ArtifactError, ArtifactLimits, ArtifactStore};
 use crate::clock::Clock;
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::id::{RunId, VersionId, WorkflowId};
 use crate::run::idempotency_key;
 use crate::secret::SecretValue;

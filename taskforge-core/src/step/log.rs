@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::redact::Redactor;
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::id::{RunId, StepRunId};
 
 /// How much a log line matters, as in `tracing`.

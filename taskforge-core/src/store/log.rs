@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::Page;
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::id::{RunId, StepRunId};
 use crate::step::LogLine;
 

@@ -21,7 +21,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use crate::error::StoreError;
+pub use crate::error::store::StoreError;
 pub use crate::event::OutcomeKind;
 pub use crate::run::{Fence, Lease, RunTransition, Signal, StepTransition};
 pub use crate::secret::SealedSecret;

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::secret::SealedSecret;
 
 /// Sealed secrets: every version of every name, as
