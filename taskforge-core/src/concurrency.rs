@@ -291,21 +291,63 @@ fn check_pointer(pointer: &str) -> Result<(), String> {
 /// value at `pointer` (see the [module docs](self)).
 #[must_use]
 pub fn run_key(workflow_id: WorkflowId, pointer: Option<&str>, input: &Value) -> String {
-    let mut key = workflow_id.to_string();
-    let Some(pointer) = pointer else {
-        return key;
-    };
-    key.push('/');
-    if let Some(value) = input.pointer(pointer) {
-        let text = value.to_string();
-        if text.len() <= MAX_KEY_VALUE_LEN {
-            key.push_str(&text);
-        } else {
-            key.push_str("#sha256:");
-            key.push_str(&hex::encode(Sha256::digest(text.as_bytes())));
+    // Written straight into one buffer: this runs for every run admitted
+    // under a limit.
+    let mut key = Vec::with_capacity(64);
+    let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+    key.extend_from_slice(
+        workflow_id
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut id)
+            .as_bytes(),
+    );
+    if let Some(pointer) = pointer {
+        key.push(b'/');
+        if let Some(value) = at_pointer(input, pointer) {
+            let start = key.len();
+            // Writing JSON to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut key, value);
+            if key.len() - start > MAX_KEY_VALUE_LEN {
+                let digest = hex::encode(Sha256::digest(&key[start..]));
+                key.truncate(start);
+                key.extend_from_slice(b"#sha256:");
+                key.extend_from_slice(digest.as_bytes());
+            }
         }
     }
-    key
+    // UUID text and JSON text are UTF-8.
+    String::from_utf8(key).unwrap_or_default()
+}
+
+/// The value at JSON pointer `pointer` in `value`, as
+/// [`Value::pointer`], without its allocations for pointers with no
+/// escapes (the usual case).
+fn at_pointer<'a>(value: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.contains('~') {
+        return value.pointer(pointer);
+    }
+    if pointer.is_empty() {
+        return Some(value);
+    }
+    let mut at = value;
+    for token in pointer.strip_prefix('/')?.split('/') {
+        at = match at {
+            Value::Object(map) => map.get(token)?,
+            Value::Array(items) => {
+                // As RFC 6901: digits, no leading zero (but "0").
+                if token.is_empty()
+                    || (token.len() > 1 && token.starts_with('0'))
+                    || !token.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                items.get(token.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(at)
 }
 
 fn is_false(flag: &bool) -> bool {
@@ -406,6 +448,35 @@ mod tests {
         assert!(key("/big").starts_with(&format!("{wf}/#sha256:")));
         assert!(key("/big").len() < 128);
         assert_eq!(run_key(wf, None, &input), wf.to_string());
+    }
+
+    #[test]
+    fn pointers_read_as_serde_json_reads_them() {
+        let input = json!({"a": {"b": [10, {"c~d/e": 1}], "": 2}, "0": 3, "x": [1]});
+        for pointer in [
+            "",
+            "/a",
+            "/a/b",
+            "/a/b/0",
+            "/a/b/1",
+            "/a/b/01",
+            "/a/b/9",
+            "/a/b/-",
+            "/a/",
+            "/0",
+            "/x/0",
+            "/x/00",
+            "/missing",
+            "/a/b/1/c~0d~1e",
+            "a",
+            "/a/b/0/z",
+        ] {
+            assert_eq!(
+                at_pointer(&input, pointer),
+                input.pointer(pointer),
+                "{pointer:?}"
+            );
+        }
     }
 
     #[test]

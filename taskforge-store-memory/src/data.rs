@@ -90,6 +90,42 @@ fn wake_key(run: &WorkflowRun) -> Option<DateTime<Utc>> {
     run.wake_at
 }
 
+/// Moves run `id` in the books of its key (`keys`) from how `old` took
+/// part in it to how `new` does.
+fn rekey(
+    keys: &mut HashMap<String, KeyRuns>,
+    id: RunId,
+    old: Option<(&str, SlotUse)>,
+    new: Option<(&str, SlotUse)>,
+) {
+    if old == new {
+        return;
+    }
+    if let (Some((from, _)), Some((to, used))) = (old, new) {
+        if from == to {
+            // A claim: from waiting to holding, in one key's entry.
+            if let Some(runs) = keys.get_mut(to) {
+                runs.set(id, Some(used));
+                return;
+            }
+        }
+    }
+    if let Some((key, _)) = old {
+        if let Some(runs) = keys.get_mut(key) {
+            runs.set(id, None);
+            if runs.is_empty() {
+                keys.remove(key);
+            }
+        }
+    }
+    if let Some((key, used)) = new {
+        match keys.get_mut(key) {
+            Some(runs) => runs.set(id, Some(used)),
+            None => keys.entry(key.to_owned()).or_default().set(id, Some(used)),
+        }
+    }
+}
+
 /// Whether a worker may claim `run` at `now`, by the contract's rule.
 fn claimable(run: &WorkflowRun, now: DateTime<Utc>) -> bool {
     rules::can_claim(run, now)
@@ -198,27 +234,7 @@ impl Data {
     /// Moves run `id` in its key's books from how `old` took part in it
     /// to how `new` does.
     fn rekey(&mut self, id: RunId, old: Option<(&str, SlotUse)>, new: Option<(&str, SlotUse)>) {
-        if old == new {
-            return;
-        }
-        if let Some((key, _)) = old {
-            if let Some(runs) = self.keys.get_mut(key) {
-                runs.set(id, None);
-                if runs.is_empty() {
-                    self.keys.remove(key);
-                }
-            }
-        }
-        if let Some((key, used)) = new {
-            match self.keys.get_mut(key) {
-                Some(runs) => runs.set(id, Some(used)),
-                None => self
-                    .keys
-                    .entry(key.to_owned())
-                    .or_default()
-                    .set(id, Some(used)),
-            }
-        }
+        rekey(&mut self.keys, id, old, new);
     }
 
     /// What [`rules::check_slot`] reads of `run`'s key and workflow.
@@ -232,16 +248,22 @@ impl Data {
             let free = limits.max.map_or(usize::MAX, |max| {
                 (max as usize).saturating_sub(state.holding)
             });
-            state.ahead = keyed
-                .waiting
-                .range(..run.id)
-                .filter(|id| {
-                    self.runs
-                        .get(id)
-                        .is_some_and(|e| rules::waits_ahead(&e.run, now))
-                })
-                .take(free)
-                .count();
+            // Only whether `free` runs wait ahead matters: with fewer
+            // waiting in all, none need be looked at.
+            state.ahead = if keyed.waiting.len() < free {
+                0
+            } else {
+                keyed
+                    .waiting
+                    .range(..run.id)
+                    .filter(|id| {
+                        self.runs
+                            .get(id)
+                            .is_some_and(|e| rules::waits_ahead(&e.run, now))
+                    })
+                    .take(free)
+                    .count()
+            };
             state.behind = limits.debounce && self.has_behind(keyed, run.id);
         }
         if limits.rate.is_some() {
@@ -407,12 +429,12 @@ impl Data {
                 continue;
             };
             let run = &entry.run;
-            let keyed = run.limits.as_deref().and_then(|l| self.keys.get(&l.key));
+            let keyed = || run.limits.as_deref().and_then(|l| self.keys.get(&l.key));
             let picked = picker.pick(
                 run,
                 now,
-                || keyed.is_some_and(|k| self.has_behind(k, id)),
-                |_| keyed.map_or(0, |k| k.holding.len()),
+                || keyed().is_some_and(|k| self.has_behind(k, id)),
+                |_| keyed().map_or(0, |k| k.holding.len()),
                 |workflow| self.rates.get(&workflow).cloned().unwrap_or_default(),
             );
             if picked {
@@ -429,22 +451,29 @@ impl Data {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<&WorkflowRun, StoreError> {
-        let stored = self.run(id)?;
-        let slot = rules::needs_slot(stored).then(|| self.slot_state(stored, now));
+        let slot = {
+            let stored = self.run(id)?;
+            rules::needs_slot(stored).then(|| self.slot_state(stored, now))
+        };
+        let stored = &self
+            .runs
+            .get(&id)
+            .ok_or_else(|| StoreError::not_found("run", id))?
+            .run;
         let rules::Claimed {
             run: claimed,
             starts,
         } = rules::claim_with_slot(stored, owner, now, expires_at, slot.as_ref())?;
-        let old = rules::slot_use(stored).map(|(k, u)| (k.to_owned(), u));
+        // The books and the runs are apart: no key is copied.
+        rekey(
+            &mut self.keys,
+            id,
+            rules::slot_use(stored),
+            rules::slot_use(&claimed),
+        );
         if let Some(starts) = starts {
             self.rates.insert(claimed.workflow_id, starts);
         }
-        let new = rules::slot_use(&claimed).map(|(k, u)| (k.to_owned(), u));
-        self.rekey(
-            id,
-            old.as_ref().map(|(k, u)| (k.as_str(), *u)),
-            new.as_ref().map(|(k, u)| (k.as_str(), *u)),
-        );
         let run = &mut self.entry_mut(id)?.run;
         *run = claimed;
         Ok(run)

@@ -444,13 +444,19 @@ impl<'a> Staged<'a> {
         let free = limits
             .max
             .map_or(usize::MAX, |max| (max as usize).saturating_sub(holding));
-        let ahead = base_waiting
-            .range(..me)
-            .filter(unchanged)
-            .chain(staged_waiting.range(..me))
-            .filter(|id| get(id).is_some_and(|r| rules::waits_ahead(&r, now)))
-            .take(free)
-            .count();
+        // Only whether `free` runs wait ahead matters: with fewer waiting
+        // in all, none need be looked at.
+        let ahead = if base_waiting.len() + staged_waiting.len() < free {
+            0
+        } else {
+            base_waiting
+                .range(..me)
+                .filter(unchanged)
+                .chain(staged_waiting.range(..me))
+                .filter(|id| get(id).is_some_and(|r| rules::waits_ahead(&r, now)))
+                .take(free)
+                .count()
+        };
         let after = (Bound::Excluded(me), Bound::Unbounded);
         let behind = limits.debounce
             && base_waiting

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 
 use super::{EventQuery, RunQuery, MAX_PAGE_SIZE};
 use crate::concurrency::{RateLimit, RunLimits};
-use crate::error::StoreError;
+use crate::error::store::StoreError;
 use crate::event::Event;
 use crate::id::{EventId, RunId, VersionId, WorkflowId};
 use crate::run::{Fence, Lease, RunStatus, Signal, StepRun, StepStatus, WorkflowRun};
@@ -265,8 +265,10 @@ pub struct SlotState {
     /// ([`SlotUse::Holding`]). Read for a run with a maximum.
     pub holding: usize,
     /// How many waiting runs of the key are ahead of it: created before it
-    /// (lower id) and [`waits_ahead`]. Read for a run with a maximum; a
-    /// backend may stop counting at the key's free slots.
+    /// (lower id) and [`waits_ahead`]. Read for a run with a maximum. Only
+    /// whether it reaches the key's free slots (`max - holding`) matters,
+    /// so a backend may stop counting there, and may give 0 when fewer
+    /// runs than that wait in all.
     pub ahead: usize,
     /// Whether a newer waiting run of the key, with no cancellation asked
     /// for, exists. Read for a debounced run.
@@ -388,9 +390,13 @@ pub fn record_start(
 /// starts only when it first meets them.
 #[derive(Debug, Default)]
 pub struct ClaimablePicker {
-    /// Per key: the runs holding a slot, and the waiting runs offered so
-    /// far (each of them is ahead of the next, listed or not).
-    keys: std::collections::HashMap<String, (usize, usize)>,
+    /// Per key (by its hash under `hasher`, so no key is copied; seeded
+    /// afresh for each listing, so two keys sharing a hash is a one-off
+    /// of negligible odds, which would only leave a run for the next
+    /// look): the runs holding a slot, and the waiting runs offered so far
+    /// (each of them is ahead of the next, listed or not).
+    keys: std::collections::HashMap<u64, (usize, usize)>,
+    hasher: std::collections::hash_map::RandomState,
     /// Per rate-limited workflow: its recorded starts, and the runs listed
     /// so far.
     rates: std::collections::HashMap<WorkflowId, (Vec<DateTime<Utc>>, usize)>,
@@ -443,9 +449,10 @@ impl ClaimablePicker {
         }
         let mut room = true;
         if let Some(max) = limits.max {
+            let hash = std::hash::BuildHasher::hash_one(&self.hasher, &limits.key);
             let (held, ahead) = self
                 .keys
-                .entry(limits.key.clone())
+                .entry(hash)
                 .or_insert_with(|| (holding(&limits.key), 0));
             // As in check_slot, with this run's own maximum (runs of one
             // key may carry different ones): every run waiting ahead
