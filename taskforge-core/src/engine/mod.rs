@@ -1060,30 +1060,41 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         run.replay_of = event.outcome.run_id();
         let mut metadata = requester_metadata(requested_by);
         metadata.insert("replay_of".to_owned(), event.id.to_string());
-        let request = Event {
-            id: EventId::new(),
-            workflow_id: workflow.id,
-            trigger_id: None,
-            source: EventSource::Manual,
-            received_at: shared.now(),
-            dedup_key: None,
-            payload: Arc::clone(&run.input),
-            metadata,
-            outcome: EventOutcome::RunStarted { run_id: run.id },
-        };
-        let admission = Admission {
-            event: request,
-            run: Some(run),
-            dedup_window: None,
-        };
-        match admit::admit(shared, admission).await? {
-            Admitted::Stored { run: Some(run), .. } => Ok(run),
-            Admitted::Stored { run: None, event } => Err(limited(event)),
-            Admitted::Duplicate(_) => Err(StoreError::Invalid(
-                "a replay without a dedup key was a duplicate".into(),
-            )
-            .into()),
-        }
+        admit_requested(shared, run, metadata).await
+    }
+}
+
+/// Admits `run`, started by a request (a replay, a resumption) that is
+/// recorded as a manual event of its own with `metadata`; the run as
+/// stored, or [`EngineError::Limited`] if its limit policy refused it.
+async fn admit_requested<S: Store, X: StepExecutor>(
+    shared: &Arc<Shared<S, X>>,
+    run: WorkflowRun,
+    metadata: std::collections::BTreeMap<String, String>,
+) -> Result<WorkflowRun, EngineError> {
+    let request = Event {
+        id: EventId::new(),
+        workflow_id: run.workflow_id,
+        trigger_id: None,
+        source: EventSource::Manual,
+        received_at: shared.now(),
+        dedup_key: None,
+        payload: Arc::clone(&run.input),
+        metadata,
+        outcome: EventOutcome::RunStarted { run_id: run.id },
+    };
+    let admission = Admission {
+        event: request,
+        run: Some(run),
+        dedup_window: None,
+    };
+    match admit::admit(shared, admission).await? {
+        Admitted::Stored { run: Some(run), .. } => Ok(run),
+        Admitted::Stored { run: None, event } => Err(limited(event)),
+        Admitted::Duplicate(_) => Err(StoreError::Invalid(
+            "a request without a dedup key was a duplicate".into(),
+        )
+        .into()),
     }
 }
 

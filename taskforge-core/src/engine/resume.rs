@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use super::admit::{self, Admission, Admitted};
-use super::{requester_metadata, Engine};
+use super::{admit_requested, requester_metadata, Engine};
 use crate::error::EngineError;
-use crate::event::{Event, EventOutcome, EventSource};
-use crate::id::{EventId, RunId};
+use crate::id::RunId;
 use crate::run::{RunStatus, WorkflowRun};
 use crate::step::StepExecutor;
 use crate::store::Store;
@@ -99,29 +97,6 @@ impl<S: Store, X: StepExecutor> Engine<S, X> {
         super::limits::carry(&mut run, &original);
         let mut metadata = requester_metadata(requested_by);
         metadata.insert("resume_of".to_owned(), original.id.to_string());
-        let request = Event {
-            id: EventId::new(),
-            workflow_id: workflow.id,
-            trigger_id: None,
-            source: EventSource::Manual,
-            received_at: shared.now(),
-            dedup_key: None,
-            payload: Arc::clone(&run.input),
-            metadata,
-            outcome: EventOutcome::RunStarted { run_id: run.id },
-        };
-        let admission = Admission {
-            event: request,
-            run: Some(run),
-            dedup_window: None,
-        };
-        match admit::admit(shared, admission).await? {
-            Admitted::Stored { run: Some(run), .. } => Ok(run),
-            Admitted::Stored { run: None, event } => Err(super::limited(event)),
-            Admitted::Duplicate(_) => Err(crate::error::StoreError::Invalid(
-                "a resumption without a dedup key was a duplicate".into(),
-            )
-            .into()),
-        }
+        admit_requested(shared, run, metadata).await
     }
 }
