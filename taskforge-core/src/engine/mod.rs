@@ -1091,10 +1091,9 @@ async fn admit_requested<S: Store, X: StepExecutor>(
     match admit::admit(shared, admission).await? {
         Admitted::Stored { run: Some(run), .. } => Ok(run),
         Admitted::Stored { run: None, event } => Err(limited(event)),
-        Admitted::Duplicate(_) => Err(StoreError::Invalid(
-            "a request without a dedup key was a duplicate".into(),
-        )
-        .into()),
+        Admitted::Duplicate(_) => {
+            Err(StoreError::Invalid("a request without a dedup key was a duplicate".into()).into())
+        }
     }
 }
 
