@@ -419,10 +419,13 @@ impl RunStore for SledStore {
     ) -> Result<WorkflowRun, StoreError> {
         // Whether a run needs a slot changes only one way (a claim or a
         // cancel request ends it), so a run that needs none now never will.
-        if self
-            .active_run(&id.to_bytes())
-            .is_some_and(|run| rules::needs_slot(&run))
-        {
+        let needs_slot = self
+            .inner
+            .active
+            .read()
+            .get(&id.to_bytes())
+            .is_some_and(|active| rules::needs_slot(&active.run));
+        if needs_slot {
             return self.claim_limited(id, owner, now, expires_at).await;
         }
         let owner = owner.to_owned();
