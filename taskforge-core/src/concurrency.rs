@@ -15,11 +15,18 @@
 //!   one limit for the whole workflow.
 //! - **Slots.** At most [`max`](ConcurrencyLimit::max) runs of a key hold
 //!   a slot at once. A run takes a slot when it is first claimed and holds
-//!   it until it finishes, also while a later engine resumes it after a
-//!   crash. The store enforces this in its claim, atomically
+//!   it until it finishes: also while a later engine resumes it after a
+//!   crash, and while it is parked in a durable wait or a retry's backoff
+//!   (which frees the engine's slot, not the key's: a key limits what is
+//!   under way, such as deploys of one repository). The store enforces
+//!   this in its claim, atomically
 //!   ([`RunStore::claim_run`](crate::store::RunStore::claim_run)), so the
 //!   limit holds across every engine on one store and across restarts.
-//!   Waiting runs of a key start in creation order.
+//!   Waiting runs of a key start in creation order. A waiting run whose
+//!   cancellation is asked for takes no slot: it is claimed only to be
+//!   cancelled. A finished run's slot goes to the key's next run on the
+//!   next look of any engine (at once on the engine that ran it; on the
+//!   others at their next poll, or on PostgreSQL's notification).
 //! - **Policy.** What admission does with a new run whose key already has
 //!   `max` unfinished runs: [`LimitPolicy`].
 //! - **Debounce.** With [`debounce`](crate::WorkflowDefinition::debounce),
@@ -32,9 +39,10 @@
 //! - **Rate limit.** With [`rate_limit`](crate::WorkflowDefinition::rate_limit),
 //!   at most [`runs`](RateLimit::runs) runs of the workflow start (are first
 //!   claimed) in any window of [`per`](RateLimit::per); the others stay
-//!   queued, in order, until the window allows them. The store keeps the
-//!   recent start times with the workflow, so the limit holds across
-//!   engines and restarts.
+//!   queued until the window allows them, and are then listed for claims
+//!   oldest first, as many as it allows (engines take the runs of one
+//!   window in any order). The store keeps the recent start times with
+//!   the workflow, so the limit holds across engines and restarts.
 //!
 //! A [`Trigger`](crate::Trigger) may override the concurrency limit for
 //! the runs it starts ([`WebhookConfig::concurrency`](crate::WebhookConfig::concurrency),
@@ -43,6 +51,14 @@
 //! pinned like its version: publishing a new limit changes runs admitted
 //! afterwards. Runs of one key may carry different maxima (a trigger's and
 //! the version's); each claim compares the key's slots with its own run's.
+//! Every way a run is created applies them: a manual start, a webhook
+//! delivery, a cron tick, a replay, and a resumption (which keeps the
+//! original's key and maximum, without a debounce window).
+//!
+//! The policies act at admission, from the key's unfinished runs as the
+//! store holds them: two engines admitting runs of one key at the same
+//! instant may both find room, and both queue a run (`skip`), or both
+//! keep theirs (`cancel_running`); the claim rule still holds the limit.
 //!
 //! ```
 //! use std::time::Duration;
