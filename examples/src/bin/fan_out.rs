@@ -121,15 +121,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for input in inputs {
         runs.push(engine.start_run(workflow.id, input).await?);
     }
-    // Approve each release once it waits for it: the signal wakes the
-    // parked run on whichever engine claims it.
+    // Approve each release: a signal sent before the run reaches its wait
+    // step is kept with the run and received when it gets there; one sent
+    // to a parked run wakes it on whichever engine claims it.
     for run in &runs {
-        while engine.run(run.id).await?.run.status != RunStatus::Waiting {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         engine
             .signal_run(run.id, "approved", json!({ "by": "release-manager" }))
             .await?;
+    }
+    for run in &runs {
         let finished = engine.wait_for_run(run.id).await?;
         assert_eq!(finished.status, RunStatus::Succeeded, "{finished:?}");
     }
