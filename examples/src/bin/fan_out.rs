@@ -13,8 +13,6 @@
 //! It prints each run's history: every branch's attempts, with their
 //! timing, and the step skipped by its condition.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -27,7 +25,6 @@ use taskforge::{
 use taskforge_examples::print_history;
 
 fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
-    let flaky = Arc::new(AtomicU32::new(0));
     let mut registry = StepRegistry::new();
     registry
         .step("build", |_ctx: StepContext, input: Value| async move {
@@ -41,16 +38,13 @@ fn registry() -> Result<StepRegistry, taskforge::error::RegistryError> {
             let image = ctx.output("build").map(|b| b["image"].clone());
             Ok::<_, StepError>(json!({ "passed": 412, "image": image }))
         })?
-        .step("integration", move |_ctx: StepContext, _input: Value| {
-            let flaky = Arc::clone(&flaky);
-            async move {
-                tokio::time::sleep(Duration::from_millis(80)).await;
-                // Every other call fails, as a flaky test environment does.
-                if flaky.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-                    return Err(StepError::retryable("test database not ready"));
-                }
-                Ok::<_, StepError>(json!({ "passed": 57 }))
+        .step("integration", |ctx: StepContext, _input: Value| async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            // The first attempt fails, as a flaky test environment does.
+            if ctx.attempt() == 1 {
+                return Err(StepError::retryable("test database not ready"));
             }
+            Ok::<_, StepError>(json!({ "passed": 57 }))
         })?
         .step("lint", |_ctx: StepContext, _input: Value| async move {
             tokio::time::sleep(Duration::from_millis(40)).await;
