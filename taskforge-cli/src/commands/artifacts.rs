@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::path;
-use super::runs::STREAM_IDLE;
+use super::STREAM_IDLE;
 use crate::client::{segment, Error};
 use crate::output::{self, emit, emit_json, Table};
 use crate::{Ctx, Done};

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::path;
-use super::runs::{STREAM_IDLE, TERMINAL};
+use super::{STREAM_IDLE, TERMINAL};
 use crate::client::{segment, Error};
 use crate::output::{emit, Style};
 use crate::sse::SseParser;

@@ -76,6 +76,13 @@ pub(crate) fn hint_more(page: &Value) {
     }
 }
 
+/// How long a watch or a log follow waits for a byte (the server's
+/// keep-alives included) before it takes the connection for lost.
+pub(crate) const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The statuses a run ends in.
+pub(crate) const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

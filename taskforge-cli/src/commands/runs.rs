@@ -5,17 +5,11 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::{hint_more, name_of, path, workflow_id, workflow_names};
+use super::{hint_more, name_of, path, workflow_id, workflow_names, STREAM_IDLE, TERMINAL};
 use crate::client::Error;
 use crate::output::{self, emit, emit_json, Cell, Fields, Table};
 use crate::sse::SseParser;
 use crate::{Ctx, Done, RunFilter, RunsCommand};
-
-/// How long a watch waits for a byte (the server's keep-alives included)
-/// before it takes the connection for lost.
-pub(crate) const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
-pub(crate) const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
 pub(crate) async fn run(ctx: &Ctx, command: RunsCommand) -> Result<Done, Error> {
     match command {
