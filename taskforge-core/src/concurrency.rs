@@ -393,7 +393,11 @@ pub struct RunLimits {
     pub debounce: bool,
     /// The run is not started before this time (the end of its debounce
     /// window).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub not_before: Option<DateTime<Utc>>,
     /// The workflow's rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

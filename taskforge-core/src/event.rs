@@ -40,6 +40,7 @@ pub struct Event {
     /// Where it came from.
     pub source: EventSource,
     /// When it was received.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub received_at: DateTime<Utc>,
     /// Unique per workflow among stored events: a second event with the same
     /// key is a duplicate and is not stored.

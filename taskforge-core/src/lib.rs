@@ -79,6 +79,7 @@ mod step;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod time_format;
 mod token;
 mod trigger;
 mod workflow;

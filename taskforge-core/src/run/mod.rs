@@ -312,6 +312,7 @@ pub struct Lease {
     /// The worker (engine instance) holding it.
     pub owner: String,
     /// When it lapses unless renewed.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -378,15 +379,28 @@ pub struct WorkflowRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RunError>,
     /// When it was queued.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub created_at: DateTime<Utc>,
     /// When it first started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a terminal status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// When the run times out, set when it starts if the version has a run timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub deadline: Option<DateTime<Utc>>,
     /// The current claim, while a worker holds one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,7 +421,11 @@ pub struct WorkflowRun {
     /// claim it from then on. `None` while it waits for a signal alone
     /// (a signal that arrives makes it due at once). Set when the run is
     /// parked, cleared when it wakes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub wake_at: Option<DateTime<Utc>>,
     /// The signals sent to the run ([`Engine::signal_run`](crate::Engine::signal_run)),
     /// in the order they arrived. Stores append to it, atomically and
@@ -430,6 +448,7 @@ pub struct Signal {
     #[serde(default)]
     pub payload: Value,
     /// When it was received.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub received_at: DateTime<Utc>,
 }
 
@@ -551,12 +570,21 @@ pub struct StepRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepFailure>,
     /// When the next attempt is due, if this one failed and another follows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub retry_at: Option<DateTime<Utc>>,
     /// When the handler was called.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub started_at: DateTime<Utc>,
     /// When the attempt ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::time_format::serialize_opt"
+    )]
     pub finished_at: Option<DateTime<Utc>>,
     /// For a [wait step](crate::StepDefinition::wait_for_signal) that
     /// received a signal: its number, the position in the run's

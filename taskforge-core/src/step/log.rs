@@ -80,6 +80,7 @@ pub struct LogLine {
     /// Its position in the attempt's log, from 0, without gaps.
     pub seq: u32,
     /// When it was written.
+    #[serde(serialize_with = "crate::time_format::serialize")]
     pub at: DateTime<Utc>,
     /// How much it matters.
     pub level: LogLevel,
