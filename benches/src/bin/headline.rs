@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,8 @@ struct Options {
     quick: bool,
     repeat: usize,
     peer: bool,
+    /// How long the peer may take before it is reported as stalled.
+    peer_deadline: Duration,
     /// Only these groups of figures (for profiling); all if empty.
     only: Vec<String>,
 }
@@ -115,6 +118,7 @@ fn options() -> Options {
         quick: false,
         repeat: 1,
         peer: false,
+        peer_deadline: PEER_DEADLINE,
         only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -122,6 +126,13 @@ fn options() -> Options {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--peer" => options.peer = true,
+            "--peer-deadline" => {
+                options.peer_deadline = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .map(Duration::from_secs)
+                    .expect("--peer-deadline takes a number of seconds");
+            }
             "--only" => options.only.extend(
                 args.next()
                     .expect("--only takes a comma-separated list of groups")
@@ -137,7 +148,7 @@ fn options() -> Options {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: headline [--quick] [--repeat N] [--peer] [--only GROUP,...]\n\
+                    "usage: headline [--quick] [--repeat N] [--peer [--peer-deadline SECONDS]] [--only GROUP,...]\n\
                      groups (for profiling): overhead, memory, sled, latency, \
                      ingest-memory, ingest-sled, footprint, batches (group commit at \
                      1, 16 and 256 runs in flight; only when named), instructions \
@@ -337,7 +348,7 @@ fn main() {
     }
     let peer = options
         .peer
-        .then(|| run_peer(sizes.peer_runs, options.repeat));
+        .then(|| run_peer(sizes.peer_runs, options.repeat, options.peer_deadline));
 
     // Instruction counts do not move with the load: printed beside the
     // wall-clock figures, they are what to compare on a busy machine.
@@ -591,7 +602,7 @@ fn instruction_counts(ops: usize) -> String {
 /// `cargo`, run from the workspace root.
 fn cargo() -> std::process::Command {
     let mut command =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
     command
 }
@@ -610,33 +621,93 @@ struct Peer {
     three_step: f64,
 }
 
-fn run_peer(runs: usize, repeat: usize) -> Result<Peer, String> {
+/// How long the peer may take, its build included, before it is stopped
+/// and reported as stalled: the headline's own figures take about four
+/// minutes, so a `--peer` run ends within ten whatever the peer does.
+const PEER_DEADLINE: Duration = Duration::from_secs(5 * 60);
+
+fn run_peer(runs: usize, repeat: usize, deadline: Duration) -> Result<Peer, String> {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
     let manifest = root().join("benches/peer/apalis-bench/Cargo.toml");
-    eprintln!("building and running the peer ({})", manifest.display());
-    let output = cargo()
+    eprintln!(
+        "building and running the peer ({}), for {} s at most",
+        manifest.display(),
+        deadline.as_secs()
+    );
+    let started = Instant::now();
+    let mut child = cargo()
         .args(["run", "--release", "--manifest-path"])
         .arg(&manifest)
         .args(["--", "--runs", &runs.to_string()])
         .args(["--repeat", &repeat.to_string()])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a stalled peer is stopped with cargo.
+        .process_group(0)
+        .spawn()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprint!("{stdout}");
-    if !output.status.success() {
+    // Read as the peer prints, so whatever it measured before stalling is
+    // kept, and so a full pipe never blocks it.
+    let stdout = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                lines.push(line);
+            }
+            lines
+        })
+    });
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() >= deadline => {
+                // The whole group: cargo and the peer it started.
+                // (`--` first: procps' kill reads a bare `-N` as an option.)
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("cannot wait for the peer: {e}")),
+        }
+    };
+    let stdout = stdout
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    let stderr = stderr
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    let tail = |text: &str| text.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+    let Some(status) = status else {
+        let progress = stdout
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("peer-progress "))
+            .map_or_else(|| tail(&stderr), Clone::clone);
         return Err(format!(
-            "the peer failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ")
+            "stalled: stopped after {} s (last: {progress})",
+            deadline.as_secs()
         ));
+    };
+    if !status.success() {
+        return Err(format!("the peer failed ({status}): {}", tail(&stderr)));
     }
     let figure = |name: &str| {
         stdout
-            .lines()
+            .iter()
             .find_map(|l| l.strip_prefix(&format!("peer {name} ")))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .ok_or_else(|| format!("the peer printed no {name} figure"))

@@ -209,6 +209,14 @@ async fn three_steps(n: usize, batch: usize, closed: bool) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
+/// One line per measured workload, printed at once: a caller that stops a
+/// stalled peer (the headline does) can tell how far it got.
+fn progress(line: &str) {
+    use std::io::Write;
+    println!("peer-progress {line}");
+    let _ = std::io::stdout().flush();
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -221,9 +229,11 @@ async fn main() {
     let mut best = [0.0f64; 2];
     for (mode, closed) in [("backlog", false), ("closed loop", true)] {
         let (mut one, mut three) = (Vec::new(), Vec::new());
-        for _ in 0..options.repeat {
+        for round in 1..=options.repeat {
             one.push(one_step(options.runs, options.batch, closed).await);
+            progress(&format!("{mode} round {round}: one-step {:.0}/s", one[one.len() - 1]));
             three.push(three_steps(options.runs, options.batch, closed).await);
+            progress(&format!("{mode} round {round}: three-step {:.0}/s", three[three.len() - 1]));
         }
         let (one, three) = (median(one), median(three));
         best = [best[0].max(one), best[1].max(three)];
