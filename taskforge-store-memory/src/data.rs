@@ -550,6 +550,12 @@ impl Data {
                 (owned(&entry.run), owned(&run))
             });
             entry.run = run;
+            if new.is_terminal() {
+                // A finished run's attempts never change again: give back
+                // the room the vector grew into (a quarter of a run's heap
+                // at three attempts in a capacity of four).
+                entry.steps.shrink_to_fit();
+            }
             if let Some((old_slot, new_slot)) = moved {
                 self.rekey(
                     id,
