@@ -22,8 +22,8 @@
 //!
 //! Writes in a batch stage their changes in a [`Staged`] overlay, which
 //! later writes of the same batch see; the writer thread applies the
-//! overlay to the shared copy once the batch's sled transaction has
-//! committed, before it answers anyone, and drops it if the batch failed.
+//! overlay to the shared copy once the batch is applied to sled, before it
+//! answers anyone, and drops it if the batch failed.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -36,6 +36,12 @@ use taskforge_core::store::rules::{self, ClaimablePicker, SlotState, SlotUse};
 use taskforge_core::{RunId, RunStatus, StepStatus, WorkflowId, WorkflowRun};
 
 use crate::keys::{self, ID, TIME_MIN};
+
+/// Maps keyed by run ids (UUIDs the engine makes, never chosen by whoever
+/// sends a webhook), looked up on every write: hashed with foldhash rather
+/// than std's SipHash. Concurrency keys, which come from run inputs, keep
+/// std's DoS-resistant hasher.
+type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 type Id = [u8; ID];
 
@@ -109,7 +115,7 @@ impl ActiveRun {
 /// The unfinished runs and their in-memory indexes.
 #[derive(Debug, Default)]
 pub(crate) struct ActiveRuns {
-    runs: HashMap<Id, ActiveRun>,
+    runs: IdMap<Id, ActiveRun>,
     /// `(status, run)`.
     by_status: BTreeSet<(u8, Id)>,
     /// `(workflow, status, run)`.
@@ -341,11 +347,11 @@ impl ActiveRuns {
 }
 
 /// The changes a batch's writes make to the unfinished runs, seen by the
-/// later writes of the batch, applied once its transaction committed.
+/// later writes of the batch, applied once the batch is in sled.
 #[derive(Debug)]
 pub(crate) struct Staged<'a> {
     base: &'a ActiveRuns,
-    changes: RefCell<HashMap<Id, Option<ActiveRun>>>,
+    changes: RefCell<IdMap<Id, Option<ActiveRun>>>,
     /// The runs of each concurrency key that the batch changed (as the
     /// shared copy had them, or as staged), so a claim's books need not
     /// look at the batch's other changes.
@@ -356,7 +362,7 @@ impl<'a> Staged<'a> {
     pub(crate) fn new(base: &'a ActiveRuns) -> Self {
         Self {
             base,
-            changes: RefCell::new(HashMap::new()),
+            changes: RefCell::new(IdMap::default()),
             changed_keys: RefCell::new(HashMap::new()),
         }
     }
@@ -394,7 +400,7 @@ impl<'a> Staged<'a> {
     }
 
     /// What to apply once the batch committed.
-    pub(crate) fn into_changes(self) -> HashMap<Id, Option<ActiveRun>> {
+    pub(crate) fn into_changes(self) -> IdMap<Id, Option<ActiveRun>> {
         self.changes.into_inner()
     }
 

@@ -12,7 +12,7 @@ pub enum Durability {
     /// Calls return once the write is in sled's memory; sled flushes to
     /// disk on its own every [`SledConfig::flush_every_ms`]. A crash can
     /// lose the writes of the last interval, but never leaves half of a
-    /// transaction behind.
+    /// write behind.
     Relaxed,
 }
 

@@ -37,7 +37,7 @@ impl EventStore for SledStore {
                 return Ok(EventInsert::Duplicate(Box::new((*stored).clone())));
             }
         }
-        // Read only while the writer is idle: during its transactions a
+        // Read only while the writer is idle: while it applies a batch a
         // read would block this async worker, and the writer checks anyway.
         if let Some(dedup) = dedup.as_ref().filter(|_| !self.writer_busy()) {
             if let Some(stored_id) = self.inner.idx.get(dedup).map_err(backend)? {

@@ -1,11 +1,13 @@
 //! The byte layout of keys.
 //!
-//! Primary trees are keyed by the record's 16-byte id (UUID v7, so byte
-//! order is creation order). Secondary indexes share the `idx` tree; each
-//! kind of index has a one-byte tag, then fixed-width parts, and usually
-//! ends with the id of the record it points to, so a prefix scan lists one
-//! workflow's (or status's, or event's) records in id order without
-//! touching any other.
+//! Records are keyed by their 16-byte id (UUID v7, so byte order is
+//! creation order). Events, runs and their indexes share the `idx` tree
+//! (format 5), so that the writer thread stores a batch with one
+//! `apply_batch`: each kind of record or index has a one-byte tag, then
+//! fixed-width parts; an index key usually ends with the id of the record
+//! it points to, so a prefix scan lists one workflow's (or status's, or
+//! event's) records in id order without touching any other. Workflows,
+//! versions and triggers keep trees of their own.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -66,6 +68,14 @@ pub(crate) mod tag {
     /// first; see `rules::record_start`). Written by claims; a store of an
     /// earlier format has none, which is an empty record.
     pub(crate) const RATE: u8 = 0x28;
+    /// Format 5: `event` → the event's record (formats 1 to 4 kept events
+    /// in a tree of their own).
+    pub(crate) const EVENT: u8 = 0x40;
+    /// Format 5: `run` → the run's record, with its attempts.
+    pub(crate) const RUN: u8 = 0x41;
+    /// Format 5: `run ++ step index ++ attempt` → an attempt written by
+    /// formats 1 to 3 (format 4 keeps attempts in the run's record).
+    pub(crate) const STEP: u8 = 0x42;
 }
 
 /// The key of a workflow's recorded start times ([`tag::RATE`]).

@@ -10,16 +10,16 @@
 //!
 //! Each kind of record has a tree keyed by its id: 16 bytes of UUID v7,
 //! so byte order is creation order. Records are JSON (they hold
-//! `serde_json::Value`s). Secondary indexes share one `idx` tree; each key
-//! is a one-byte tag, fixed-width parts and the id pointed to, so listing
-//! one workflow's runs, finished runs in one status, one event's runs, or
-//! one trigger's events reads only matching keys.
+//! `serde_json::Value`s). Events, runs and their secondary indexes share
+//! one `idx` tree; each key is a one-byte tag, fixed-width parts and the id
+//! pointed to, so listing one workflow's runs, finished runs in one status,
+//! one event's runs, or one trigger's events reads only matching keys.
 //! Writes that belong together (an event, its run and their index
 //! entries; a run, its step attempts and its index entries) are applied
-//! inside one sled transaction: other callers see all of them or none, and
+//! in one sled `apply_batch`: other callers see all of them or none, and
 //! so does a reopen after a crash. Compare-and-set writes (`claim_run`,
-//! fenced `commit`, dedup of events) check and write inside that
-//! transaction, and sled runs transactions one at a time, so of two racing
+//! fenced `commit`, dedup of events) are checked and staged by the one
+//! thread that writes these keys, one after the other, so of two racing
 //! writers exactly one wins.
 //!
 //! Unfinished runs are also held in memory (sled lets one process open a
@@ -36,9 +36,9 @@
 //! (the event names it). A durable three-step run writes 14 keys (format
 //! 1: 29); see `benches/README.md`.
 //!
-//! In sled 0.34 each transaction writes out sled's log buffer, however
-//! small, so run and event writes are queued to one writer thread that
-//! applies whatever has queued up in a single transaction. Each write
+//! In sled 0.34 each batch writes out sled's log buffer, however small, so
+//! run and event writes are queued to one writer thread that applies
+//! whatever has queued up in a single batch. Each write
 //! checks its preconditions before it writes anything, so one that fails
 //! (a conflict, a taken id) leaves nothing behind and does not affect the
 //! others in its batch; they apply in queue order, each seeing the ones
@@ -69,7 +69,7 @@
 //!
 //! With [`Durability::Relaxed`], calls return once the write is in memory
 //! and sled flushes every [`SledConfig::flush_every_ms`]: a crash loses at
-//! most the last interval's writes, and never half of a transaction.
+//! most the last interval's writes, and never half of a write.
 //!
 //! # Example
 //!
@@ -112,6 +112,7 @@ mod record;
 mod runs;
 mod scan;
 mod secrets;
+mod space;
 mod stats;
 mod store;
 mod tokens;

@@ -19,7 +19,7 @@ impl SledStore {
     ///   So the event of an unfinished run is always kept, and so is the
     ///   event of a run kept because it finished after `cutoff`.
     ///
-    /// Runs and events are removed in chunks, each chunk one transaction
+    /// Runs and events are removed in chunks, each chunk one atomic batch
     /// queued with the engine's writes, so a prune can run beside the
     /// engine and a crash mid-prune leaves every record whole (a run goes
     /// with all its step attempts and index entries, or not at all). Once an event is removed its dedup key is free again:
@@ -54,7 +54,7 @@ impl SledStore {
                             let steps = inner
                                 .steps
                                 .scan_prefix(id)
-                                .keys()
+                                .map(|entry| entry.map(|(key, _)| key))
                                 .collect::<Result<Vec<IVec>, _>>()
                                 .map_err(backend)?;
                             Ok((id, steps))

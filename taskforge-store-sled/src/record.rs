@@ -14,9 +14,10 @@
 //! JSON never starts with byte 0x01, so the two forms cannot be confused.
 //! The writer thread composes a record from bytes serialized by the
 //! callers (it never serializes the run or an attempt itself), and readers
-//! of the run parse only its part. Attempts written by earlier formats stay
-//! in the `steps` tree, keyed `run ++ index ++ attempt`, and are read from
-//! there too; an attempt in the record supersedes one there.
+//! of the run parse only its part. Attempts written by formats 1 to 3 stay
+//! under their own keys (`run ++ index ++ attempt`, in the `steps` tree
+//! until format 5, tagged in `idx` since), and are read from there too; an
+//! attempt in the record supersedes one there.
 
 use sled::IVec;
 

@@ -586,8 +586,9 @@ impl RunStore for SledStore {
             let key = run_id.to_bytes();
             let mut found = BTreeMap::new();
             // Attempts written by earlier formats...
-            for value in inner.steps.scan_prefix(key).values() {
-                let step: StepRun = decode("step run", &value.map_err(backend)?)?;
+            for entry in inner.steps.scan_prefix(key) {
+                let (_, value) = entry.map_err(backend)?;
+                let step: StepRun = decode("step run", &value)?;
                 found.insert((step.step_index, step.attempt), step);
             }
             // ...and those in the run's record, which supersede them.

@@ -9,6 +9,7 @@ use taskforge_core::{Order, StoreError};
 
 use crate::error::backend;
 use crate::keys::{self, ID};
+use crate::space::Space;
 use crate::store::{decode, load};
 
 /// Where the ids of a listing come from.
@@ -50,7 +51,7 @@ pub(crate) struct PageRequest {
 /// says, and whether more follow. `fresh` gives the records held in memory
 /// (unfinished runs), which are newer than their sled copies.
 pub(crate) fn page<T: DeserializeOwned>(
-    primary: &Tree,
+    primary: &Space,
     idx: &Tree,
     kind: &'static str,
     request: PageRequest,
@@ -64,7 +65,7 @@ pub(crate) fn page<T: DeserializeOwned>(
         limit,
     } = request;
     let entries: Box<dyn Iterator<Item = Entry>> = match source {
-        Source::Primary => ordered(primary, &[], order, after, true),
+        Source::Primary => ordered(primary.tree(), &[primary.tag()], order, after, true),
         Source::Index(prefix) => ordered(idx, &prefix, order, after, false),
         Source::TimeRange { tag, from, until } => {
             let ids = time_range(idx, tag, from, until, order, after)?;

@@ -22,6 +22,7 @@ use crate::error::{backend, OpenError};
 use crate::group_commit::GroupCommit;
 use crate::keys::{self, tag, RunHead, StepHead, ID};
 use crate::recent::RecentEvents;
+use crate::space::{Records, Space};
 use crate::stats::{Counters, WriteStats};
 use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 
@@ -35,13 +36,31 @@ use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 ///   (retention goes by creation time).
 /// - 4: a run's step attempts are kept in its record (see `record.rs`),
 ///   not each under a key of its own in the `steps` tree.
+/// - 5: events, runs and attempts moved from trees of their own into the
+///   `idx` tree, under tags (see `keys.rs`), so that the writer thread
+///   stores a batch with one `apply_batch` instead of a transaction over
+///   four trees.
 ///
-/// A store of format 1, 2 or 3 is migrated when opened, in one atomic sled
-/// transaction (it keeps its format if interrupted). Formats 2 and 3 need
-/// no change of their records: the keys they have that format 4 does not
-/// write (attempts in the `steps` tree, index keys) are read correctly and
-/// removed with their runs.
-pub const FORMAT_VERSION: u32 = 4;
+/// A store of format 1 is migrated to format 4 when opened, in one atomic
+/// sled transaction (it keeps its format if interrupted). Formats 2 and 3
+/// need no change of their records: the keys they have that format 4 does
+/// not write (attempts in the `steps` tree, index keys) are read correctly
+/// and removed with their runs. A store of format 1 to 4 then has its
+/// records copied into `idx` (in batches; interrupted, it keeps its format
+/// and copies them again on the next open), is marked format 5, and its
+/// old trees are dropped.
+pub const FORMAT_VERSION: u32 = 5;
+
+/// The format before records moved into the `idx` tree.
+const FORMAT_SEPARATE_TREES: u32 = 4;
+
+/// The trees formats 1 to 4 kept events, runs and attempts in, and the
+/// tags their records have in `idx` since format 5.
+const MOVED_TREES: [(&str, u8); 3] = [
+    ("events", tag::EVENT),
+    ("runs", tag::RUN),
+    ("steps", tag::STEP),
+];
 
 const META_TREE: &str = "meta";
 const MARKER_KEY: &[u8] = b"marker";
@@ -71,9 +90,9 @@ pub(crate) struct Inner {
     pub(crate) workflows: Tree,
     pub(crate) versions: Tree,
     pub(crate) triggers: Tree,
-    pub(crate) events: Tree,
-    pub(crate) runs: Tree,
-    pub(crate) steps: Tree,
+    pub(crate) events: Space,
+    pub(crate) runs: Space,
+    pub(crate) steps: Space,
     pub(crate) idx: Tree,
     /// The unfinished runs; only the writer thread changes them.
     pub(crate) active: Arc<RwLock<ActiveRuns>>,
@@ -190,31 +209,32 @@ impl SledStore {
             Durability::Durable => Some(GroupCommit::start(db.clone(), Arc::clone(&counters))?),
             Durability::Relaxed => None,
         };
-        let (events, runs, steps, idx) =
-            (tree("events")?, tree("runs")?, tree("steps")?, tree("idx")?);
+        let idx = tree("idx")?;
         let triggers = tree("triggers")?;
         index_triggers(&triggers, &idx).map_err(|e| OpenError::Corrupt {
             path: shown.clone(),
             reason: format!("indexing triggers: {e}"),
         })?;
         let migrated = match format {
-            1 => migrate_v1(&db, &runs, &idx),
-            2 | 3 => set_format(&db),
+            1 => tree("runs").map(|runs| migrate_v1(&db, &runs, &idx))?,
             _ => Ok(()),
-        };
+        }
+        .and_then(|()| match format {
+            FORMAT_VERSION => drop_moved_trees(&db),
+            _ => move_records(&db, &idx),
+        });
         migrated.map_err(|e| OpenError::Corrupt {
             path: shown.clone(),
             reason: format!("migrating format {format} to {FORMAT_VERSION}: {e}"),
         })?;
+        let space = |tag| Space::new(idx.clone(), tag);
+        let (events, runs, steps) = (space(tag::EVENT), space(tag::RUN), space(tag::STEP));
         let active = load_active(&runs, &steps, &idx).map_err(|e| OpenError::Corrupt {
             path: shown.clone(),
             reason: format!("loading the unfinished runs: {e}"),
         })?;
         let active = Arc::new(RwLock::new(active));
         let writer = Writer::start(
-            events.clone(),
-            runs.clone(),
-            steps.clone(),
             idx.clone(),
             commit.as_ref().map(|c| c.flushes().clone()),
             Arc::clone(&counters),
@@ -541,13 +561,67 @@ fn check_format(db: &sled::Db, path: &Path, existing: bool) -> Result<u32, OpenE
     Ok(format)
 }
 
-/// Marks a format-2 store as the current format (its keys are read as
-/// they are; see [`FORMAT_VERSION`]).
-fn set_format(db: &sled::Db) -> Result<(), StoreError> {
+/// Marks the store as of `format`, durably.
+fn set_format(db: &sled::Db, format: u32) -> Result<(), StoreError> {
     let meta = db.open_tree(META_TREE).map_err(backend)?;
-    meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+    meta.insert(FORMAT_KEY, &format.to_be_bytes())
         .map_err(backend)?;
     db.flush().map_err(backend)?;
+    Ok(())
+}
+
+/// How many records [`move_records`] copies per batch.
+const MOVE_BATCH: usize = 1_024;
+
+/// Moves the records of a store of format 1 to 4 (migrated to format 4's
+/// keys already) into the `idx` tree, marks it format 5 and drops the old
+/// trees. Copies are idempotent and the format is set only once all are
+/// made and flushed, so an interrupted move is made again on the next open.
+fn move_records(db: &sled::Db, idx: &Tree) -> Result<(), StoreError> {
+    let mut moved = 0u64;
+    for (name, tag) in MOVED_TREES {
+        if !db.tree_names().iter().any(|n| n == name.as_bytes()) {
+            continue;
+        }
+        let tree = db.open_tree(name).map_err(backend)?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for entry in tree.iter() {
+            let (key, value) = entry.map_err(backend)?;
+            batch.insert(keys::key(tag, &[&key]), value);
+            in_batch += 1;
+            moved += 1;
+            if in_batch == MOVE_BATCH {
+                idx.apply_batch(std::mem::take(&mut batch))
+                    .map_err(backend)?;
+                in_batch = 0;
+            }
+        }
+        idx.apply_batch(batch).map_err(backend)?;
+    }
+    db.flush().map_err(backend)?;
+    set_format(db, FORMAT_VERSION)?;
+    drop_moved_trees(db)?;
+    tracing::info!(
+        moved,
+        "moved events and runs into one tree (format {FORMAT_VERSION})"
+    );
+    Ok(())
+}
+
+/// Drops the trees whose records moved into `idx`, if they are left (a
+/// move interrupted after the format was set).
+fn drop_moved_trees(db: &sled::Db) -> Result<(), StoreError> {
+    let names = db.tree_names();
+    let mut dropped = false;
+    for (name, _) in MOVED_TREES {
+        if names.iter().any(|n| n == name.as_bytes()) {
+            dropped |= db.drop_tree(name).map_err(backend)?;
+        }
+    }
+    if dropped {
+        db.flush().map_err(backend)?;
+    }
     Ok(())
 }
 
@@ -590,21 +664,21 @@ fn migrate_v1(db: &sled::Db, runs: &Tree, idx: &Tree) -> Result<(), StoreError> 
             for key in &leases {
                 idx.remove(key)?;
             }
-            meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+            meta.insert(FORMAT_KEY, &FORMAT_SEPARATE_TREES.to_be_bytes())?;
             Ok::<_, ConflictableTransactionError<()>>(())
         })
         .map_err(|e| backend(format!("{e:?}")))?;
     db.flush().map_err(backend)?;
     tracing::info!(
         unfinished = unfinished.len(),
-        "migrated the store from format 1 to {FORMAT_VERSION}"
+        "migrated the store from format 1 to {FORMAT_SEPARATE_TREES}"
     );
     Ok(())
 }
 
 /// The unfinished runs of a store, with their attempts' statuses, from its
 /// `ACTIVE` index.
-fn load_active(runs: &Tree, steps: &Tree, idx: &Tree) -> Result<ActiveRuns, StoreError> {
+fn load_active(runs: &Space, steps: &Space, idx: &Tree) -> Result<ActiveRuns, StoreError> {
     let mut active = ActiveRuns::default();
     for entry in idx.scan_prefix([tag::ACTIVE]).keys() {
         let key = entry.map_err(backend)?;
@@ -666,13 +740,13 @@ pub(crate) fn decode<T: DeserializeOwned>(
     serde_json::from_slice(json).map_err(|e| backend(format!("corrupt {kind} record: {e}")))
 }
 
-/// Reads and deserializes the record at `key` of `tree`.
+/// Reads and deserializes the record at `key` of `records`.
 pub(crate) fn load<T: DeserializeOwned>(
-    tree: &Tree,
+    records: &impl Records,
     kind: &'static str,
     key: &[u8],
 ) -> Result<Option<T>, StoreError> {
-    match tree.get(key).map_err(backend)? {
+    match records.record(key).map_err(backend)? {
         Some(bytes) => decode(kind, &bytes).map(Some),
         None => Ok(None),
     }

@@ -1,26 +1,31 @@
 //! The writer thread: run and event writes from many callers, applied in
-//! batches, one sled transaction per batch.
+//! batches, one sled `apply_batch` per batch.
 //!
-//! In sled 0.34 every transaction (and every `apply_batch`) seals and
-//! writes out the current log buffer, so each one costs a write to the
-//! device however small it is; and sled runs transactions one at a time
-//! anyway. So writes that need a transaction are queued to one thread,
-//! which takes whatever has queued up (up to [`MAX_BATCH`]) and applies it
-//! in one transaction. Each queued write checks its preconditions first
-//! and writes only if they hold; one that fails returns its error and
-//! leaves nothing behind, while the others in the batch go ahead. Writes
-//! in a batch apply in queue order, each seeing the ones before it, so
-//! the outcome is the same as running them one by one.
+//! In sled 0.34 every batch (and every transaction) seals and writes out
+//! the current log buffer, so each one costs a write to the device however
+//! small it is; and sled applies them one at a time anyway. So writes are
+//! queued to one thread, which takes whatever has queued up (up to
+//! [`MAX_BATCH`]) and applies it at once. Each queued write checks its
+//! preconditions first and writes only if they hold; one that fails
+//! returns its error and leaves nothing behind, while the others in the
+//! batch go ahead. Writes in a batch apply in queue order, each seeing the
+//! ones before it, so the outcome is the same as running them one by one.
+//!
+//! Everything the writer stores lives in one tree (`idx`, format 5), so a
+//! batch is one atomic `Tree::apply_batch`: a crash keeps all of it or
+//! none. The writes are staged in memory first and read back from there
+//! (the writer is the only thread that writes these keys, so reading the
+//! tree for the rest is safe); a sled transaction would also read every key
+//! before writing it, which was a fifth of the thread's work.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use sled::transaction::{
-    ConflictableTransactionError, TransactionalTree, UnabortableTransactionError,
-};
-use sled::{IVec, Transactional, Tree};
+use sled::transaction::UnabortableTransactionError;
+use sled::{IVec, Tree};
 use taskforge_core::{Event, StoreError, WorkflowRun};
 use tokio::sync::oneshot;
 
@@ -29,12 +34,13 @@ use parking_lot::RwLock;
 use crate::active::{ActiveRuns, Staged};
 use crate::error::backend;
 use crate::group_commit::Flushes;
+use crate::keys::{self, tag};
 use crate::stats::Counters;
 
-/// The most writes one transaction applies.
+/// The most writes one batch applies.
 const MAX_BATCH: usize = 512;
 
-/// The trees a queued write may touch, inside the batch's transaction.
+/// The kinds of records a queued write may touch, as the batch left them.
 pub(crate) struct Tx<'a> {
     pub(crate) events: TxTree<'a>,
     pub(crate) runs: TxTree<'a>,
@@ -44,20 +50,85 @@ pub(crate) struct Tx<'a> {
     pub(crate) active: &'a Staged<'a>,
 }
 
-/// One tree in the batch's transaction, counting what is written to it.
+/// What a batch has written so far, applied at its end in one
+/// `apply_batch`.
+struct Staging {
+    tree: Tree,
+    /// Each key written, with its latest value (`None`: removed).
+    writes: RefCell<Vec<(IVec, Option<IVec>)>>,
+    /// Where each key is in `writes`, for reads that follow writes.
+    at: RefCell<HashMap<IVec, usize, foldhash::fast::RandomState>>,
+    /// Keys and bytes written.
+    written: Cell<(u64, u64)>,
+}
+
+impl Staging {
+    fn new(tree: &Tree) -> Self {
+        Self {
+            tree: tree.clone(),
+            writes: RefCell::default(),
+            at: RefCell::default(),
+            written: Cell::new((0, 0)),
+        }
+    }
+
+    fn get(&self, key: &IVec) -> Option<Option<IVec>> {
+        let at = *self.at.borrow().get(key)?;
+        Some(self.writes.borrow()[at].1.clone())
+    }
+
+    fn set(&self, key: IVec, value: Option<IVec>) {
+        let mut writes = self.writes.borrow_mut();
+        match self.at.borrow_mut().entry(key) {
+            Entry::Occupied(at) => writes[*at.get()].1 = value,
+            Entry::Vacant(at) => {
+                writes.push((at.key().clone(), value));
+                at.insert(writes.len() - 1);
+            }
+        }
+    }
+
+    /// What was written, as one sled batch.
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes.into_inner() {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        batch
+    }
+}
+
+/// One kind of record (keys under a tag) or the index keys themselves,
+/// as the batch left them.
 pub(crate) struct TxTree<'a> {
-    tree: &'a TransactionalTree,
-    /// Keys and bytes written in this try of the transaction.
-    written: &'a Cell<(u64, u64)>,
+    staging: &'a Staging,
+    tag: Option<u8>,
 }
 
 impl TxTree<'_> {
-    /// The value at `key`, as this transaction sees it.
+    fn full_key(&self, key: &[u8]) -> IVec {
+        match self.tag {
+            Some(tag) => IVec::from(keys::key(tag, &[key])),
+            None => IVec::from(key),
+        }
+    }
+
+    /// The value at `key`, as this batch sees it.
     pub(crate) fn get(
         &self,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<IVec>, UnabortableTransactionError> {
-        self.tree.get(key)
+        let key = self.full_key(key.as_ref());
+        if let Some(staged) = self.staging.get(&key) {
+            return Ok(staged);
+        }
+        self.staging
+            .tree
+            .get(key)
+            .map_err(UnabortableTransactionError::Storage)
     }
 
     /// Sets `key` to `value`.
@@ -66,21 +137,23 @@ impl TxTree<'_> {
         key: &[u8],
         value: impl Into<IVec>,
     ) -> Result<(), UnabortableTransactionError> {
-        let value = value.into();
+        let (key, value) = (self.full_key(key), value.into());
         self.count(key.len() + value.len());
-        self.tree.insert(key, value).map(drop)
+        self.staging.set(key, Some(value));
+        Ok(())
     }
 
     /// Removes `key`.
     pub(crate) fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), UnabortableTransactionError> {
-        let key = key.as_ref();
+        let key = self.full_key(key.as_ref());
         self.count(key.len());
-        self.tree.remove(key).map(drop)
+        self.staging.set(key, None);
+        Ok(())
     }
 
     fn count(&self, bytes: usize) {
-        let (keys, total) = self.written.get();
-        self.written.set((keys + 1, total + bytes as u64));
+        let (keys, total) = self.staging.written.get();
+        self.staging.written.set((keys + 1, total + bytes as u64));
     }
 }
 
@@ -111,8 +184,9 @@ pub(crate) enum Outcome {
 /// The result of a write's own checks: `Err` means it wrote nothing.
 pub(crate) type OpResult = Result<Outcome, StoreError>;
 
-/// A queued write. It may run more than once if sled retries the
-/// transaction, so it must not change anything but the trees.
+/// A queued write. It runs once, in the writer thread; it must change
+/// nothing but what it writes through the [`Tx`]. An `Err` is a storage
+/// failure of the whole batch.
 pub(crate) type Op = Box<dyn Fn(&Tx<'_>) -> Result<OpResult, UnabortableTransactionError> + Send>;
 
 struct Job {
@@ -126,8 +200,8 @@ struct Job {
 #[derive(Debug)]
 pub(crate) struct Writer {
     queue: Option<mpsc::Sender<Job>>,
-    /// Whether the thread is applying a batch: its transaction holds
-    /// sled's global write lock, and any other sled call waits for it.
+    /// Whether the thread is applying a batch: `apply_batch` holds sled's
+    /// global write lock, and any other sled call waits for it.
     busy: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -139,12 +213,10 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer thread over these trees. With `flushes` (durable
-    /// stores) it tells the flusher what it applies.
+    /// Starts the writer thread over the `idx` tree, which holds events,
+    /// runs and their indexes. With `flushes` (durable stores) it tells the
+    /// flusher what it applies.
     pub(crate) fn start(
-        events: Tree,
-        runs: Tree,
-        steps: Tree,
         idx: Tree,
         flushes: Option<Flushes>,
         counters: Arc<Counters>,
@@ -165,16 +237,7 @@ impl Writer {
                         }
                     }
                     applying.store(true, Ordering::Relaxed);
-                    apply(
-                        &events,
-                        &runs,
-                        &steps,
-                        &idx,
-                        flushes.as_ref(),
-                        &counters,
-                        &active,
-                        batch,
-                    );
+                    apply(&idx, flushes.as_ref(), &counters, &active, batch);
                     applying.store(false, Ordering::Relaxed);
                 }
             })?;
@@ -218,13 +281,7 @@ impl Drop for Writer {
     }
 }
 
-// The writer thread's whole state, passed as it is: a struct would only
-// rename it.
-#[allow(clippy::too_many_arguments)]
 fn apply(
-    events: &Tree,
-    runs: &Tree,
-    steps: &Tree,
     idx: &Tree,
     flushes: Option<&Flushes>,
     counters: &Counters,
@@ -237,26 +294,36 @@ fn apply(
     // Only this thread changes the unfinished runs: reading them while
     // readers do needs no more than a read lock.
     let shared = active.read();
-    let result = (events, runs, steps, idx).transaction(|(events, runs, steps, idx)| {
-        let written = Cell::new((0, 0));
-        let staged = Staged::new(&shared);
-        let tree = |tree| TxTree {
-            tree,
-            written: &written,
+    let staging = Staging::new(idx);
+    let staged = Staged::new(&shared);
+    let result = (|| {
+        let tree = |tag| TxTree {
+            staging: &staging,
+            tag,
         };
         let tx = Tx {
-            events: tree(events),
-            runs: tree(runs),
-            steps: tree(steps),
-            idx: tree(idx),
+            events: tree(Some(tag::EVENT)),
+            runs: tree(Some(tag::RUN)),
+            steps: tree(Some(tag::STEP)),
+            idx: tree(None),
             active: &staged,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for job in &batch {
-            outcomes.push((job.op)(&tx)?);
+            outcomes.push((job.op)(&tx).map_err(|e| match e {
+                UnabortableTransactionError::Storage(e) => e.to_string(),
+                UnabortableTransactionError::Conflict => "write conflict".to_owned(),
+            })?);
         }
-        Ok::<_, ConflictableTransactionError<()>>((outcomes, written.get(), staged.into_changes()))
+        Ok::<_, String>(outcomes)
+    })();
+    let written = staging.written.get();
+    let result = result.and_then(|outcomes| {
+        idx.apply_batch(staging.into_batch())
+            .map_err(|e| e.to_string())?;
+        Ok(outcomes)
     });
+    let changes = staged.into_changes();
     drop(shared);
     // Asked for even if the batch failed: a failed batch wrote nothing,
     // but readers may have seen earlier ones, and the generation must be
@@ -264,7 +331,7 @@ fn apply(
     let flush = batch.iter().any(|job| job.flush);
     let generation = flushes.map_or(0, |f| f.applied(flush));
     match result {
-        Ok((outcomes, (keys, bytes), changes)) => {
+        Ok(outcomes) => {
             // Applied before anyone is answered, so a caller that reads
             // after its write sees it.
             if !changes.is_empty() {
@@ -273,6 +340,7 @@ fn apply(
                     active.set(id, run);
                 }
             }
+            let (keys, bytes) = written;
             let durable = batch.iter().filter(|job| job.flush).count();
             counters.batch(batch.len(), durable, keys, bytes);
             for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -280,11 +348,7 @@ fn apply(
                 let _ = job.reply.send((outcome, generation));
             }
         }
-        Err(e) => {
-            let reason = match e {
-                sled::transaction::TransactionError::Storage(e) => e.to_string(),
-                sled::transaction::TransactionError::Abort(()) => "transaction aborted".into(),
-            };
+        Err(reason) => {
             tracing::error!(error = %reason, "sled write batch failed");
             for job in batch {
                 let _ = job.reply.send((

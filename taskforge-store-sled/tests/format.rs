@@ -1,7 +1,8 @@
 //! Stores written by an earlier format open with every record: the
-//! fixture `fixtures/format1/store` was written by the format-1 release
-//! (commit 97e2528) with runs in every state, and `manifest.json` beside it
-//! names them.
+//! fixtures `fixtures/format1/store` and `fixtures/format4/store` were
+//! written by the format-1 release (commit 97e2528) and the format-4 one
+//! (cd78ea3, events and runs in trees of their own) with runs in every
+//! state, and the `manifest.json` beside each names them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,8 +15,11 @@ use taskforge_core::{EventQuery, RunId, RunQuery, RunStatus, StepRun, StepStatus
 use taskforge_store_sled::{SledStore, FORMAT_VERSION};
 use tempfile::TempDir;
 
-fn manifest() -> serde_json::Map<String, Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/manifest.json");
+fn manifest(fixture: &str) -> serde_json::Map<String, Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture)
+        .join("manifest.json");
     let text = std::fs::read_to_string(path).expect("read the manifest");
     serde_json::from_str(&text).expect("parse the manifest")
 }
@@ -31,10 +35,13 @@ where
         .expect("a valid id")
 }
 
-/// A copy of the format-1 fixture, which opening migrates.
-fn copy_fixture() -> TempDir {
+/// A copy of a fixture, which opening migrates.
+fn copy_fixture(fixture: &str) -> TempDir {
     let dir = TempDir::new().expect("tempdir");
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/store");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture)
+        .join("store");
     let to = dir.path().join("store");
     std::fs::create_dir_all(&to).expect("create");
     for entry in std::fs::read_dir(from).expect("read the fixture") {
@@ -143,10 +150,21 @@ async fn check(store: &SledStore, m: &serde_json::Map<String, Value>, migrated_o
 
 #[tokio::test]
 async fn a_format_1_store_is_migrated_and_keeps_every_record() {
-    let m = manifest();
-    let dir = copy_fixture();
+    migrates_and_keeps_every_record("format1").await;
+}
+
+#[tokio::test]
+async fn a_format_4_store_is_migrated_and_keeps_every_record() {
+    migrates_and_keeps_every_record("format4").await;
+}
+
+/// Opens a copy of `fixture`, checks every record, works on it, reopens it
+/// and checks again.
+async fn migrates_and_keeps_every_record(fixture: &str) {
+    let m = manifest(fixture);
+    let dir = copy_fixture(fixture);
     let path = dir.path().join("store");
-    let store = SledStore::open(&path).expect("open the format-1 store");
+    let store = SledStore::open(&path).expect("open the fixture's store");
     check(&store, &m, true).await;
     // The migrated store works: the lapsed run is claimed again.
     let lapsed: RunId = id(&m, "run_lapsed");
@@ -161,9 +179,9 @@ async fn a_format_1_store_is_migrated_and_keeps_every_record() {
         .await
         .expect("claim");
     assert_eq!(claimed.lease_epoch, 2);
-    // Its attempts were written by format 1 (in the steps tree); new ones
-    // go into its record, and listing shows both, the newer write of an
-    // attempt winning.
+    // Its attempts were written by the old format (format 1: in the steps
+    // tree; format 4: in its record); new ones go into its record, and
+    // listing shows both, the newer write of an attempt winning.
     let mut steps = store.list_step_runs(lapsed).await.expect("steps");
     assert_eq!(steps.len(), 2);
     let mut running = steps.pop().expect("the running attempt");
@@ -212,6 +230,14 @@ async fn a_format_1_store_is_migrated_and_keeps_every_record() {
             .expect("read")
             .expect("a format");
         assert_eq!(format.as_ref(), FORMAT_VERSION.to_be_bytes());
+        // The records moved out of their old trees, which are gone.
+        let names = db.tree_names();
+        for old in ["events", "runs", "steps"] {
+            assert!(
+                !names.iter().any(|n| n == old.as_bytes()),
+                "tree {old} left behind"
+            );
+        }
     }
     let store = SledStore::open(&path).expect("reopen");
     check(&store, &m, false).await;
