@@ -601,8 +601,7 @@ fn instruction_counts(ops: usize) -> String {
 
 /// `cargo`, run from the workspace root.
 fn cargo() -> std::process::Command {
-    let mut command =
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
     command
 }
