@@ -25,9 +25,14 @@ pub(crate) async fn cancel_run<S: Store, X>(
             status: run.status,
         });
     }
-    if let Some(token) = shared.local.lock().get(&id) {
-        token.cancel();
-        return Ok(run);
+    // A run stored as waiting is parked: its worker's last write parked
+    // it, and the worker may still be on its way out of the local set. It
+    // is claimed and cancelled below rather than left to that worker.
+    if run.status != RunStatus::Waiting {
+        if let Some(token) = shared.local.lock().get(&id) {
+            token.cancel();
+            return Ok(run);
+        }
     }
     if matches!(run.status, RunStatus::Queued | RunStatus::Waiting) {
         // Claim it to cancel it now (the flag makes a parked run due); if a
