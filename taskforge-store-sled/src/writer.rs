@@ -88,6 +88,11 @@ impl Staging {
         }
     }
 
+    /// Whether nothing was written.
+    fn is_empty(&self) -> bool {
+        self.writes.borrow().is_empty()
+    }
+
     /// What was written, as one sled batch.
     fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
@@ -319,6 +324,12 @@ fn apply(
     })();
     let written = staging.written.get();
     let result = result.and_then(|outcomes| {
+        // A batch of claims and renewals alone writes nothing (they are
+        // held in memory until the run's next write): sled is not asked
+        // to seal and write out a log buffer for it.
+        if staging.is_empty() {
+            return Ok(outcomes);
+        }
         idx.apply_batch(staging.into_batch())
             .map_err(|e| e.to_string())?;
         Ok(outcomes)
