@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +30,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(url: &str, schema: &str) -> Self {
+    /// Starts a server on `schema`, with its master key and artifacts in
+    /// `data` (shared by both: what one seals the other opens).
+    fn start(url: &str, schema: &str, data: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .env("TASKFORGE_DATA", data)
             .env("TASKFORGE_POSTGRES_URL", url)
             .env("TASKFORGE_POSTGRES_SCHEMA", schema)
             .env("TASKFORGE_ADDR", "127.0.0.1:0")
@@ -156,8 +160,11 @@ async fn two_servers_on_one_database_share_the_work() {
         .expect("open the store");
     store.drop_schema().await.expect("a clean schema");
 
-    let a = Server::start(&url, &schema);
-    let b = Server::start(&url, &schema);
+    // Not the default `./taskforge-data`, which would be the package's
+    // source directory.
+    let data = tempfile::tempdir().expect("a data directory");
+    let a = Server::start(&url, &schema, data.path());
+    let b = Server::start(&url, &schema, data.path());
     let started = Instant::now();
 
     // Every delivery goes to A.
