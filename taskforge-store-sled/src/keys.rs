@@ -41,8 +41,10 @@ pub(crate) mod tag {
     pub(crate) const DEDUP: u8 = 0x13;
     /// `workflow ++ run`.
     pub(crate) const RUN_BY_WORKFLOW: u8 = 0x20;
-    /// `status ++ run`, for finished runs only (format 2; format 1 also
-    /// held unfinished ones: the index of those is in memory now).
+    /// Formats 1 to 4: `status ++ run` (format 1 for every run, formats 2
+    /// to 4 for finished runs). Since format 5 finished runs in one status
+    /// are listed by merging the per-workflow index below; prune removes
+    /// these keys with their runs.
     pub(crate) const RUN_BY_STATUS: u8 = 0x21;
     /// `workflow ++ status ++ run`, for finished runs only (as above).
     pub(crate) const RUN_BY_WORKFLOW_STATUS: u8 = 0x22;
@@ -233,8 +235,7 @@ pub(crate) fn is_active(status: RunStatus) -> bool {
 /// Only the run's creation and its end change them: an unfinished run's
 /// status and lease are indexed in memory (see `active.rs`), so starting
 /// a run, claiming it and renewing its lease write no index key; its end
-/// writes three (the `ACTIVE` key out, its status alone and with its
-/// workflow in).
+/// writes two (the `ACTIVE` key out, its workflow and status in).
 pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
     run_head_index(&RunHead::from(run))
 }
@@ -251,7 +252,6 @@ pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
         keys.push(key(tag::ACTIVE, &[&id]));
     } else {
         let st = [status(run.status)];
-        keys.push(key(tag::RUN_BY_STATUS, &[&st, &id]));
         keys.push(key(tag::RUN_BY_WORKFLOW_STATUS, &[&wf, &st, &id]));
     }
     keys
@@ -264,17 +264,17 @@ pub(crate) fn run_by_event(run: &WorkflowRun) -> Option<Vec<u8>> {
         .map(|event| key(tag::RUN_BY_EVENT, &[&event.to_bytes(), &run.id.to_bytes()]))
 }
 
-/// The index keys earlier formats wrote for a run that format 3 does not
-/// keep (its event key, which an event's own run no longer has, and its
-/// finish-time key): removed with the run.
+/// The index keys earlier formats wrote for a run that the current one
+/// does not keep (its event key, which an event's own run no longer has
+/// since format 3, its finish-time key, and its status key, which format 5
+/// no longer writes): removed with the run.
 pub(crate) fn legacy_run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = run_by_event(run).into_iter().collect();
     if !is_active(run.status) {
+        let id = run.id.to_bytes();
         let finished = run.finished_at.unwrap_or(run.created_at);
-        keys.push(key(
-            tag::FINISHED_V2,
-            &[&time(finished), &run.id.to_bytes()],
-        ));
+        keys.push(key(tag::FINISHED_V2, &[&time(finished), &id]));
+        keys.push(key(tag::RUN_BY_STATUS, &[&[status(run.status)], &id]));
     }
     keys
 }

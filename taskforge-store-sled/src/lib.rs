@@ -33,7 +33,7 @@
 //! opening the store loads them back. A run's step attempts are kept in
 //! its record, so a commit that finishes one step and starts the next
 //! writes one key; the run an event started needs no index key of its own
-//! (the event names it). A durable three-step run writes 14 keys (format
+//! (the event names it). A durable three-step run writes 13 keys (format
 //! 1: 29); see `benches/README.md`.
 //!
 //! In sled 0.34 each batch writes out sled's log buffer, however small, so

@@ -353,7 +353,17 @@ impl RunStore for SledStore {
                 (None, Some(wf), None) => {
                     Source::Index(keys::key(tag::RUN_BY_WORKFLOW, &[&wf.to_bytes()]))
                 }
-                (None, None, Some(st)) => Source::Index(keys::key(tag::RUN_BY_STATUS, &[&st])),
+                // Each workflow's runs in the status, merged: workflows are
+                // few, and a finished run writes one status key, not two.
+                (None, None, Some(st)) => Source::Merged(
+                    inner
+                        .workflows
+                        .iter()
+                        .keys()
+                        .map(|id| Ok(keys::key(tag::RUN_BY_WORKFLOW_STATUS, &[&id?, &st])))
+                        .collect::<Result<_, sled::Error>>()
+                        .map_err(backend)?,
+                ),
                 (None, None, None)
                     if query.created_from.is_some() || query.created_until.is_some() =>
                 {

@@ -31,6 +31,9 @@ pub(crate) enum Source {
     },
     /// These ids, in ascending order (from an in-memory index).
     Ids(Vec<[u8; ID]>),
+    /// Several indexes of the `idx` tree (keys `prefix ++ id`), merged
+    /// into one listing in id order.
+    Merged(Vec<Vec<u8>>),
 }
 
 type Entry = Result<([u8; ID], Option<IVec>), StoreError>;
@@ -67,6 +70,13 @@ pub(crate) fn page<T: DeserializeOwned>(
     let entries: Box<dyn Iterator<Item = Entry>> = match source {
         Source::Primary => ordered(primary.tree(), &[primary.tag()], order, after, true),
         Source::Index(prefix) => ordered(idx, &prefix, order, after, false),
+        Source::Merged(prefixes) => Box::new(Merge {
+            sources: prefixes
+                .iter()
+                .map(|prefix| ordered(idx, prefix, order, after, false).peekable())
+                .collect(),
+            order,
+        }),
         Source::TimeRange { tag, from, until } => {
             let ids = time_range(idx, tag, from, until, order, after)?;
             Box::new(ids.into_iter().map(|id| Ok((id, None))))
@@ -131,6 +141,38 @@ fn ordered(
     match order {
         Order::OldestFirst => Box::new(range.map(entry)),
         Order::NewestFirst => Box::new(range.rev().map(entry)),
+    }
+}
+
+/// Listings in `order` merged into one: each step takes the first head.
+struct Merge {
+    sources: Vec<std::iter::Peekable<Box<dyn Iterator<Item = Entry>>>>,
+    order: Order,
+}
+
+impl Iterator for Merge {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        let mut first: Option<(usize, [u8; ID])> = None;
+        for (at, source) in self.sources.iter_mut().enumerate() {
+            let id = match source.peek() {
+                // This one is done; the others may not be.
+                None => continue,
+                Some(Ok((id, _))) => *id,
+                // An error is reported at once.
+                Some(Err(_)) => return source.next(),
+            };
+            let better = first.is_none_or(|(_, best)| match self.order {
+                Order::OldestFirst => id < best,
+                Order::NewestFirst => id > best,
+            });
+            if better {
+                first = Some((at, id));
+            }
+        }
+        let (at, _) = first?;
+        self.sources[at].next()
     }
 }
 

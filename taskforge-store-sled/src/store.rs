@@ -39,7 +39,8 @@ use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 /// - 5: events, runs and attempts moved from trees of their own into the
 ///   `idx` tree, under tags (see `keys.rs`), so that the writer thread
 ///   stores a batch with one `apply_batch` instead of a transaction over
-///   four trees.
+///   four trees; a finished run is indexed by its workflow and status, no
+///   longer by its status alone (listings merge the workflows' indexes).
 ///
 /// A store of format 1 is migrated to format 4 when opened, in one atomic
 /// sled transaction (it keeps its format if interrupted). Formats 2 and 3
