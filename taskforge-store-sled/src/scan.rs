@@ -212,3 +212,51 @@ fn time_range(
     }
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> [u8; ID] {
+        let mut id = [0; ID];
+        id[ID - 1] = n;
+        id
+    }
+
+    /// Sources holding these ids, each already in `order`.
+    fn merge(sources: &[&[u8]], order: Order) -> Vec<u8> {
+        let sources = sources
+            .iter()
+            .map(|ids| {
+                let mut ids: Vec<Entry> = ids.iter().map(|&n| Ok((id(n), None))).collect();
+                if order == Order::NewestFirst {
+                    ids.reverse();
+                }
+                (Box::new(ids.into_iter()) as Box<dyn Iterator<Item = Entry>>).peekable()
+            })
+            .collect();
+        Merge { sources, order }
+            .map(|entry| entry.expect("no error").0[ID - 1])
+            .collect()
+    }
+
+    #[test]
+    fn merged_listings_keep_id_order_past_exhausted_sources() {
+        let sources: &[&[u8]] = &[&[1, 4], &[], &[2, 3, 7, 9], &[5]];
+        assert_eq!(merge(sources, Order::OldestFirst), [1, 2, 3, 4, 5, 7, 9]);
+        assert_eq!(merge(sources, Order::NewestFirst), [9, 7, 5, 4, 3, 2, 1]);
+        assert!(merge(&[], Order::OldestFirst).is_empty());
+    }
+
+    #[test]
+    fn a_merged_listing_reports_an_error() {
+        let failing: Box<dyn Iterator<Item = Entry>> =
+            Box::new(std::iter::once(Err(backend("broken"))));
+        let fine: Box<dyn Iterator<Item = Entry>> = Box::new(std::iter::once(Ok((id(1), None))));
+        let mut merged = Merge {
+            sources: vec![fine.peekable(), failing.peekable()],
+            order: Order::OldestFirst,
+        };
+        assert!(merged.next().expect("an entry").is_err());
+    }
+}
