@@ -35,7 +35,8 @@ pub(crate) mod tag {
     pub(crate) const EVENT_BY_WORKFLOW: u8 = 0x10;
     /// `trigger ++ event`.
     pub(crate) const EVENT_BY_TRIGGER: u8 = 0x11;
-    /// `received_at ++ event`.
+    /// `received_at ++ event`, for an event whose id does not carry the
+    /// millisecond it was received in (format 5; see [`dated_by_id`]).
     pub(crate) const EVENT_BY_TIME: u8 = 0x12;
     /// `workflow ++ dedup key` → event id.
     pub(crate) const DEDUP: u8 = 0x13;
@@ -53,7 +54,8 @@ pub(crate) mod tag {
     /// event started (its outcome names it) is found through the event
     /// record instead, and has no key here.
     pub(crate) const RUN_BY_EVENT: u8 = 0x23;
-    /// `created_at ++ run`.
+    /// `created_at ++ run`, for a run whose id does not carry the
+    /// millisecond it was created in (format 5; see [`dated_by_id`]).
     pub(crate) const RUN_BY_TIME: u8 = 0x24;
     /// Format 1 only: `lease expiry ++ run`, for running runs (no lease
     /// sorts first). Removed by the migration to format 2, which keeps
@@ -105,6 +107,43 @@ pub(crate) fn time(t: DateTime<Utc>) -> [u8; 8] {
     ((t.timestamp_micros() as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// The millisecond a UUID v7 id was made in (since the Unix epoch), or
+/// `None` for an id of another version.
+pub(crate) fn id_millis(id: &[u8; ID]) -> Option<i64> {
+    if id[6] >> 4 != 7 {
+        return None;
+    }
+    let mut ms = [0; 8];
+    ms[2..].copy_from_slice(&id[..6]);
+    Some(i64::from_be_bytes(ms))
+}
+
+/// Whether a record made at `at` with `id` is found by time through its id
+/// alone: a UUID v7 of the same millisecond, as the engine makes them with
+/// the system clock. Such records have no time-index key (format 5); the
+/// others (a manual clock, ids made elsewhere) keep one.
+pub(crate) fn dated_by_id(id: &[u8; ID], at: DateTime<Utc>) -> bool {
+    id_millis(id) == Some(at.timestamp_millis())
+}
+
+/// The lowest and highest UUID v7 ids of millisecond `ms`, clamped to the
+/// 48 bits an id has for it.
+pub(crate) fn id_bounds(ms: i64) -> ([u8; ID], [u8; ID]) {
+    let ms = ms.clamp(0, (1 << 48) - 1).to_be_bytes();
+    let (mut lo, mut hi) = ([0; ID], [0xff; ID]);
+    lo[..6].copy_from_slice(&ms[2..]);
+    hi[..6].copy_from_slice(&ms[2..]);
+    (lo, hi)
+}
+
+/// The [`tag::EVENT_BY_TIME`] key of an event.
+pub(crate) fn event_time(event: &Event) -> Vec<u8> {
+    key(
+        tag::EVENT_BY_TIME,
+        &[&time(event.received_at), &event.id.to_bytes()],
+    )
+}
+
 /// The smallest time key.
 pub(crate) const TIME_MIN: [u8; 8] = [0; 8];
 
@@ -150,10 +189,10 @@ pub(crate) fn dedup(workflow_id: WorkflowId, dedup_key: &str) -> Vec<u8> {
 pub(crate) fn event_index(event: &Event) -> Vec<Vec<u8>> {
     let id = event.id.to_bytes();
     let wf = event.workflow_id.to_bytes();
-    let mut keys = vec![
-        key(tag::EVENT_BY_WORKFLOW, &[&wf, &id]),
-        key(tag::EVENT_BY_TIME, &[&time(event.received_at), &id]),
-    ];
+    let mut keys = vec![key(tag::EVENT_BY_WORKFLOW, &[&wf, &id])];
+    if !dated_by_id(&id, event.received_at) {
+        keys.push(event_time(event));
+    }
     if let Some(trigger) = event.trigger_id {
         keys.push(key(tag::EVENT_BY_TRIGGER, &[&trigger.to_bytes(), &id]));
     }
@@ -244,10 +283,10 @@ pub(crate) fn run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
 pub(crate) fn run_head_index(run: &RunHead) -> Vec<Vec<u8>> {
     let id = run.id.to_bytes();
     let wf = run.workflow_id.to_bytes();
-    let mut keys = vec![
-        key(tag::RUN_BY_WORKFLOW, &[&wf, &id]),
-        key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]),
-    ];
+    let mut keys = vec![key(tag::RUN_BY_WORKFLOW, &[&wf, &id])];
+    if !dated_by_id(&id, run.created_at) {
+        keys.push(key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]));
+    }
     if is_active(run.status) {
         keys.push(key(tag::ACTIVE, &[&id]));
     } else {
@@ -266,12 +305,13 @@ pub(crate) fn run_by_event(run: &WorkflowRun) -> Option<Vec<u8>> {
 
 /// The index keys earlier formats wrote for a run that the current one
 /// does not keep (its event key, which an event's own run no longer has
-/// since format 3, its finish-time key, and its status key, which format 5
-/// no longer writes): removed with the run.
+/// since format 3, its finish-time key, and its status and creation-time
+/// keys, which format 5 writes for fewer runs): removed with the run.
 pub(crate) fn legacy_run_index(run: &WorkflowRun) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = run_by_event(run).into_iter().collect();
+    let id = run.id.to_bytes();
+    keys.push(key(tag::RUN_BY_TIME, &[&time(run.created_at), &id]));
     if !is_active(run.status) {
-        let id = run.id.to_bytes();
         let finished = run.finished_at.unwrap_or(run.created_at);
         keys.push(key(tag::FINISHED_V2, &[&time(finished), &id]));
         keys.push(key(tag::RUN_BY_STATUS, &[&[status(run.status)], &id]));

@@ -33,8 +33,10 @@
 //! opening the store loads them back. A run's step attempts are kept in
 //! its record, so a commit that finishes one step and starts the next
 //! writes one key; the run an event started needs no index key of its own
-//! (the event names it). A durable three-step run writes 13 keys (format
-//! 1: 29); see `benches/README.md`.
+//! (the event names it); a run or event whose UUID v7 id carries its
+//! creation time (to the millisecond, as with the system clock) has no
+//! time-index key, its id is one. A durable three-step run writes 11 keys
+//! (format 1: 29); see `benches/README.md`.
 //!
 //! In sled 0.34 each batch writes out sled's log buffer, however small, so
 //! run and event writes are queued to one writer thread that applies

@@ -6,6 +6,7 @@ use taskforge_core::{Event, StoreError, WorkflowRun};
 
 use crate::error::backend;
 use crate::keys::{self, tag};
+use crate::space::Space;
 use crate::store::{decode, op_load, Inner, SledStore};
 use crate::writer::{Op, Outcome, PruneReport, Tx};
 
@@ -39,7 +40,7 @@ impl SledStore {
         // finishes after it is created, so the runs created up to the
         // cutoff are the candidates; each is checked in the write.
         let finished = self
-            .blocking(move |inner| old_ids(inner, tag::RUN_BY_TIME, cutoff))
+            .blocking(move |inner| old_ids(inner, &inner.runs, tag::RUN_BY_TIME, cutoff))
             .await?;
         for chunk in finished.chunks(CHUNK) {
             let chunk = chunk.to_vec();
@@ -117,7 +118,7 @@ impl SledStore {
         // started: checked in the write).
         let old_events = self
             .blocking(move |inner| {
-                let ids = old_ids(inner, tag::EVENT_BY_TIME, cutoff)?;
+                let ids = old_ids(inner, &inner.events, tag::EVENT_BY_TIME, cutoff)?;
                 let mut unreferenced = Vec::with_capacity(ids.len());
                 for id in ids {
                     let by_event = keys::key(tag::RUN_BY_EVENT, &[&id]);
@@ -147,7 +148,11 @@ impl SledStore {
                         }
                     }
                     tx.events.remove(id)?;
-                    for key in keys::event_index(&event) {
+                    // With the time key earlier formats wrote for every event.
+                    for key in keys::event_index(&event)
+                        .into_iter()
+                        .chain([keys::event_time(&event)])
+                    {
                         tx.idx.remove(key)?;
                     }
                     if let Some(dedup_key) = &event.dedup_key {
@@ -173,16 +178,20 @@ impl SledStore {
 /// How many runs or events one queued prune write removes at most.
 const CHUNK: usize = 256;
 
-/// The ids in time index `tag` up to `cutoff`. The index is kept to the
-/// microsecond, so the last microsecond is checked on the record later.
+/// The ids of the records of `space` made up to `cutoff`: those in time
+/// index `tag`, and those whose UUID v7 ids carry a millisecond up to the
+/// cutoff's (records dated by their ids have no time key). Both are kept
+/// to the microsecond or millisecond, so each candidate is checked on its
+/// record later.
 fn old_ids(
     inner: &Inner,
+    space: &Space,
     tag: u8,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<[u8; keys::ID]>, StoreError> {
     let lo = keys::key(tag, &[&keys::TIME_MIN]);
     let hi = keys::key(tag, &[&keys::time(cutoff), &[0xff; keys::ID]]);
-    inner
+    let mut ids = inner
         .idx
         .range(lo..=hi)
         .keys()
@@ -190,5 +199,21 @@ fn old_ids(
             let key = k.map_err(backend)?;
             keys::trailing_id(&key).ok_or_else(|| backend("malformed time index key"))
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if cutoff.timestamp_millis() >= 0 {
+        let (_, last) = keys::id_bounds(cutoff.timestamp_millis());
+        for key in space
+            .tree()
+            .range(space.key(&[0; keys::ID])..=space.key(&last))
+            .keys()
+        {
+            let key = key.map_err(backend)?;
+            if let Some(id) = keys::trailing_id(&key).filter(|id| keys::id_millis(id).is_some()) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }

@@ -78,7 +78,7 @@ pub(crate) fn page<T: DeserializeOwned>(
             order,
         }),
         Source::TimeRange { tag, from, until } => {
-            let ids = time_range(idx, tag, from, until, order, after)?;
+            let ids = time_range(primary, idx, tag, from, until, order, after)?;
             Box::new(ids.into_iter().map(|id| Ok((id, None))))
         }
         Source::Ids(mut ids) => {
@@ -176,10 +176,14 @@ impl Iterator for Merge {
     }
 }
 
-/// The ids of a time index between `from` and `until`, sorted in `order`,
-/// after `after`. Times are stored to the microsecond, so the range is
-/// widened by one microsecond at the top and the caller filters exactly.
+/// The ids of the records made between `from` and `until`, sorted in
+/// `order`, after `after`: those in time index `tag`, and those of
+/// `primary` whose UUID v7 ids carry a millisecond in the range (records
+/// dated by their ids have no time key; see `keys::dated_by_id`). Times
+/// are stored to the microsecond and ids to the millisecond, so the range
+/// is widened and the caller filters exactly.
 fn time_range(
+    primary: &Space,
     idx: &Tree,
     tag: u8,
     from: Option<DateTime<Utc>>,
@@ -192,16 +196,32 @@ fn time_range(
         Some(until) => Bound::Included(keys::key(tag, &[&keys::time(until), &[0xff; ID]])),
         None => Bound::Excluded(vec![tag + 1]),
     };
+    let wanted = |id: &[u8; ID]| match (after, order) {
+        (None, _) => true,
+        (Some(after), Order::OldestFirst) => *id > after,
+        (Some(after), Order::NewestFirst) => *id < after,
+    };
     let mut ids = Vec::new();
     for item in idx.range::<Vec<u8>, _>((Bound::Included(lo), hi)) {
         let (key, _) = item.map_err(backend)?;
-        if let Some(id) = keys::trailing_id(&key) {
-            let wanted = match (after, order) {
-                (None, _) => true,
-                (Some(after), Order::OldestFirst) => id > after,
-                (Some(after), Order::NewestFirst) => id < after,
-            };
-            if wanted {
+        if let Some(id) = keys::trailing_id(&key).filter(wanted) {
+            ids.push(id);
+        }
+    }
+    // No UUID v7 carries a time before the Unix epoch.
+    if until.is_none_or(|until| until.timestamp_millis() >= 0) {
+        let first = from.map_or([0; ID], |from| keys::id_bounds(from.timestamp_millis()).0);
+        let last = until.map_or([0xff; ID], |until| {
+            keys::id_bounds(until.timestamp_millis()).1
+        });
+        for key in primary
+            .tree()
+            .range(primary.key(&first)..=primary.key(&last))
+            .keys()
+        {
+            let key = key.map_err(backend)?;
+            let id = keys::trailing_id(&key).ok_or_else(|| backend("malformed record key"))?;
+            if keys::id_millis(&id).is_some() && wanted(&id) {
                 ids.push(id);
             }
         }
@@ -210,6 +230,9 @@ fn time_range(
         Order::OldestFirst => ids.sort_unstable(),
         Order::NewestFirst => ids.sort_unstable_by(|a, b| b.cmp(a)),
     }
+    // A record may be found both ways (a time key written by an earlier
+    // format, or an id of the range's edge milliseconds).
+    ids.dedup();
     Ok(ids)
 }
 

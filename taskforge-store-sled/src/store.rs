@@ -40,7 +40,10 @@ use crate::writer::{Op, OpResult, Outcome, Tx, TxTree, Writer};
 ///   `idx` tree, under tags (see `keys.rs`), so that the writer thread
 ///   stores a batch with one `apply_batch` instead of a transaction over
 ///   four trees; a finished run is indexed by its workflow and status, no
-///   longer by its status alone (listings merge the workflows' indexes).
+///   longer by its status alone (listings merge the workflows' indexes);
+///   a run or event whose UUID v7 id carries the millisecond it was made in
+///   has no creation-time key (listings by time and prune read such ids
+///   from the records' own keys).
 ///
 /// A store of format 1 is migrated to format 4 when opened, in one atomic
 /// sled transaction (it keeps its format if interrupted). Formats 2 and 3
