@@ -2,10 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use sled::IVec;
-use taskforge_core::{Event, StoreError, WorkflowRun};
+use taskforge_core::{Event, Order, StoreError, WorkflowRun};
 
 use crate::error::backend;
 use crate::keys::{self, tag};
+use crate::scan::time_range;
 use crate::space::Space;
 use crate::store::{decode, op_load, Inner, SledStore};
 use crate::writer::{Op, Outcome, PruneReport, Tx};
@@ -178,42 +179,23 @@ impl SledStore {
 /// How many runs or events one queued prune write removes at most.
 const CHUNK: usize = 256;
 
-/// The ids of the records of `space` made up to `cutoff`: those in time
-/// index `tag`, and those whose UUID v7 ids carry a millisecond up to the
-/// cutoff's (records dated by their ids have no time key). Both are kept
-/// to the microsecond or millisecond, so each candidate is checked on its
-/// record later.
+/// The ids of the records of `space` made up to `cutoff` (to the
+/// microsecond in the time index, to the millisecond for records dated by
+/// their ids; each candidate is checked on its record later), oldest
+/// first.
 fn old_ids(
     inner: &Inner,
     space: &Space,
     tag: u8,
     cutoff: DateTime<Utc>,
 ) -> Result<Vec<[u8; keys::ID]>, StoreError> {
-    let lo = keys::key(tag, &[&keys::TIME_MIN]);
-    let hi = keys::key(tag, &[&keys::time(cutoff), &[0xff; keys::ID]]);
-    let mut ids = inner
-        .idx
-        .range(lo..=hi)
-        .keys()
-        .map(|k| {
-            let key = k.map_err(backend)?;
-            keys::trailing_id(&key).ok_or_else(|| backend("malformed time index key"))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    if cutoff.timestamp_millis() >= 0 {
-        let (_, last) = keys::id_bounds(cutoff.timestamp_millis());
-        for key in space
-            .tree()
-            .range(space.key(&[0; keys::ID])..=space.key(&last))
-            .keys()
-        {
-            let key = key.map_err(backend)?;
-            if let Some(id) = keys::trailing_id(&key).filter(|id| keys::id_millis(id).is_some()) {
-                ids.push(id);
-            }
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
+    time_range(
+        space,
+        &inner.idx,
+        tag,
+        None,
+        Some(cutoff),
+        Order::OldestFirst,
+        None,
+    )
 }

@@ -182,7 +182,7 @@ impl Iterator for Merge {
 /// dated by their ids have no time key; see `keys::dated_by_id`). Times
 /// are stored to the microsecond and ids to the millisecond, so the range
 /// is widened and the caller filters exactly.
-fn time_range(
+pub(crate) fn time_range(
     primary: &Space,
     idx: &Tree,
     tag: u8,
